@@ -1,0 +1,30 @@
+"""Shared fixtures: the real scenes in ../shared/data (tests that need them skip when it is absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+SCENES_DIR = DATA_ROOT / "scenes"
+MESH2SPLAT_DIR = DATA_ROOT / "mesh2splat"
+
+
+def real_scene_paths() -> list[Path]:
+    """Every scene file in shared/data: the captured scenes, the SOG folder and the mesh-converted objects."""
+    if not DATA_ROOT.is_dir():
+        return []
+    paths = sorted(p for p in SCENES_DIR.iterdir() if p.suffix in (".ply", ".splat"))
+    paths.append(SCENES_DIR / "pcengine_playbot_3_0" / "meta.json")
+    paths += sorted(MESH2SPLAT_DIR.glob("*.splat"))
+    return paths
+
+
+def captured_scene_paths() -> list[Path]:
+    """The scenes in shared/data/scenes (captured or trained, not mesh-converted)."""
+    return [p for p in real_scene_paths() if p.parent != MESH2SPLAT_DIR]
+
+
+requires_data = pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=f"real data folder {DATA_ROOT} is absent")
