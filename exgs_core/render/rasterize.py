@@ -1,0 +1,160 @@
+"""render(scene, camera): RGB, alpha and expected depth, with gsplat's `rasterization` semantics.
+
+Backends: "gsplat" (CUDA) when available, otherwise "torch", our CPU backend (torch projection and SH,
+numba compositing). The torch backend is differentiable with respect to per-Gaussian colours and
+opacities, which is what significance scoring needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numba
+import numpy as np
+import torch
+
+from exgs_core.render import cpu_kernels
+from exgs_core.render.projection import TILE_SIZE, covariances, intersect_tiles, project
+from exgs_core.sh import evaluate_sh
+
+BACKENDS = ("auto", "torch", "gsplat")
+
+
+@dataclass
+class RenderOutput:
+    rgb: torch.Tensor  # (H, W, 3) display-referred colours, background composited
+    alpha: torch.Tensor  # (H, W) accumulated opacity
+    depth: torch.Tensor  # (H, W) expected depth (camera z), 0 where nothing was hit
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "gsplat" if gsplat_available() else "torch"
+    if backend == "gsplat" and not gsplat_available():
+        raise RuntimeError("the gsplat backend needs CUDA and the gsplat package; use --backend torch on this machine")
+    return backend
+
+
+def gsplat_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def render(scene, camera, background: Sequence[float] = (0.0, 0.0, 0.0), sh_degree: int | None = None,
+           backend: str = "auto") -> RenderOutput:
+    """Render a GaussianScene from a Camera (OpenCV convention); tensors are on the CPU."""
+    degree = scene.sh_degree if sh_degree is None else min(sh_degree, scene.sh_degree)
+    params = scene_tensors(scene)
+    if resolve_backend(backend) == "gsplat":
+        return _render_gsplat(params, camera, background, degree)
+    colors = view_colors(params["means"], params["sh"], camera, degree)
+    return rasterize(params["means"], params["quats"], params["scales"], params["opacities"], colors, camera,
+                     background)
+
+
+def scene_tensors(scene) -> dict[str, torch.Tensor]:
+    """Activated parameters as float32 tensors: means, unit quats, scales, opacities, sh."""
+    return {
+        "means": torch.from_numpy(scene.means),
+        "quats": torch.from_numpy(scene.unit_quats()),
+        "scales": torch.from_numpy(scene.scales()),
+        "opacities": torch.from_numpy(scene.opacities()),
+        "sh": torch.from_numpy(scene.sh),
+    }
+
+
+def view_colors(means: torch.Tensor, sh: torch.Tensor, camera, degree: int) -> torch.Tensor:
+    """RGB per Gaussian seen from the camera: SH + 0.5 clamped at 0 (gsplat's rule)."""
+    position = torch.as_tensor(camera.position, dtype=means.dtype)
+    dirs = torch.nn.functional.normalize(means - position, p=2, dim=-1)
+    return torch.clamp_min(evaluate_sh(sh, dirs, degree) + 0.5, 0.0)
+
+
+def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
+              colors: torch.Tensor, camera, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderOutput:
+    """Composite Gaussians with per-Gaussian `colors` (N, C>=1) on the CPU.
+
+    Differentiable with respect to `colors` and `opacities`; geometry is treated as constant.
+    Returns the first three channels as rgb (or all of them if fewer), alpha and expected depth.
+    """
+    width, height = int(camera.width), int(camera.height)
+    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
+    K = torch.as_tensor(camera.K, dtype=torch.float32)
+    with torch.no_grad():
+        proj = project(means.detach(), covariances(quats.detach(), scales.detach()), viewmat, K, width, height,
+                       opacities=opacities.detach())
+        visible = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
+        sub_radii = proj.radii[visible]
+        isects = intersect_tiles(proj.means2d[visible], sub_radii, proj.depths[visible], width, height)
+
+    channels = torch.cat([colors[visible], proj.depths[visible, None]], dim=-1)
+    accumulated, final_t = _Composite.apply(
+        proj.means2d[visible], proj.conics[visible], opacities[visible], channels, isects, width, height
+    )
+    alpha = 1.0 - final_t
+    bg = torch.as_tensor(background, dtype=torch.float32)[: colors.shape[1]]
+    color_channels = accumulated[..., : colors.shape[1]] + final_t[..., None] * bg
+    depth = accumulated[..., -1] / alpha.clamp(min=1e-10)
+    return RenderOutput(rgb=color_channels, alpha=alpha, depth=depth)
+
+
+class _Composite(torch.autograd.Function):
+    """numba compositing as an autograd op: gradients flow to colours and opacities."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, channels, isects, width, height):
+        arrays = _kernel_arrays(means2d, conics, opacities, channels, isects)
+        out, final_t, last = cpu_kernels.composite_forward(*arrays, width, height, TILE_SIZE, isects.tiles_x)
+        ctx.saved = (arrays, width, height, isects.tiles_x, final_t, last)
+        return torch.from_numpy(out), torch.from_numpy(final_t)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final_t):
+        arrays, width, height, tiles_x, final_t, last = ctx.saved
+        grad_channels, grad_opacities = cpu_kernels.composite_backward(
+            *arrays, width, height, TILE_SIZE, tiles_x, final_t, last,
+            np.ascontiguousarray(grad_out.numpy(), dtype=np.float32),
+            np.ascontiguousarray(grad_final_t.numpy(), dtype=np.float32),
+            numba.get_num_threads(),
+        )
+        return (None, None, torch.from_numpy(grad_opacities), torch.from_numpy(grad_channels), None, None, None)
+
+
+def _kernel_arrays(means2d, conics, opacities, channels, isects) -> tuple[np.ndarray, ...]:
+    def as_numpy(t: torch.Tensor, dtype) -> np.ndarray:
+        return np.ascontiguousarray(t.detach().numpy(), dtype=dtype)
+
+    return (
+        as_numpy(means2d, np.float32),
+        as_numpy(conics, np.float32),
+        as_numpy(opacities, np.float32),
+        as_numpy(channels, np.float32),
+        as_numpy(isects.flatten_ids, np.int64),
+        as_numpy(isects.tile_offsets, np.int64),
+    )
+
+
+def _render_gsplat(params: dict[str, torch.Tensor], camera, background, degree: int) -> RenderOutput:
+    """The same render through gsplat's CUDA rasteriser."""
+    from gsplat import rasterization
+
+    device = torch.device("cuda")
+    p = {k: v.to(device) for k, v in params.items()}
+    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32, device=device)[None]
+    K = torch.as_tensor(camera.K, dtype=torch.float32, device=device)[None]
+    bg = torch.as_tensor(background, dtype=torch.float32, device=device)[None]
+    colors, alphas, _ = rasterization(
+        p["means"], p["quats"], p["scales"], p["opacities"], p["sh"][:, : (degree + 1) ** 2], viewmat, K,
+        int(camera.width), int(camera.height), sh_degree=degree, backgrounds=bg, render_mode="RGB+ED",
+        eps2d=0.3, near_plane=0.01, far_plane=1e10, packed=False, rasterize_mode="classic",
+    )
+    alpha = alphas[0, ..., 0].cpu()
+    return RenderOutput(rgb=colors[0, ..., :3].cpu(), alpha=alpha, depth=colors[0, ..., 3].cpu())
