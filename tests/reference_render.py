@@ -11,11 +11,14 @@ import torch
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
 
 
-def reference_render(scene, camera, background=(0.0, 0.0, 0.0), rows_per_chunk: int = 8):
+def reference_render(scene, camera, background=(0.0, 0.0, 0.0), rows_per_chunk: int = 8, opacities=None,
+                     colors=None):
+    """rgb, alpha, depth of `scene`; `opacities` (N,) and `colors` (N, 3) may be given, e.g. to take gradients."""
     means = torch.from_numpy(scene.means)
     quats = torch.from_numpy(scene.quats)  # gsplat normalises them itself
     scales = torch.from_numpy(scene.scales())
-    opacities = torch.from_numpy(scene.opacities())
+    if opacities is None:
+        opacities = torch.from_numpy(scene.opacities())
     viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
     K = torch.as_tensor(camera.K, dtype=torch.float32)
     W, H = int(camera.width), int(camera.height)
@@ -24,21 +27,22 @@ def reference_render(scene, camera, background=(0.0, 0.0, 0.0), rows_per_chunk: 
     radii, means2d, depths, conics, _ = _fully_fused_projection(means, covars, viewmat[None], K[None], W, H)
     radii, means2d, depths, conics = radii[0], means2d[0], depths[0], conics[0]
     dirs = means - torch.linalg.inv(viewmat)[:3, 3]
-    colors = torch.clamp_min(_spherical_harmonics(scene.sh_degree, dirs, torch.from_numpy(scene.sh)) + 0.5, 0.0)
+    if colors is None:
+        colors = torch.clamp_min(_spherical_harmonics(scene.sh_degree, dirs, torch.from_numpy(scene.sh)) + 0.5, 0.0)
 
     visible = (radii > 0).all(dim=-1)
-    image = torch.zeros(H, W, 5, dtype=torch.float64)  # rgb, depth, transmittance
-    image[..., 4] = 1.0
+    bands = []
     for y0 in range(0, H, rows_per_chunk):
         y1 = min(H, y0 + rows_per_chunk)
-        _composite_rows(image, y0, y1, W, visible, means2d, radii, depths, conics, opacities, colors)
+        bands.append(_composite_rows(y0, y1, W, visible, means2d, radii, depths, conics, opacities, colors))
+    image = torch.cat(bands, dim=0)  # rgb, depth, transmittance
     rgb = image[..., :3] + image[..., 4:5] * torch.tensor(background, dtype=torch.float64)
     alpha = 1.0 - image[..., 4]
     depth = image[..., 3] / alpha.clamp(min=1e-10)
     return rgb.float(), alpha.float(), depth.float()
 
 
-def _composite_rows(image, y0, y1, W, visible, means2d, radii, depths, conics, opacities, colors):
+def _composite_rows(y0, y1, W, visible, means2d, radii, depths, conics, opacities, colors):
     # Gaussians whose box reaches these rows, and for each the pixels (centres at +0.5) inside its box.
     lo, hi = means2d - radii, means2d + radii
     ids = torch.nonzero(visible & (hi[:, 1] >= y0 + 0.5) & (lo[:, 1] <= y1 - 0.5)).squeeze(1)
@@ -53,8 +57,10 @@ def _composite_rows(image, y0, y1, W, visible, means2d, radii, depths, conics, o
         g, p = torch.nonzero(inside, as_tuple=True)
         gauss.append(chunk[g])
         pix.append(p)
+    band = torch.zeros((y1 - y0) * W, 5, dtype=torch.float64)
+    band[:, 4] = 1.0
     if not gauss:
-        return
+        return band.reshape(y1 - y0, W, 5)
     g, p = torch.cat(gauss), torch.cat(pix)
 
     dx = means2d[g, 0] - (pxs[p] + 0.5)
@@ -79,9 +85,8 @@ def _composite_rows(image, y0, y1, W, visible, means2d, radii, depths, conics, o
     weight = torch.where(kept, alpha * t_before, torch.zeros_like(alpha))
 
     values = torch.cat([colors[g].double(), depths[g, None].double()], dim=-1) * weight[:, None]
-    flat = image[y0:y1].reshape(-1, 5)
-    flat[:, :4].index_add_(0, p, values)
-    last_t = torch.ones(flat.shape[0], dtype=torch.float64)
-    last_t.scatter_reduce_(0, p, torch.where(kept, t_after, torch.ones_like(t_after)), reduce="amin")
-    flat[:, 4] = last_t
-    image[y0:y1] = flat.reshape(y1 - y0, W, 5)
+    accumulated = torch.zeros((y1 - y0) * W, 4, dtype=torch.float64).index_add(0, p, values)
+    final_t = torch.ones((y1 - y0) * W, dtype=torch.float64).scatter_reduce(
+        0, p, torch.where(kept, t_after, torch.ones_like(t_after)), reduce="amin"
+    )
+    return torch.cat([accumulated, final_t[:, None]], dim=-1).reshape(y1 - y0, W, 5)
