@@ -11,7 +11,6 @@ peak memory, measured in a child process so nothing else is counted.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time

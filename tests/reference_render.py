@@ -11,7 +11,7 @@ import torch
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
 
 
-def reference_render(scene, camera, background=(0.0, 0.0, 0.0), rows_per_chunk: int = 8, opacities=None,
+def reference_render(scene, camera, background=(0.0, 0.0, 0.0), rows_per_chunk: int = 32, opacities=None,
                      colors=None):
     """rgb, alpha, depth of `scene`; `opacities` (N,) and `colors` (N, 3) may be given, e.g. to take gradients."""
     means = torch.from_numpy(scene.means)
@@ -43,28 +43,25 @@ def reference_render(scene, camera, background=(0.0, 0.0, 0.0), rows_per_chunk: 
 
 
 def _composite_rows(y0, y1, W, visible, means2d, radii, depths, conics, opacities, colors):
-    # Gaussians whose box reaches these rows, and for each the pixels (centres at +0.5) inside its box.
+    # Each Gaussian with the pixels of these rows whose centres (+0.5) lie inside its box.
     lo, hi = means2d - radii, means2d + radii
-    ids = torch.nonzero(visible & (hi[:, 1] >= y0 + 0.5) & (lo[:, 1] <= y1 - 0.5)).squeeze(1)
-    pys, pxs = torch.meshgrid(torch.arange(y0, y1), torch.arange(W), indexing="ij")
-    pys, pxs = pys.reshape(-1), pxs.reshape(-1)
-    gauss, pix = [], []
-    for chunk in ids.split(4096):
-        inside = (
-            (pxs[None] + 0.5 >= lo[chunk, 0:1]) & (pxs[None] + 0.5 <= hi[chunk, 0:1])
-            & (pys[None] + 0.5 >= lo[chunk, 1:2]) & (pys[None] + 0.5 <= hi[chunk, 1:2])
-        )
-        g, p = torch.nonzero(inside, as_tuple=True)
-        gauss.append(chunk[g])
-        pix.append(p)
+    x0 = torch.ceil(lo[:, 0] - 0.5).clamp(min=0).long()
+    x1 = torch.floor(hi[:, 0] - 0.5).clamp(max=W - 1).long()
+    ya = torch.ceil(lo[:, 1] - 0.5).clamp(min=y0).long()
+    yb = torch.floor(hi[:, 1] - 0.5).clamp(max=y1 - 1).long()
+    nx, ny = (x1 - x0 + 1).clamp(min=0), (yb - ya + 1).clamp(min=0)
+    counts = nx * ny * visible
     band = torch.zeros((y1 - y0) * W, 5, dtype=torch.float64)
     band[:, 4] = 1.0
-    if not gauss:
+    if counts.sum() == 0:
         return band.reshape(y1 - y0, W, 5)
-    g, p = torch.cat(gauss), torch.cat(pix)
+    g = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    local = torch.arange(len(g)) - (torch.cumsum(counts, 0) - counts)[g]
+    px, py = x0[g] + local % nx[g], ya[g] + local // nx[g]
+    p = (py - y0) * W + px
 
-    dx = means2d[g, 0] - (pxs[p] + 0.5)
-    dy = means2d[g, 1] - (pys[p] + 0.5)
+    dx = means2d[g, 0] - (px + 0.5)
+    dy = means2d[g, 1] - (py + 0.5)
     sigma = 0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) + conics[g, 1] * dx * dy
     alpha = torch.clamp_max(opacities[g] * torch.exp(-sigma), 0.999)
     keep = (sigma >= 0) & (alpha >= 1.0 / 255.0)

@@ -48,8 +48,9 @@ def scenes() -> dict[str, GaussianScene]:
 @pytest.mark.parametrize("name", SCENE_IDS)
 def test_render_matches_brute_force_reference(scenes, name):
     scene = scenes[name]
-    n_views = 3 if len(scene) < 60_000 else 2
-    for camera in views(scene, n_views):
+    # Several views per scene; the 100k-Gaussian objects at a smaller size to keep the oracle quick.
+    cameras = views(scene, 3) if len(scene) < 60_000 else views(scene, 2, 72, 54)
+    for camera in cameras:
         ours = render(scene, camera, background=(0.2, 0.3, 0.4), backend="torch")
         ref_rgb, ref_alpha, ref_depth = reference_render(scene, camera, background=(0.2, 0.3, 0.4))
         assert ref_alpha.mean() > 0.02, "the view must actually see the scene"
@@ -103,7 +104,10 @@ def test_tile_intersections_match_gsplat_reference(scenes, name):
     ref_offsets = _isect_offset_encode(ref_ids, 1, tw, th).flatten()
     ours = intersect_tiles(means2d, radii, depths, camera.width, camera.height)
     assert torch.equal(ours.isect_ids, ref_ids)
-    assert torch.equal(ours.flatten_ids, ref_flatten.long())
+    # Equal keys (same tile, same depth) may come in either order from gsplat's unstable sort.
+    def pairs(ids, flat):
+        return sorted(zip(ids.tolist(), flat.tolist()))
+    assert pairs(ours.isect_ids, ours.flatten_ids) == pairs(ref_ids, ref_flatten.long())
     assert torch.equal(ours.tile_offsets[:-1], ref_offsets.long())
 
 
@@ -119,7 +123,8 @@ def test_sh_matches_gsplat_reference(degree):
 
 @requires_data
 def test_gradients_match_autograd_through_reference(scenes):
-    scene = scenes["hairlod_donut_fused.ply"]
+    full = scenes["hairlod_donut_fused.ply"]
+    scene = full.subset(np.random.default_rng(0).choice(len(full), 6000, replace=False))
     camera = views(scene, 1, 64, 48)[0]
     p = scene_tensors(scene)
     colors = view_colors(p["means"], p["sh"], camera, scene.sh_degree)
@@ -150,8 +155,9 @@ def test_gradients_match_autograd_through_reference(scenes):
 
 @requires_data
 def test_rotated_scene_seen_from_rotated_camera_looks_the_same(scenes):
-    """View-dependent colour must follow the object: SH degree 3 scene, rotation + scale + translation."""
-    scene = scenes["gs3d_lod1_tile_0_0.5x.ply"]
+    """View-dependent colour must follow the object: rotation + scale + translation of an SH scene."""
+    scene = scenes["pcengine_playbot_3_0"]  # SH degree 2 with real view-dependent colour
+    assert np.abs(scene.sh[:, 1:]).mean() > 0.05
     camera = views(scene, 1, 160, 120)[0]
     angle = 0.9
     rotation = np.array([[1, 0, 0], [0, math.cos(angle), -math.sin(angle)], [0, math.sin(angle), math.cos(angle)]])
@@ -171,7 +177,7 @@ def test_rotated_scene_seen_from_rotated_camera_looks_the_same(scenes):
 
     before = render(scene, camera, backend="torch")
     after = render(moved, moved_camera, backend="torch")
-    assert before.alpha.mean() > 0.2
+    assert before.alpha.mean() > 0.05
     assert psnr(after.rgb, before.rgb) > 40.0
     assert psnr(after.alpha, before.alpha) > 40.0
 

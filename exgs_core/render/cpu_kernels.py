@@ -107,3 +107,38 @@ def composite_backward(means2d, conics, opacities, colors, flatten_ids, tile_off
                         if alpha < MAX_ALPHA:  # a clamped alpha does not depend on the opacity
                             grad_opacities[worker, g] += grad_alpha * alpha / opacities[g]
     return grad_colors.sum(axis=0), grad_opacities.sum(axis=0)
+
+
+@numba.njit(parallel=True, cache=True)
+def composite_significance(means2d, conics, opacities, flatten_ids, tile_offsets, width, height, tile_size,
+                           tiles_x, n_workers):
+    """Per-Gaussian sums over the pixels it contributes to: (alpha * T, opacity * T, pixel count).
+
+    Same traversal as composite_forward (a pixel stops where the forward pass stops). alpha * T is the
+    Gaussian's blend weight; opacity * T is the ExGS / LightGaussian significance term sigma_j * T_j.
+    """
+    n = len(opacities)
+    scores = np.zeros((n_workers, n, 3), np.float64)
+    sigma_cut = np.log(np.maximum(opacities, 1e-30) / MIN_ALPHA) + 1e-4
+    n_tiles = len(tile_offsets) - 1
+    for worker in numba.prange(n_workers):
+        for tile in range(worker, n_tiles, n_workers):
+            start, end = tile_offsets[tile], tile_offsets[tile + 1]
+            x0, y0 = (tile % tiles_x) * tile_size, (tile // tiles_x) * tile_size
+            for py in range(y0, min(y0 + tile_size, height)):
+                for px in range(x0, min(x0 + tile_size, width)):
+                    t = 1.0
+                    for i in range(start, end):
+                        g = flatten_ids[i]
+                        alpha = _alpha(conics[g, 0], conics[g, 1], conics[g, 2], means2d[g, 0] - (px + 0.5),
+                                       means2d[g, 1] - (py + 0.5), opacities[g], sigma_cut[g])
+                        if alpha < 0.0:
+                            continue
+                        next_t = t * (1.0 - alpha)
+                        if next_t <= MIN_TRANSMITTANCE:
+                            break
+                        scores[worker, g, 0] += alpha * t
+                        scores[worker, g, 1] += opacities[g] * t
+                        scores[worker, g, 2] += 1.0
+                        t = next_t
+    return scores.sum(axis=0)

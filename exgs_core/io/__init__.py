@@ -1,0 +1,155 @@
+"""Scene file formats: read any supported 3DGS file into a GaussianScene, write one back.
+
+One module per format: ply (INRIA), pcply (PlayCanvas .compressed.ply), splat (antimatter15), sog (PlayCanvas
+SOG v2, read only). The format of a file is chosen by its content first (PLY magic and header, zip, JSON),
+then by its extension.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from exgs_core.errors import SceneFormatError
+from exgs_core.io.pcply import read_compressed_ply, write_compressed_ply
+from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, write_ply
+from exgs_core.io.sog import read_sog
+from exgs_core.io.splat import read_splat, write_splat
+from exgs_core.scene import GaussianScene
+
+
+class FileFormat(NamedTuple):
+    name: str
+    extensions: tuple[str, ...]
+    description: str
+
+
+READABLE_FORMATS: list[FileFormat] = [
+    FileFormat("ply", (".ply",), "INRIA 3DGS .ply (binary or ASCII, SH degree 0-3)"),
+    FileFormat("compressed-ply", (".compressed.ply",), "PlayCanvas / SuperSplat compressed .ply"),
+    FileFormat("splat", (".splat",), "antimatter15 .splat (32 bytes per Gaussian, no SH)"),
+    FileFormat("sog", (".sog", "meta.json"), "PlayCanvas SOG v2: a .sog zip, a folder with meta.json, or meta.json"),
+]
+WRITABLE_FORMATS: list[FileFormat] = [
+    FileFormat("ply", (".ply",), "INRIA 3DGS .ply (float32, binary little endian)"),
+    FileFormat("compressed-ply", (".compressed.ply",), "PlayCanvas / SuperSplat compressed .ply"),
+    FileFormat("splat", (".splat",), "antimatter15 .splat (SH above degree 0 is dropped)"),
+]
+
+_READERS: dict[str, Callable[[Path], GaussianScene]] = {
+    "ply": read_ply,
+    "compressed-ply": read_compressed_ply,
+    "splat": read_splat,
+    "sog": read_sog,
+}
+_WRITERS: dict[str, Callable[[GaussianScene, Path], None]] = {
+    "ply": write_ply,
+    "compressed-ply": write_compressed_ply,
+    "splat": write_splat,
+}
+
+__all__ = [
+    "FileFormat",
+    "FormatWarning",
+    "READABLE_FORMATS",
+    "WRITABLE_FORMATS",
+    "detect_format",
+    "read_scene",
+    "write_scene",
+]
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The format name of a scene file or folder ("ply", "compressed-ply", "splat" or "sog")."""
+    path = Path(path)
+    if not path.exists():
+        raise SceneFormatError(path, "no such file or directory")
+    if path.is_dir():
+        if (path / "meta.json").is_file():
+            return "sog"
+        raise SceneFormatError(path, "the folder has no meta.json, so it is not a SOG scene")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise SceneFormatError(path, f"cannot read the file: {error.strerror or error}") from None
+    if head.startswith(b"ply\n") or head.startswith(b"ply\r\n"):
+        return "compressed-ply" if read_ply_header(path).element("chunk") is not None else "ply"
+    if head.startswith(b"PK\x03\x04"):
+        return "sog"
+    if path.name.lower().endswith(".json") and head.lstrip().startswith(b"{"):
+        return "sog"
+    suffix = path.suffix.lower()
+    if suffix == ".ply":
+        raise SceneFormatError(path, "not a PLY file (it does not start with the line 'ply')")
+    if suffix == ".splat":
+        return "splat"
+    if suffix == ".sog":
+        raise SceneFormatError(path, "not a .sog file (it is not a zip archive)")
+    known = ", ".join(f"{f.name} ({', '.join(f.extensions)})" for f in READABLE_FORMATS)
+    raise SceneFormatError(path, f"unknown scene format; readable formats are {known}")
+
+
+def read_scene(path: str | os.PathLike) -> GaussianScene:
+    """Read a scene file (format by content and extension); SceneFormatError if it is unreadable or broken."""
+    path = Path(path)
+    format = detect_format(path)
+    try:
+        scene = _READERS[format](path)
+    except SceneFormatError:
+        raise
+    except OSError as error:
+        raise SceneFormatError(path, f"cannot read the file: {error.strerror or error}") from None
+    _check_read_scene(path, scene)
+    scene.metadata["source_name"] = path.parent.name if path.name == "meta.json" else path.name
+    return scene
+
+
+def _check_read_scene(path: Path, scene: GaussianScene) -> None:
+    if len(scene) == 0:
+        raise SceneFormatError(path, "the scene holds no Gaussians (0 rows)")
+    bad = ~np.isfinite(scene.means).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        counted = "1 Gaussian has" if len(rows) == 1 else f"{len(rows)} Gaussians have"
+        raise SceneFormatError(path, f"{counted} NaN or infinite positions (x, y, z), the first at index {rows[0]}")
+
+
+def write_scene(scene: GaussianScene, path: str | os.PathLike, format: str | None = None) -> None:
+    """Write a scene; the format is `format` or follows from the extension. The file appears only when complete."""
+    path = Path(path)
+    format = format or _format_for_extension(path)
+    if format not in _WRITERS:
+        raise SceneFormatError(path, f"cannot write format {format!r}; {_writable_list()}")
+    _check_scene_to_write(scene)
+    _WRITERS[format](scene, path)
+
+
+def _format_for_extension(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".compressed.ply"):
+        return "compressed-ply"
+    if name.endswith(".ply"):
+        return "ply"
+    if name.endswith(".splat"):
+        return "splat"
+    if name.endswith(".exgs"):
+        raise SceneFormatError(path, "writing .exgs is not available yet (the container format comes later)")
+    raise SceneFormatError(path, f"cannot tell the format from the extension '{path.suffix}'; {_writable_list()}")
+
+
+def _writable_list() -> str:
+    return "writable formats are " + ", ".join(f"{f.name} ({', '.join(f.extensions)})" for f in WRITABLE_FORMATS)
+
+
+def _check_scene_to_write(scene: GaussianScene) -> None:
+    """Refuse, before any file is touched, a scene no reader would accept back."""
+    # Re-running the constructor re-checks the array shapes, which callers may have replaced since.
+    GaussianScene(scene.means, scene.quats, scene.log_scales, scene.opacity_logits, scene.sh)
+    if len(scene) == 0:
+        raise ValueError("cannot write a scene with no Gaussians")
+    if not np.isfinite(scene.means).all():
+        raise ValueError("cannot write a scene with NaN or infinite positions")

@@ -1,0 +1,374 @@
+"""The .exgs container: magic, version, JSON header, checksummed compressed sections (docs/format.md).
+
+`encode_container` / `decode_container` handle the container for any JSON header and named byte sections;
+`write_exgs` / `read_exgs` store a GaussianScene in it through exgs_core.ugc.pack.
+
+The reader trusts nothing it has not checked: every length is bounded by the bytes left in the file before
+anything is allocated, every declared decoded length is checked against what the header's counts call for
+before decompression, and decompressors are never allowed to produce more than that. Every problem is a
+SceneFormatError naming the file. numpy, zlib, lzma and (for zstd sections) zstandard only: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import re
+import struct
+import zlib
+from typing import Any, Callable
+
+from exgs_core.errors import SceneFormatError
+from exgs_core.fileio import atomic_write
+from exgs_core.scene import GaussianScene
+from exgs_core.ugc.pack import PackSettings, check_pack_header, expected_section_sizes, pack_scene, unpack_scene
+
+MAGIC = b"EXGS\r\n\x1a\n"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+# magic, major, minor, section count, header length
+_PREAMBLE = struct.Struct("<8sHHII")
+# codec tag, stored length, decoded length, CRC-32 (after the length-prefixed name)
+_RECORD = struct.Struct("<4sQQI")
+_CRC = struct.Struct("<I")
+
+CODECS = {"raw": b"raw\0", "zstd": b"zstd", "lzma": b"lzma"}
+_CODEC_NAMES = {tag: name for name, tag in CODECS.items()}
+_NAME_PATTERN = re.compile(r"[a-z0-9_]{1,32}\Z")
+MAX_HEADER_BYTES = 1 << 24
+MAX_SECTIONS = 256
+ZSTD_LEVEL = 19
+# All sections together may decode to at most this multiple of the file size plus DECODE_ALLOWANCE bytes:
+# real files expand 1-3 times, and the bound keeps a crafted file from making the reader allocate gigabytes.
+GENERIC_EXPANSION = 1024
+DECODE_ALLOWANCE = 1 << 24
+REQUIRED_SECTIONS = ("means", "quats", "scales", "opacity", "sh_dc")
+
+# Header keys that pack_scene owns; extra_header may not override them.
+_PACK_KEYS = ("count", "sh_degree", "layout", "order", "bounds", "quantisation")
+
+
+# --- the container -------------------------------------------------------------------------------------------
+
+
+def encode_container(header: dict[str, Any], sections: dict[str, bytes], codec: str = "zstd") -> bytes:
+    """The bytes of a container holding `header` (JSON-serialisable) and `sections` in the given order.
+
+    `codec` is "raw", "zstd", "lzma", or "auto" (per section, the smallest of the three).
+    """
+    if codec not in CODECS and codec != "auto":
+        raise ValueError(f"unknown codec {codec!r}; choose one of raw, zstd, lzma, auto")
+    if len(sections) > MAX_SECTIONS:
+        raise ValueError(f"at most {MAX_SECTIONS} sections, got {len(sections)}")
+    header_bytes = json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise ValueError(f"the header is {len(header_bytes)} bytes; at most {MAX_HEADER_BYTES} are allowed")
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(sections), len(header_bytes))
+    parts = [preamble, header_bytes, _CRC.pack(zlib.crc32(preamble[8:] + header_bytes))]
+    for name, payload in sections.items():
+        parts.append(_encode_section(name, bytes(payload), codec))
+    return b"".join(parts)
+
+
+def _encode_section(name: str, payload: bytes, codec: str) -> bytes:
+    if not _NAME_PATTERN.match(name):
+        raise ValueError(f"section name {name!r} must be 1-32 characters of a-z, 0-9 and _")
+    if codec == "auto":
+        candidates = [(c, compress(payload, c)) for c in ("zstd", "lzma")]
+        codec, stored = min(candidates, key=lambda item: len(item[1]))
+        if len(stored) >= len(payload):
+            codec, stored = "raw", payload
+    else:
+        stored = compress(payload, codec)
+    record = bytes([len(name)]) + name.encode("ascii")
+    record += _RECORD.pack(CODECS[codec], len(stored), len(payload), 0)[:-4]
+    return record + _CRC.pack(zlib.crc32(record + stored)) + stored
+
+
+def compress(payload: bytes, codec: str) -> bytes:
+    if codec == "raw":
+        return payload
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(payload)
+    if codec == "lzma":
+        filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": _lzma_dict(len(payload))}]
+        return lzma.compress(payload, format=lzma.FORMAT_RAW, filters=filters)
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def _lzma_dict(decoded_length: int) -> int:
+    """LZMA2 dictionary size: the decoded length rounded up to a power of two, within [4 KiB, 64 MiB]."""
+    return min(1 << 26, max(1 << 12, 1 << max(0, decoded_length - 1).bit_length()))
+
+
+def decode_container(
+    data: bytes,
+    path: str | os.PathLike | None = None,
+    expected_sizes: Callable[[dict[str, Any]], dict[str, int]] | None = None,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(header, decoded sections) of a container; SceneFormatError (naming `path`) for anything wrong.
+
+    With `expected_sizes` (header -> {section name: decoded length}, raising ValueError for a header it
+    cannot use), exactly those sections are required and decoded, each to exactly that length; other
+    sections (from a newer minor version) are skipped without decoding. Without it, every section is
+    decoded. Either way all sections together decode to at most GENERIC_EXPANSION times the file size
+    plus DECODE_ALLOWANCE bytes.
+    """
+    data = memoryview(data).toreadonly()
+    header, section_count, offset = _read_header(data, path)
+    expected = None
+    if expected_sizes is not None:
+        try:
+            expected = expected_sizes(header)
+        except (ValueError, KeyError, TypeError) as error:
+            raise SceneFormatError(path, f"the .exgs header is inconsistent: {error}") from None
+    budget = GENERIC_EXPANSION * len(data) + DECODE_ALLOWANCE
+    sections: dict[str, bytes] = {}
+    for index in range(section_count):
+        name, codec, stored, decoded_length, offset = _read_record(data, offset, index, path)
+        if name in sections:
+            raise SceneFormatError(path, f".exgs section {name!r} appears twice")
+        if expected is not None:
+            if name not in expected:
+                sections[name] = b""  # unknown to this reader: skipped, but duplicates still caught
+                continue
+            if decoded_length != expected[name]:
+                raise SceneFormatError(
+                    path,
+                    f".exgs section {name!r} declares {decoded_length} decoded bytes, but the header's counts "
+                    f"call for {expected[name]}",
+                )
+        if decoded_length > budget:
+            raise SceneFormatError(
+                path, f".exgs section {name!r} declares {decoded_length} decoded bytes, implausibly many for a "
+                f"{len(data)}-byte file",
+            )
+        budget -= decoded_length
+        sections[name] = _decompress(stored, codec, decoded_length, name, path)
+    if offset != len(data):
+        raise SceneFormatError(path, f"{len(data) - offset} unexpected bytes after the last .exgs section")
+    if expected is not None:
+        missing = [name for name in expected if name not in sections]
+        if missing:
+            raise SceneFormatError(path, f"the .exgs file lacks the required section(s) {', '.join(missing)}")
+        sections = {name: sections[name] for name in expected}
+    return header, sections
+
+
+def _read_header(data: memoryview, path: Any) -> tuple[dict[str, Any], int, int]:
+    start = bytes(data[: len(MAGIC)])
+    if start != MAGIC:
+        if start.startswith(MAGIC[:4]) and len(data) >= len(MAGIC):
+            raise SceneFormatError(
+                path, "damaged .exgs file: the bytes after 'EXGS' were altered, as a text-mode copy that converts "
+                "line endings does",
+            )
+        raise SceneFormatError(path, "not an .exgs file: wrong magic bytes")
+    if len(data) < _PREAMBLE.size:
+        raise SceneFormatError(path, "truncated .exgs file: the preamble is incomplete")
+    _, major, minor, section_count, header_length = _PREAMBLE.unpack_from(data, 0)
+    if major != FORMAT_MAJOR:
+        raise SceneFormatError(
+            path, f".exgs format version {major}.{minor} is not supported (this reader reads {FORMAT_MAJOR}.x)"
+        )
+    if section_count > MAX_SECTIONS:
+        raise SceneFormatError(path, f".exgs file declares {section_count} sections; at most {MAX_SECTIONS} are allowed")
+    end = _PREAMBLE.size + header_length
+    if header_length > MAX_HEADER_BYTES or end + _CRC.size > len(data):
+        raise SceneFormatError(path, f"truncated .exgs file: the {header_length}-byte header does not fit in the file")
+    (crc,) = _CRC.unpack_from(data, end)
+    if zlib.crc32(data[8:end]) != crc:
+        raise SceneFormatError(path, ".exgs header checksum mismatch: the file is corrupt")
+    header = _parse_json(data[_PREAMBLE.size : end], path)
+    return header, section_count, end + _CRC.size
+
+
+def _parse_json(raw: memoryview, path: Any) -> dict[str, Any]:
+    def reject_constant(name: str) -> None:
+        raise ValueError(f"{name} is not allowed")
+
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise SceneFormatError(path, f"the .exgs header is not valid JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise SceneFormatError(path, "the .exgs header must be a JSON object")
+    return header
+
+
+def _read_record(data: memoryview, offset: int, index: int, path: Any) -> tuple[str, str, memoryview, int, int]:
+    where = f".exgs section #{index + 1}"
+    if offset >= len(data):
+        raise SceneFormatError(path, f"truncated .exgs file: {where} is missing")
+    name_length = data[offset]
+    fixed_end = offset + 1 + name_length + _RECORD.size
+    if fixed_end > len(data):
+        raise SceneFormatError(path, f"truncated .exgs file: {where} record is incomplete")
+    raw_name = bytes(data[offset + 1 : offset + 1 + name_length])
+    name = raw_name.decode("ascii", errors="replace")
+    if not _NAME_PATTERN.match(name):
+        raise SceneFormatError(path, f"{where} has an invalid name {raw_name!r}")
+    tag, stored_length, decoded_length, crc = _RECORD.unpack_from(data, offset + 1 + name_length)
+    if stored_length > len(data) - fixed_end:
+        raise SceneFormatError(
+            path, f"truncated .exgs file: section {name!r} declares {stored_length} bytes, {len(data) - fixed_end} remain"
+        )
+    stored = data[fixed_end : fixed_end + stored_length]
+    if zlib.crc32(stored, zlib.crc32(data[offset : fixed_end - _CRC.size])) != crc:
+        raise SceneFormatError(path, f".exgs section {name!r} checksum mismatch: the file is corrupt")
+    codec = _CODEC_NAMES.get(tag)
+    if codec is None:
+        raise SceneFormatError(path, f".exgs section {name!r} uses an unknown codec {tag!r}")
+    return name, codec, stored, decoded_length, fixed_end + stored_length
+
+
+def _decompress(stored: memoryview, codec: str, decoded_length: int, name: str, path: Any) -> bytes:
+    """The decoded section, which must be exactly `decoded_length` bytes; never allocates more than that."""
+    try:
+        if codec == "raw":
+            out = bytes(stored)
+        elif codec == "zstd":
+            out = _zstd_decompress(stored, decoded_length)
+        else:
+            out = _lzma_decompress(stored, decoded_length)
+    except (lzma.LZMAError, ValueError, EOFError, MemoryError) as error:
+        raise SceneFormatError(path, f".exgs section {name!r} does not decompress ({codec}): {error}") from None
+    except ImportError:
+        raise SceneFormatError(
+            path, f".exgs section {name!r} is zstd-compressed and the 'zstandard' module is not installed"
+        ) from None
+    if len(out) != decoded_length:
+        raise SceneFormatError(
+            path, f".exgs section {name!r} decodes to {len(out)} bytes, but declares {decoded_length}"
+        )
+    return out
+
+
+def _zstd_decompress(stored: memoryview, decoded_length: int) -> bytes:
+    import zstandard
+
+    try:
+        params = zstandard.get_frame_parameters(stored)
+        if params.content_size != decoded_length:
+            raise ValueError(f"its frame holds {params.content_size} bytes, not the declared {decoded_length}")
+        if params.window_size > max(1 << 10, 2 * decoded_length):
+            raise ValueError(f"its frame asks for a {params.window_size}-byte window")
+        return zstandard.ZstdDecompressor().decompress(stored, max_output_size=decoded_length)
+    except zstandard.ZstdError as error:
+        raise ValueError(str(error)) from None
+
+
+def _lzma_decompress(stored: memoryview, decoded_length: int) -> bytes:
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": _lzma_dict(decoded_length)}]
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters)
+    out = decompressor.decompress(bytes(stored), max_length=decoded_length)
+    if not decompressor.eof and len(out) == decoded_length and not decompressor.needs_input:
+        if decompressor.decompress(b"", max_length=1):
+            raise ValueError(f"it holds more than the declared {decoded_length} bytes")
+    if not decompressor.eof:
+        raise ValueError("the stream is truncated")
+    if decompressor.unused_data:
+        raise ValueError(f"{len(decompressor.unused_data)} bytes follow the end of the stream")
+    return out
+
+
+# --- scenes --------------------------------------------------------------------------------------------------
+
+
+def write_exgs(
+    scene: GaussianScene,
+    path: str | os.PathLike,
+    settings: PackSettings | None = None,
+    extra_header: dict[str, Any] | None = None,
+    sh_degree: int | None = None,
+    codec: str = "auto",
+) -> dict[str, Any]:
+    """Pack `scene` and write it atomically to `path`; returns the header written.
+
+    `extra_header` adds or replaces top-level header entries (source, compression, painter, anything new),
+    but not the ones pack_scene writes. Raises ValueError for a scene that cannot be packed.
+    """
+    header = build_header(scene, settings, extra_header, sh_degree)
+    pack_fields, sections = pack_scene(scene, sh_degree=sh_degree, settings=settings)
+    header.update(pack_fields)
+    data = encode_container(header, sections, codec=codec)
+    with atomic_write(path) as handle:
+        handle.write(data)
+    return header
+
+
+def build_header(
+    scene: GaussianScene,
+    settings: PackSettings | None = None,
+    extra_header: dict[str, Any] | None = None,
+    sh_degree: int | None = None,
+) -> dict[str, Any]:
+    """The descriptive header entries (everything but pack_scene's fields), with extra_header applied."""
+    from exgs_core import __version__
+
+    metadata = scene.metadata
+    source: dict[str, Any] = {
+        "name": metadata.get("source_name"),
+        "bytes": metadata.get("source_bytes"),
+        "format": metadata.get("format"),
+        "count": len(scene),
+        "sh_degree": scene.sh_degree,
+    }
+    if metadata.get("comments"):
+        source["comments"] = [str(c) for c in metadata["comments"]]
+    header: dict[str, Any] = {
+        "created_by": f"exgs {__version__}",
+        "source": source,
+        "compression": {},
+        "pack": (settings or PackSettings()).to_dict(),
+        "painter": {"model_id": None},
+    }
+    for key, value in (extra_header or {}).items():
+        if key in _PACK_KEYS:
+            raise ValueError(f"extra_header may not set {key!r}: pack_scene writes it")
+        header[key] = value
+    return header
+
+
+def read_exgs(path: str | os.PathLike) -> GaussianScene:
+    """The scene stored in an .exgs file; SceneFormatError for anything malformed.
+
+    The scene's metadata holds format="exgs", source_bytes (this file's size), the source's comments, and
+    the whole header under "exgs".
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    header, sections = decode_container(data, path, expected_sizes=scene_section_sizes)
+    try:
+        scene = unpack_scene(header, sections)
+    except ValueError as error:
+        raise SceneFormatError(path, f"the .exgs content is inconsistent: {error}") from None
+    scene.metadata.update(format="exgs", source_bytes=len(data), exgs=header)
+    source = header.get("source")
+    if isinstance(source, dict) and isinstance(source.get("comments"), list):
+        scene.metadata["comments"] = [c for c in source["comments"] if isinstance(c, str)]
+    return scene
+
+
+def scene_section_sizes(header: dict[str, Any]) -> dict[str, int]:
+    """The sections a scene header calls for and their decoded lengths; ValueError if it is unusable."""
+    check_pack_header(header)
+    sizes = expected_section_sizes(header)
+    missing = [name for name in REQUIRED_SECTIONS if name not in sizes]
+    if missing:  # pragma: no cover - expected_section_sizes always lists them
+        raise ValueError(f"missing {missing}")
+    return sizes
+
+
+def is_exgs(data_start: bytes) -> bool:
+    """True when `data_start` (the first bytes of a file) begins with the .exgs magic."""
+    return data_start[: len(MAGIC)] == MAGIC
+
+
+__all__ = [
+    "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "CODECS", "encode_container", "decode_container", "read_exgs",
+    "write_exgs", "build_header", "scene_section_sizes", "is_exgs", "compress",
+]

@@ -1,0 +1,125 @@
+"""Voxel-based sampling: keep the most significant Gaussians per voxel so sparse regions keep coverage.
+
+ExGS keeps, in each voxel V holding n_V Gaussians, the top floor(n_V * rho) by score, and at least one
+where the voxel holds enough Gaussians. We calibrate rho by bisection so the count never exceeds the
+request, then fill the last few places with the best remaining scores, so the count is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class VoxelSample:
+    keep: np.ndarray  # (K,) sorted indices of the kept Gaussians
+    voxel_of: np.ndarray  # (N,) voxel index of every Gaussian
+    voxel_counts: np.ndarray  # (V,) Gaussians per voxel before pruning
+    kept_counts: np.ndarray  # (V,) Gaussians per voxel after pruning
+    voxel_size: float
+    rho: float
+
+    def prune_ratio_of_kept(self) -> np.ndarray:
+        """n_V / k_V for every kept Gaussian: how many Gaussians its voxel had per survivor."""
+        voxels = self.voxel_of[self.keep]
+        return self.voxel_counts[voxels] / np.maximum(self.kept_counts[voxels], 1)
+
+
+def voxel_keys(means: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(voxel index per point, points per voxel); works for any extent, far floaters included."""
+    cells = np.floor(means.astype(np.float64) / voxel_size)
+    n = len(means)
+    if n ** 3 < 2 ** 62:
+        # Dense ranks per axis make one int64 key without overflow whatever the coordinates' range.
+        ranks = [np.unique(cells[:, axis], return_inverse=True)[1].astype(np.int64) for axis in range(3)]
+        keys = (ranks[0] * n + ranks[1]) * n + ranks[2]
+        _, voxel_of, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    else:
+        _, voxel_of, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
+    return voxel_of.reshape(-1), counts
+
+
+def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 24) -> float:
+    """The voxel size at which about `occupied_voxels` voxels are occupied (bisection in log space)."""
+    lo_corner, hi_corner = np.percentile(means, 1, axis=0), np.percentile(means, 99, axis=0)
+    extent = float(np.max(hi_corner - lo_corner)) or 1.0
+    small, large = np.log(extent * 1e-5), np.log(extent * 2.0)
+    for _ in range(iterations):
+        middle = 0.5 * (small + large)
+        count = len(voxel_keys(means, float(np.exp(middle)))[1])
+        if count > occupied_voxels:
+            small = middle
+        else:
+            large = middle
+    return float(np.exp(large))
+
+
+def voxel_sample(means: np.ndarray, scores: np.ndarray, keep_count: int, voxel_size: float | None = None,
+                 coverage: float = 0.25, min_points: int = 2) -> VoxelSample:
+    """Indices of exactly `keep_count` Gaussians chosen per voxel by score.
+
+    voxel_size: by default chosen so that about `coverage * keep_count` voxels are occupied, so the
+    "at least one per voxel" rule spends a `coverage` share of the budget on spatial coverage.
+    min_points: voxels with at least this many Gaussians keep at least one.
+    """
+    n = len(means)
+    if not 0 < keep_count <= n:
+        raise ValueError(f"keep_count must be in 1..{n}, got {keep_count}")
+    if voxel_size is None:
+        voxel_size = voxel_size_for(means, max(1, int(coverage * keep_count)))
+    voxel_of, counts = voxel_keys(means, voxel_size)
+    rank = _rank_within_voxel(voxel_of, scores)
+
+    def kept_per_voxel(rho: float) -> np.ndarray:
+        k = np.floor(counts * rho).astype(np.int64)
+        return np.where(counts >= min_points, np.maximum(k, 1), k)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        middle = 0.5 * (lo + hi)
+        if kept_per_voxel(middle).sum() <= keep_count:
+            lo = middle
+        else:
+            hi = middle
+    per_voxel = kept_per_voxel(lo)
+    if per_voxel.sum() > keep_count:
+        per_voxel = _best_voxels_only(voxel_of, scores, rank, counts, keep_count)
+    selected = rank < per_voxel[voxel_of]
+    selected = _fill_with_best(selected, scores, keep_count)
+    keep = np.flatnonzero(selected)
+    kept_counts = np.bincount(voxel_of[keep], minlength=len(counts))
+    return VoxelSample(keep, voxel_of, counts, kept_counts, float(voxel_size), lo)
+
+
+def _rank_within_voxel(voxel_of: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """0 for the best-scoring Gaussian of each voxel, 1 for the next, ..."""
+    order = np.lexsort((-scores, voxel_of))
+    sorted_voxels = voxel_of[order]
+    starts = np.flatnonzero(np.r_[True, sorted_voxels[1:] != sorted_voxels[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order)) - run_start
+    return rank
+
+
+def _best_voxels_only(voxel_of, scores, rank, counts, keep_count) -> np.ndarray:
+    """When even one per voxel is too many: one Gaussian in each of the voxels with the best top score."""
+    best_in_voxel = np.full(len(counts), -np.inf)
+    leaders = rank == 0
+    best_in_voxel[voxel_of[leaders]] = scores[leaders]
+    chosen = np.argsort(-best_in_voxel, kind="stable")[:keep_count]
+    per_voxel = np.zeros(len(counts), np.int64)
+    per_voxel[chosen] = 1
+    return per_voxel
+
+
+def _fill_with_best(selected: np.ndarray, scores: np.ndarray, keep_count: int) -> np.ndarray:
+    missing = keep_count - int(selected.sum())
+    if missing > 0:
+        candidates = np.flatnonzero(~selected)
+        best = candidates[np.argsort(-scores[candidates], kind="stable")[:missing]]
+        selected = selected.copy()
+        selected[best] = True
+    return selected

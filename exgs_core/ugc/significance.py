@@ -1,0 +1,36 @@
+"""Global significance of each Gaussian over a set of scoring views (ExGS Eq. 7, unnormalised).
+
+Two variants, both summed over every pixel of every view that the Gaussian reaches (alpha >= 1/255,
+before the pixel saturates):
+- "sigma_t": opacity * transmittance, the paper's sigma_j * T_j (LightGaussian without its volume term);
+- "alpha_t": alpha * transmittance, the Gaussian's actual blend weight (= d(image sum)/d(colour)).
+The 1/(M H W) normalisation of the paper does not change the ranking and is left out.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from exgs_core.render.rasterize import gaussian_contributions, scene_tensors
+from exgs_core.scene import GaussianScene
+
+VARIANTS = ("alpha_t", "sigma_t")
+
+
+def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_t",
+                 on_view: Callable[[int], None] | None = None) -> np.ndarray:
+    """(N,) float64 scores summed over `cameras`; `on_view(i)` is called after each view (progress, cancel)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown significance variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    column = VARIANTS.index(variant)
+    p = scene_tensors(scene)
+    total = torch.zeros(len(scene), dtype=torch.float64)
+    with torch.no_grad():
+        for index, camera in enumerate(cameras):
+            total += gaussian_contributions(p["means"], p["quats"], p["scales"], p["opacities"], camera)[:, column]
+            if on_view is not None:
+                on_view(index)
+    return total.numpy()
