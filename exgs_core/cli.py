@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +18,7 @@ from exgs_core.errors import ExgsError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -31,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("exgs: cancelled", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"exgs: warning: {message}\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
