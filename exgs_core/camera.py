@@ -598,6 +598,36 @@ def inside_out_cameras(
     return cameras
 
 
+def sphere_cameras(
+    means: np.ndarray,
+    n: int,
+    width: int,
+    height: int,
+    fov_deg: float = 50.0,
+    distance_factor: float = 1.0,
+    opacities: np.ndarray | None = None,
+) -> list[Camera]:
+    """`n` cameras spread evenly over the whole sphere around the scene (Fibonacci lattice), looking at it.
+
+    Needs no up axis, so it suits any scene whose orientation is unknown (significance scoring). Each camera
+    is placed like orbit_cameras' (the robust sphere fits the view), times `distance_factor`.
+    """
+    n = _positive_int("n", n)
+    center, radius = robust_bounds(means, opacities)
+    focal, cx, cy = _square_pixel_intrinsics(fov_deg, width, height)
+    distance = fit_distance(radius, focal, width, height) * distance_factor
+    golden = math.pi * (3.0 - math.sqrt(5.0))
+    cameras = []
+    for k in range(n):
+        z = 1.0 - 2.0 * (k + 0.5) / n
+        ring = math.sqrt(max(0.0, 1.0 - z * z))
+        direction = np.array([ring * math.cos(golden * k), ring * math.sin(golden * k), z])
+        up = np.array([0.0, 0.0, 1.0]) if abs(z) < 0.9 else np.array([0.0, 1.0, 0.0])
+        eye = center + distance * direction
+        cameras.append(Camera(look_at(eye, center, up), focal, focal, cx, cy, width, height))
+    return cameras
+
+
 # --- Blender camera math (no bpy) ------------------------------------------------------------------------
 
 _SENSOR_FITS = ("AUTO", "HORIZONTAL", "VERTICAL")

@@ -845,3 +845,24 @@ def test_blender_world_to_camera_view_agrees(bpy_camera):
         for point, (u, v) in zip(points, ours):
             x, y, _ = world_to_camera_view(scene, obj, mathutils.Vector(point.tolist()))
             assert (x * cam.width, (1 - y) * cam.height) == pytest.approx((u, v), abs=2e-5 * cam.width)
+
+
+def test_sphere_cameras_cover_the_sphere_and_look_at_the_center():
+    from exgs_core.camera import sphere_cameras
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(2000, 3)) * (1.0, 2.0, 0.5) + (5.0, -1.0, 2.0)
+    cameras = sphere_cameras(points, 40, 64, 48)
+    center, _ = robust_bounds(points)
+    directions = np.array([c.position - center for c in cameras])
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    for camera in cameras:
+        uv, depth = camera.project(center[None])
+        assert depth[0] > 0 and np.allclose(uv[0], (32.0, 24.0), atol=1e-6)
+    # Every direction on the sphere is within 40 degrees of some camera (40 views).
+    probes = rng.normal(size=(500, 3))
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    nearest = np.max(probes @ directions.T, axis=1)
+    assert np.degrees(np.arccos(nearest.min())) < 40.0
+    # Both poles are covered, unlike an orbit at one elevation.
+    assert directions[:, 2].max() > 0.9 and directions[:, 2].min() < -0.9

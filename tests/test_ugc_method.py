@@ -1,0 +1,105 @@
+"""UGC's method parts on real scenes: significance scores, voxel sampling, amplification."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from exgs_core.camera import sphere_cameras
+from exgs_core.io import read_scene
+from exgs_core.render.rasterize import rasterize, scene_tensors
+from exgs_core.ugc.amplify import Amplification, amplify
+from exgs_core.ugc.sampling import voxel_keys, voxel_sample
+from exgs_core.ugc.significance import significance
+from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR, requires_data
+
+
+@pytest.fixture(scope="module")
+def fox():
+    return read_scene(SCENES_DIR / "mjw_fox.ply")
+
+
+@requires_data
+def test_alpha_t_score_equals_the_gradient_of_a_one_channel_render(fox):
+    cameras = sphere_cameras(fox.means, 3, 80, 60)
+    scores = significance(fox, cameras, "alpha_t")
+    p = scene_tensors(fox)
+    expected = torch.zeros(len(fox), dtype=torch.float64)
+    for camera in cameras:
+        ones = torch.ones(len(fox), 1, requires_grad=True)
+        rasterize(p["means"], p["quats"], p["scales"], p["opacities"], ones, camera).rgb.sum().backward()
+        expected += ones.grad[:, 0].double()
+    assert expected.sum() > 100
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@requires_data
+def test_sigma_t_score_bounds_alpha_t_and_counts_pixels(fox):
+    cameras = sphere_cameras(fox.means, 2, 80, 60)
+    alpha_t = significance(fox, cameras, "alpha_t")
+    sigma_t = significance(fox, cameras, "sigma_t")
+    touched = sigma_t > 0
+    assert touched.sum() > 1000
+    # alpha = opacity * exp(-sigma) <= opacity, so every alpha*T term is at most opacity*T.
+    assert np.all(alpha_t <= sigma_t + 1e-6)
+    assert np.array_equal(alpha_t > 0, touched)
+    # A Gaussian made invisible gets no score at all.
+    hidden = fox.subset(slice(None))
+    hidden.opacity_logits[:100] = -30.0
+    assert np.all(significance(hidden, cameras, "sigma_t")[:100] == 0)
+
+
+def test_unknown_variant_is_rejected():
+    with pytest.raises(ValueError, match="unknown significance variant"):
+        significance(None, [], "volume")
+
+
+def test_voxel_sampling_hits_the_count_exactly_and_keeps_one_per_voxel():
+    rng = np.random.default_rng(0)
+    dense = rng.normal(0.0, 0.05, size=(9000, 3))
+    sparse = rng.uniform(-3, 3, size=(1000, 3))
+    means = np.concatenate([dense, sparse])
+    scores = np.concatenate([rng.uniform(1, 2, 9000), rng.uniform(0, 0.1, 1000)])  # sparse region scores low
+    for keep in (50, 500, 1234, 5000):
+        sample = voxel_sample(means, scores, keep)
+        assert len(sample.keep) == keep == len(np.unique(sample.keep))
+    sample = voxel_sample(means, scores, 1000, voxel_size=1.0)
+    _, counts = voxel_keys(means, 1.0)
+    must_keep = np.flatnonzero(counts >= 2)
+    kept_voxels = np.unique(sample.voxel_of[sample.keep])
+    assert set(must_keep) <= set(kept_voxels)
+    # Plain top-k by score would keep none of the low-scoring sparse points; voxel sampling keeps coverage.
+    top_k = np.argsort(-scores)[:1000]
+    assert np.sum(top_k >= 9000) == 0 and np.sum(sample.keep >= 9000) > 50
+    # Inside one voxel the best scores survive.
+    voxel = sample.voxel_of[sample.keep[0]]
+    members = np.flatnonzero(sample.voxel_of == voxel)
+    kept = np.intersect1d(members, sample.keep)
+    assert scores[kept].min() >= np.sort(scores[members])[::-1][len(kept) - 1]
+
+
+def test_voxel_sampling_with_far_floaters_and_tiny_budgets():
+    rng = np.random.default_rng(1)
+    means = np.concatenate([rng.normal(size=(5000, 3)), rng.normal(size=(10, 3)) * 1e6])
+    scores = rng.uniform(size=len(means))
+    sample = voxel_sample(means, scores, 3)  # fewer than the voxels that would each want one
+    assert len(sample.keep) == 3
+    sample = voxel_sample(means, scores, 4000)
+    assert len(sample.keep) == 4000
+    ratio = sample.prune_ratio_of_kept()
+    assert ratio.shape == (4000,) and ratio.min() >= 1.0
+
+
+@requires_data
+def test_amplification_grows_scales_and_compounds_opacity():
+    scene = read_scene(MESH2SPLAT_DIR / "spot.splat").subset(slice(0, 1000))
+    ratio = np.linspace(1, 16, 1000)
+    out = amplify(scene, ratio, Amplification(scale_power=0.5, opacity_power=1.0, max_scale_gain=3.0))
+    gain = np.exp(out.log_scales - scene.log_scales)
+    np.testing.assert_allclose(gain[:, 0], np.minimum(ratio**0.5, 3.0), rtol=1e-5)
+    o, o2 = scene.opacities(), out.opacities()
+    finite = np.isfinite(scene.opacity_logits) & (o < 0.99)
+    np.testing.assert_allclose(o2[finite], (1 - (1 - o[finite]) ** ratio[finite]).clip(1e-7, 1 - 1e-7), rtol=1e-4)
+    unchanged = amplify(scene, ratio, Amplification())
+    assert np.array_equal(unchanged.log_scales, scene.log_scales)
