@@ -103,3 +103,17 @@ def test_amplification_grows_scales_and_compounds_opacity():
     np.testing.assert_allclose(o2[finite], (1 - (1 - o[finite]) ** ratio[finite]).clip(1e-7, 1 - 1e-7), rtol=1e-4)
     unchanged = amplify(scene, ratio, Amplification())
     assert np.array_equal(unchanged.log_scales, scene.log_scales)
+
+
+@requires_data
+def test_tile_scene_makes_exact_counts_of_non_overlapping_copies():
+    from exgs_core.synthetic import tile_scene
+
+    scene = read_scene(MESH2SPLAT_DIR / "bob.splat")
+    big = tile_scene(scene, 250_001)
+    assert len(big) == 250_001
+    lo, hi = scene.bounds()
+    assert np.all(big.means.max(0) - big.means.min(0) >= (hi - lo) - 1e-4)
+    assert np.array_equal(big.sh[: len(scene)], scene.sh)
+    shift = big.means[len(scene): 2 * len(scene)] - big.means[: len(scene)]
+    assert np.abs(shift - np.median(shift, axis=0)).max() > 0  # jittered, not an exact translated copy
