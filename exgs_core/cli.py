@@ -60,6 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--sh-degree", type=int, default=None, help="render with at most this SH degree")
     render.add_argument("--save-alpha", action="store_true", help="also write alpha/00000.png, ...")
 
+    compress = _command(commands, "compress", run_compress, "compress a scene into a small .exgs file (UGC)")
+    compress.add_argument("input")
+    compress.add_argument("-o", "--output", required=True, help="the .exgs file to write")
+    target = compress.add_mutually_exclusive_group(required=True)
+    target.add_argument("--keep", type=float, help="fraction of Gaussians to keep, in (0, 1]")
+    target.add_argument("--size", help="target file size, like 3MB, 500kB or 2.5MiB")
+    target.add_argument("--ratio", type=float, help="compression ratio against the INRIA .ply (248 B/Gaussian)")
+    compress.add_argument("--sh-degree", type=int, default=None, help="SH degree to keep (default: measured best)")
+    views = compress.add_mutually_exclusive_group()
+    views.add_argument("--views", type=int, default=None, help="number of automatic scoring views")
+    views.add_argument("--cameras", help="score from these views (transforms.json), e.g. your shots")
+    compress.add_argument("--inside-out", action="store_true", help="automatic views from inside (rooms)")
+    compress.add_argument("--score", choices=["alpha_t", "sigma_t"], default=None, help="significance variant")
+
+    decompress = _command(commands, "decompress", run_decompress, "expand an .exgs file to .ply or .splat")
+    decompress.add_argument("input")
+    decompress.add_argument("-o", "--output", required=True, help="OUT.ply, OUT.splat or OUT.compressed.ply")
+
+    evaluate = _command(commands, "eval", run_eval, "compare candidates with a reference on test views")
+    evaluate.add_argument("reference")
+    evaluate.add_argument("candidates", nargs="+")
+    evaluate.add_argument("--cameras", required=True, help="test views (transforms.json), not the scoring views")
+    evaluate.add_argument("-o", "--output", required=True, help="folder for metrics.json/.md and the pictures")
+    evaluate.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+
     cameras = _command(commands, "cameras", run_cameras, "make cameras around (or inside) a scene")
     cameras.add_argument("scene")
     kind = cameras.add_mutually_exclusive_group(required=True)
@@ -160,6 +185,110 @@ def run_render(args: argparse.Namespace) -> None:
         if args.save_alpha:
             write_png(out_dir / "alpha" / f"{index:05d}.png", frame.alpha.numpy())
     print(f"wrote {len(cameras)} frames to {out_dir}")
+
+
+def run_compress(args: argparse.Namespace) -> None:
+    from exgs_core.fileio import atomic_write
+    from exgs_core.io import read_scene
+    from exgs_core.ugc.compress import CompressSettings, Target, compress, parse_size, scoring_cameras
+
+    _refuse_overwriting_input(args.input, args.output)
+    if args.keep is not None:
+        target = Target("keep", args.keep)
+    elif args.size is not None:
+        target = Target("size", parse_size(args.size))
+    else:
+        target = Target("ratio", args.ratio)
+    scene = read_scene(args.input)
+    if args.cameras:
+        from exgs_core.camera import read_transforms
+
+        cameras = read_transforms(args.cameras)
+    else:
+        cameras = scoring_cameras(scene, views=args.views, inside_out=args.inside_out)
+    settings = CompressSettings()
+    if args.sh_degree is not None:
+        settings.sh_degree = args.sh_degree
+    if args.score is not None:
+        settings.variant = args.score
+    bar = _StageBar()
+    result = compress(scene, target, cameras, settings, on_progress=bar.update)
+    bar.close()
+    with atomic_write(args.output) as handle:
+        handle.write(result.data)
+    _print_summary(args.output, result.stats)
+
+
+class _StageBar:
+    """One progress bar per compression stage (scoring, packing)."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar = None
+
+    def update(self, stage: str, fraction: float) -> None:
+        from tqdm import tqdm
+
+        from exgs_core.progress import progress_enabled
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=stage, unit="%", disable=not progress_enabled(), leave=False)
+        if self.bar is not None:
+            self.bar.n = int(round(100 * fraction))
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_summary(path: str, stats: dict) -> None:
+    before, after = stats["bytes_before"], stats["bytes_after"]
+    ratio_input = f"{stats['ratio_vs_input']:.1f}x" if stats["ratio_vs_input"] else "n/a"
+    print(f"wrote {path} ({stats['target']})")
+    print(f"  Gaussians  {stats['gaussians_before']:,} -> {stats['gaussians_after']:,}")
+    print(f"  bytes      {before:,} -> {after:,}" if before else f"  bytes      {after:,}")
+    print(f"  ratio      {ratio_input} vs the input file, {stats['ratio_vs_inria_ply']:.1f}x vs the INRIA .ply")
+    print(f"  time       {stats['seconds']:.1f} s ({stats['scoring_views']} scoring views)")
+
+
+def run_decompress(args: argparse.Namespace) -> None:
+    from exgs_core.io import read_scene, write_scene
+
+    _refuse_overwriting_input(args.input, args.output)
+    scene = read_scene(args.input)
+    if scene.metadata.get("format") != "exgs":
+        raise ExgsError(f"{args.input}: not an .exgs file (use `exgs convert` for other formats)")
+    write_scene(scene, args.output)
+    print(f"wrote {args.output}: {len(scene):,} Gaussians, {Path(args.output).stat().st_size:,} bytes")
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from exgs_core.camera import read_transforms
+    from exgs_core.evaluate import evaluate, write_report
+    from exgs_core.io import read_scene
+    from exgs_core.progress import progress
+    from exgs_core.render import render, resolve_backend
+
+    reference = read_scene(args.reference)
+    candidates = [(Path(p).name, read_scene(p)) for p in args.candidates]
+    cameras = read_transforms(args.cameras)
+    backend = resolve_backend(args.backend)
+
+    def render_fn(scene, camera):
+        return render(scene, camera, backend=backend).rgb.numpy()
+
+    bar = progress(range(len(cameras)), desc="eval", unit="view")
+    results, frames = evaluate(reference, candidates, cameras, render_fn, on_view=lambda i: bar.update(1))
+    bar.close()
+    write_report(Path(args.output), Path(args.reference).name, results, frames, len(cameras))
+    for r in results:
+        print(f"{r.name}: PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}, {r.bytes:,} bytes, "
+              f"{r.ratio_vs_inria_ply:.1f}x vs INRIA .ply")
+    print(f"wrote {args.output}/metrics.json, metrics.md, rate_distortion.png, grid.png")
 
 
 def run_cameras(args: argparse.Namespace) -> None:

@@ -11,6 +11,10 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
+def progress_enabled() -> bool:
+    """Bars go to a terminal; set EXGS_PROGRESS=1 to force them (e.g. into a log)."""
+    return sys.stderr.isatty() or bool(os.environ.get("EXGS_PROGRESS"))
+
+
 def progress(items: Iterable[T], desc: str, unit: str = "it", total: int | None = None) -> Iterable[T]:
-    disable = not sys.stderr.isatty() and not os.environ.get("EXGS_PROGRESS")
-    return tqdm(items, desc=desc, unit=unit, total=total, disable=disable, leave=False)
+    return tqdm(items, desc=desc, unit=unit, total=total, disable=not progress_enabled(), leave=False)

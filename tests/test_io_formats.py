@@ -20,6 +20,7 @@ from exgs_core.io import (
     read_scene,
     write_scene,
 )
+from exgs_core.errors import SceneFormatError
 from exgs_core.io.pcply import morton_order
 from exgs_core.io.ply import inria_property_names
 from exgs_core.scene import GaussianScene
@@ -375,8 +376,8 @@ def test_small_scenes_and_partial_chunks_round_trip(count: int, suffix: str, tmp
 # --- format tables -----------------------------------------------------------------------------------
 
 def test_format_tables_name_every_format_and_its_extensions() -> None:
-    assert [f.name for f in READABLE_FORMATS] == ["ply", "compressed-ply", "splat", "sog"]
-    assert [f.name for f in WRITABLE_FORMATS] == ["ply", "compressed-ply", "splat"]
+    assert [f.name for f in READABLE_FORMATS] == ["ply", "compressed-ply", "splat", "sog", "exgs"]
+    assert [f.name for f in WRITABLE_FORMATS] == ["ply", "compressed-ply", "splat", "exgs"]
     assert all(f.extensions and f.description for f in READABLE_FORMATS + WRITABLE_FORMATS)
     assert dict((f.name, f.extensions) for f in WRITABLE_FORMATS)["compressed-ply"] == (".compressed.ply",)
 
@@ -388,3 +389,20 @@ def test_explicit_format_overrides_the_extension(tmp_path: Path) -> None:
     write_scene(scene, tmp_path / "fox.data", format="ply")
     assert detect_format(tmp_path / "fox.data") == "ply"
     assert_bitwise_equal(read_scene(tmp_path / "fox.data"), scene)
+
+
+@requires_data
+def test_exgs_is_read_and_written_through_read_scene_and_write_scene(tmp_path):
+    scene = read_scene(SCENES_DIR / "pcengine_playbot_3_0")
+    target = tmp_path / "playbot.exgs"
+    write_scene(scene, target)
+    assert detect_format(target) == "exgs"
+    back = read_scene(target)
+    assert back.metadata["format"] == "exgs" and back.metadata["source_bytes"] == target.stat().st_size
+    assert len(back) == len(scene) and back.sh_degree == scene.sh_degree
+    assert np.abs(np.sort(back.means, 0) - np.sort(scene.means, 0)).max() < 1e-3
+    # A file named .exgs that is not one is refused by its magic bytes.
+    fake = tmp_path / "fake.exgs"
+    fake.write_bytes(b"not an exgs file at all")
+    with pytest.raises(SceneFormatError, match="not an .exgs file"):
+        read_scene(fake)

@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from exgs_core.errors import SceneFormatError
+from exgs_core.io.exgs import is_exgs, read_exgs, write_exgs
 from exgs_core.io.pcply import read_compressed_ply, write_compressed_ply
 from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, write_ply
 from exgs_core.io.sog import read_sog
@@ -32,11 +33,13 @@ READABLE_FORMATS: list[FileFormat] = [
     FileFormat("compressed-ply", (".compressed.ply",), "PlayCanvas / SuperSplat compressed .ply"),
     FileFormat("splat", (".splat",), "antimatter15 .splat (32 bytes per Gaussian, no SH)"),
     FileFormat("sog", (".sog", "meta.json"), "PlayCanvas SOG v2: a .sog zip, a folder with meta.json, or meta.json"),
+    FileFormat("exgs", (".exgs",), "ExGS compressed scene"),
 ]
 WRITABLE_FORMATS: list[FileFormat] = [
     FileFormat("ply", (".ply",), "INRIA 3DGS .ply (float32, binary little endian)"),
     FileFormat("compressed-ply", (".compressed.ply",), "PlayCanvas / SuperSplat compressed .ply"),
     FileFormat("splat", (".splat",), "antimatter15 .splat (SH above degree 0 is dropped)"),
+    FileFormat("exgs", (".exgs",), "ExGS container, all Gaussians quantised (use `exgs compress` to prune)"),
 ]
 
 _READERS: dict[str, Callable[[Path], GaussianScene]] = {
@@ -44,11 +47,13 @@ _READERS: dict[str, Callable[[Path], GaussianScene]] = {
     "compressed-ply": read_compressed_ply,
     "splat": read_splat,
     "sog": read_sog,
+    "exgs": read_exgs,
 }
 _WRITERS: dict[str, Callable[[GaussianScene, Path], None]] = {
     "ply": write_ply,
     "compressed-ply": write_compressed_ply,
     "splat": write_splat,
+    "exgs": lambda scene, path: write_exgs(scene, path),
 }
 
 __all__ = [
@@ -63,7 +68,7 @@ __all__ = [
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The format name of a scene file or folder ("ply", "compressed-ply", "splat" or "sog")."""
+    """The format name of a scene file or folder ("ply", "compressed-ply", "splat", "sog" or "exgs")."""
     path = Path(path)
     if not path.exists():
         raise SceneFormatError(path, "no such file or directory")
@@ -78,6 +83,8 @@ def detect_format(path: str | os.PathLike) -> str:
         raise SceneFormatError(path, f"cannot read the file: {error.strerror or error}") from None
     if head.startswith(b"ply\n") or head.startswith(b"ply\r\n"):
         return "compressed-ply" if read_ply_header(path).element("chunk") is not None else "ply"
+    if is_exgs(head):
+        return "exgs"
     if head.startswith(b"PK\x03\x04"):
         return "sog"
     if path.name.lower().endswith(".json") and head.lstrip().startswith(b"{"):
@@ -89,6 +96,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "splat"
     if suffix == ".sog":
         raise SceneFormatError(path, "not a .sog file (it is not a zip archive)")
+    if suffix == ".exgs":
+        raise SceneFormatError(path, "not an .exgs file (wrong magic bytes)")
     known = ", ".join(f"{f.name} ({', '.join(f.extensions)})" for f in READABLE_FORMATS)
     raise SceneFormatError(path, f"unknown scene format; readable formats are {known}")
 
@@ -137,7 +146,7 @@ def _format_for_extension(path: Path) -> str:
     if name.endswith(".splat"):
         return "splat"
     if name.endswith(".exgs"):
-        raise SceneFormatError(path, "writing .exgs is not available yet (the container format comes later)")
+        return "exgs"
     raise SceneFormatError(path, f"cannot tell the format from the extension '{path.suffix}'; {_writable_list()}")
 
 

@@ -1,0 +1,218 @@
+"""compress(scene, target) and decompress(data): UGC end to end, without re-optimisation.
+
+Pipeline: significance over scoring views -> voxel sampling of exactly K Gaussians -> adaptive
+amplification -> SH reduction, quantisation and entropy coding into an .exgs container.
+A size or ratio target is met by adjusting K until the encoded file lands within 2% below the target.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from exgs_core.errors import ExgsError
+from exgs_core.io.exgs import decode_exgs, encode_exgs
+from exgs_core.scene import GaussianScene
+from exgs_core.ugc.amplify import Amplification, amplify
+from exgs_core.ugc.sampling import voxel_sample, voxel_size_for
+from exgs_core.ugc.significance import significance
+
+INRIA_BYTES_PER_GAUSSIAN = 248  # x y z, normals, f_dc, 45 f_rest, opacity, 3 scales, 4 rotations; float32
+SIZE_TOLERANCE = 0.02
+DEFAULT_SH_DEGREE = 0
+DEFAULT_VARIANT = "alpha_t"
+DEFAULT_AMPLIFICATION = Amplification()
+DEFAULT_VOXEL_COVERAGE = 0.25
+DEFAULT_VIEWS = 48
+SCORING_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to aim for: a keep ratio (0-1], a file size in bytes, or a ratio against the INRIA .ply."""
+
+    kind: str  # "keep" | "size" | "ratio"
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("keep", "size", "ratio"):
+            raise ValueError(f"unknown target kind {self.kind!r}")
+        if not np.isfinite(self.value) or self.value <= 0 or (self.kind == "keep" and self.value > 1):
+            raise ValueError(f"invalid {self.kind} target {self.value}")
+
+    def size_in_bytes(self, count: int) -> int | None:
+        if self.kind == "size":
+            return int(self.value)
+        if self.kind == "ratio":
+            return int(INRIA_BYTES_PER_GAUSSIAN * count / self.value)
+        return None
+
+    def describe(self) -> str:
+        return {"keep": f"keep {self.value:g}", "size": f"{int(self.value):,} bytes", "ratio": f"{self.value:g}x"}[
+            self.kind
+        ]
+
+
+def scoring_cameras(scene: GaussianScene, views: int | None = None, inside_out: bool = False,
+                    size: int = SCORING_SIZE) -> list:
+    """Automatic scoring views: all around the scene (no up axis needed), or from its centre for rooms."""
+    from exgs_core.camera import inside_out_cameras, sphere_cameras
+
+    n = views or DEFAULT_VIEWS
+    if inside_out:
+        pitches = (-35.0, 0.0, 35.0)
+        per_ring = max(1, n // len(pitches))
+        return inside_out_cameras(scene.means, per_ring, size, size, fov_deg=90.0, pitches_deg=pitches,
+                                  opacities=scene.opacities())
+    return sphere_cameras(scene.means, n, size, size, opacities=scene.opacities())
+
+
+def parse_size(text: str) -> int:
+    """'3MB', '500 kB', '2.5MiB', '1200000' -> bytes (kB/MB/GB are decimal, KiB/MiB/GiB binary)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]i?[bB]|[bB])?\s*", text)
+    if not match:
+        raise ValueError(f"size {text!r} is not a number of bytes like 3MB, 500kB or 2.5MiB")
+    number, unit = float(match.group(1)), (match.group(2) or "B").lower()
+    factors = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+    return int(number * factors[unit])
+
+
+@dataclass
+class CompressSettings:
+    sh_degree: int | None = DEFAULT_SH_DEGREE  # None keeps the scene's degree
+    variant: str = DEFAULT_VARIANT
+    amplification: Amplification = DEFAULT_AMPLIFICATION
+    voxel_coverage: float = DEFAULT_VOXEL_COVERAGE
+    use_voxels: bool = True
+
+    def to_dict(self) -> dict:
+        amp = self.amplification
+        return {
+            "sh_degree": self.sh_degree, "score": self.variant, "voxel_sampling": self.use_voxels,
+            "voxel_coverage": self.voxel_coverage,
+            "amplification": {"scale_power": amp.scale_power, "opacity_power": amp.opacity_power,
+                              "max_scale_gain": amp.max_scale_gain},
+        }
+
+
+@dataclass
+class CompressResult:
+    data: bytes  # the .exgs file
+    scene: GaussianScene  # what the file decodes to
+    kept: np.ndarray  # indices of the kept Gaussians in the input scene
+    stats: dict = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[str, float], None]  # (stage, fraction done) ; raise to cancel
+
+
+def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings | None = None,
+             on_progress: ProgressCallback | None = None, scores: np.ndarray | None = None) -> CompressResult:
+    """Compress `scene` to `target`, scoring Gaussians from `cameras` (orbit, user cameras, animation path).
+
+    `scores` replaces the significance computation (benchmarks pass baseline scores through it).
+    """
+    settings = settings or CompressSettings()
+    if len(cameras) == 0 and scores is None:
+        raise ExgsError("compression needs at least one scoring view")
+    report = on_progress or (lambda stage, fraction: None)
+    start = time.perf_counter()
+
+    if scores is None:
+        scores = significance(scene, cameras, settings.variant,
+                              on_view=lambda i: report("scoring", (i + 1) / len(cameras)))
+    score_time = time.perf_counter() - start
+    encoder = _Encoder(scene, scores, settings, target)
+    count = encoder.initial_count()
+    data, kept = encoder.encode(count)
+    byte_budget = target.size_in_bytes(len(scene))
+    for attempt in range(8):
+        if byte_budget is None or (1 - SIZE_TOLERANCE) * byte_budget <= len(data) <= byte_budget:
+            break
+        count = encoder.next_count(count, len(data), byte_budget)
+        data, kept = encoder.encode(count)
+        report("packing", (attempt + 1) / 8)
+    if byte_budget is not None and len(data) > byte_budget:
+        raise ExgsError(f"cannot reach {target.describe()}: even 1 Gaussian takes {len(data):,} bytes")
+
+    decoded = decode_exgs(data)
+    stats = _stats(scene, decoded, data, score_time, time.perf_counter() - start, len(cameras), target)
+    report("done", 1.0)
+    return CompressResult(data, decoded, kept, stats)
+
+
+class _Encoder:
+    """Encodes the best K Gaussians for any K; the voxel size is fixed from the first K so it stays cheap."""
+
+    def __init__(self, scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target):
+        self.scene, self.scores, self.settings, self.target = scene, scores, settings, target
+        self.voxel_size: float | None = None
+
+    def initial_count(self) -> int:
+        n = len(self.scene)
+        if self.target.kind == "keep":
+            return max(1, int(round(self.target.value * n)))
+        budget = self.target.size_in_bytes(n)
+        guess_bytes_per_gaussian = 12.0 + 3.0 * (self._degree() + 1) ** 2
+        return int(np.clip(budget / guess_bytes_per_gaussian, 1, n))
+
+    def next_count(self, count: int, size: int, budget: int) -> int:
+        n = len(self.scene)
+        aim = budget * (1 - SIZE_TOLERANCE / 2)
+        if size > budget and count == 1:
+            return 1
+        per_gaussian = max(size / max(count, 1), 0.5)
+        return int(np.clip(count + (aim - size) / per_gaussian, 1, n))
+
+    def encode(self, count: int) -> tuple[bytes, np.ndarray]:
+        kept, pruned = self.select(count)
+        header = {"compression": {**self.settings.to_dict(), "target": {"kind": self.target.kind,
+                                                                          "value": self.target.value},
+                                  "kept": len(kept), "input_count": len(self.scene)}}
+        return encode_exgs(pruned, sh_degree=self.settings.sh_degree, extra_header=header), kept
+
+    def select(self, count: int) -> tuple[np.ndarray, GaussianScene]:
+        n = len(self.scene)
+        if count >= n:
+            return np.arange(n), self.scene
+        if not self.settings.use_voxels:
+            kept = np.sort(np.argsort(-self.scores, kind="stable")[:count])
+            return kept, self.scene.subset(kept)
+        if self.voxel_size is None:
+            self.voxel_size = voxel_size_for(self.scene.means, max(1, int(self.settings.voxel_coverage * count)))
+        sample = voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size)
+        kept_scene = self.scene.subset(sample.keep)
+        if self.settings.amplification.enabled:
+            kept_scene = amplify(kept_scene, sample.prune_ratio_of_kept(), self.settings.amplification)
+        return sample.keep, kept_scene
+
+    def _degree(self) -> int:
+        degree = self.settings.sh_degree
+        return self.scene.sh_degree if degree is None else min(degree, self.scene.sh_degree)
+
+
+def _stats(original: GaussianScene, decoded: GaussianScene, data: bytes, score_time: float, total_time: float,
+           views: int, target: Target) -> dict:
+    source_bytes = original.metadata.get("source_bytes")
+    inria_bytes = INRIA_BYTES_PER_GAUSSIAN * len(original)
+    return {
+        "target": target.describe(),
+        "gaussians_before": len(original),
+        "gaussians_after": len(decoded),
+        "bytes_before": source_bytes,
+        "bytes_after": len(data),
+        "ratio_vs_input": (source_bytes / len(data)) if source_bytes else None,
+        "ratio_vs_inria_ply": inria_bytes / len(data),
+        "scoring_views": views,
+        "scoring_seconds": round(score_time, 3),
+        "seconds": round(total_time, 3),
+    }
+
+
+def decompress(data: bytes) -> GaussianScene:
+    """The scene stored in .exgs bytes (SceneFormatError when they are not a valid .exgs file)."""
+    return decode_exgs(data)
