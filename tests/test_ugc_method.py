@@ -10,7 +10,7 @@ from exgs_core.camera import sphere_cameras
 from exgs_core.io import read_scene
 from exgs_core.render.rasterize import rasterize, scene_tensors
 from exgs_core.ugc.amplify import Amplification, amplify
-from exgs_core.ugc.sampling import voxel_keys, voxel_sample
+from exgs_core.ugc.sampling import local_prune_ratio, voxel_keys, voxel_sample
 from exgs_core.ugc.significance import significance
 from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR, requires_data
 
@@ -87,8 +87,11 @@ def test_voxel_sampling_with_far_floaters_and_tiny_budgets():
     assert len(sample.keep) == 3
     sample = voxel_sample(means, scores, 4000)
     assert len(sample.keep) == 4000
-    ratio = sample.prune_ratio_of_kept()
+    ratio = local_prune_ratio(means, sample.keep, sample.voxel_size)
     assert ratio.shape == (4000,) and ratio.min() >= 1.0
+    voxel = sample.voxel_of[sample.keep[0]]
+    in_voxel, kept_in_voxel = np.sum(sample.voxel_of == voxel), np.sum(sample.voxel_of[sample.keep] == voxel)
+    assert ratio[0] == in_voxel / kept_in_voxel
 
 
 @requires_data

@@ -160,7 +160,7 @@ def _render_gsplat(params: dict[str, torch.Tensor], camera, background, degree: 
     return RenderOutput(rgb=colors[0, ..., :3].cpu(), alpha=alpha, depth=colors[0, ..., 3].cpu())
 
 
-def gaussian_contributions(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
+def gaussian_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: torch.Tensor,
                            camera) -> torch.Tensor:
     """(N, 3) float64 per Gaussian over one view: sum of alpha*T, sum of opacity*T, pixels touched.
 
@@ -170,7 +170,7 @@ def gaussian_contributions(means: torch.Tensor, quats: torch.Tensor, scales: tor
     width, height = int(camera.width), int(camera.height)
     viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
     K = torch.as_tensor(camera.K, dtype=torch.float32)
-    proj = project(means, covariances(quats, scales), viewmat, K, width, height, opacities=opacities)
+    proj = project(means, covars, viewmat, K, width, height, opacities=opacities)
     visible = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
     isects = intersect_tiles(proj.means2d[visible], proj.radii[visible], proj.depths[visible], width, height)
     arrays = _kernel_arrays(proj.means2d[visible], proj.conics[visible], opacities[visible],

@@ -18,7 +18,7 @@ from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, encode_exgs
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.amplify import Amplification, amplify
-from exgs_core.ugc.sampling import voxel_sample, voxel_size_for
+from exgs_core.ugc.sampling import local_prune_ratio, voxel_sample, voxel_size_for
 from exgs_core.ugc.significance import significance
 
 INRIA_BYTES_PER_GAUSSIAN = 248  # x y z, normals, f_dc, 45 f_rest, opacity, 3 scales, 4 rotations; float32
@@ -176,19 +176,21 @@ class _Encoder:
         return encode_exgs(pruned, sh_degree=self.settings.sh_degree, extra_header=header), kept
 
     def select(self, count: int) -> tuple[np.ndarray, GaussianScene]:
+        """The kept indices and the kept (amplified) scene for a budget of `count` Gaussians."""
         n = len(self.scene)
         if count >= n:
             return np.arange(n), self.scene
-        if not self.settings.use_voxels:
-            kept = np.sort(np.argsort(-self.scores, kind="stable")[:count])
-            return kept, self.scene.subset(kept)
         if self.voxel_size is None:
             self.voxel_size = voxel_size_for(self.scene.means, max(1, int(self.settings.voxel_coverage * count)))
-        sample = voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size)
-        kept_scene = self.scene.subset(sample.keep)
+        if self.settings.use_voxels:
+            keep = voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size).keep
+        else:
+            keep = np.sort(np.argsort(-self.scores, kind="stable")[:count])
+        kept_scene = self.scene.subset(keep)
         if self.settings.amplification.enabled:
-            kept_scene = amplify(kept_scene, sample.prune_ratio_of_kept(), self.settings.amplification)
-        return sample.keep, kept_scene
+            ratio = local_prune_ratio(self.scene.means, keep, self.voxel_size)
+            kept_scene = amplify(kept_scene, ratio, self.settings.amplification)
+        return keep, kept_scene
 
     def _degree(self) -> int:
         degree = self.settings.sh_degree

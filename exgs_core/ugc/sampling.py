@@ -21,11 +21,6 @@ class VoxelSample:
     voxel_size: float
     rho: float
 
-    def prune_ratio_of_kept(self) -> np.ndarray:
-        """n_V / k_V for every kept Gaussian: how many Gaussians its voxel had per survivor."""
-        voxels = self.voxel_of[self.keep]
-        return self.voxel_counts[voxels] / np.maximum(self.kept_counts[voxels], 1)
-
 
 def voxel_keys(means: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
     """(voxel index per point, points per voxel); works for any extent, far floaters included."""
@@ -123,3 +118,10 @@ def _fill_with_best(selected: np.ndarray, scores: np.ndarray, keep_count: int) -
         selected = selected.copy()
         selected[best] = True
     return selected
+
+
+def local_prune_ratio(means: np.ndarray, keep: np.ndarray, voxel_size: float) -> np.ndarray:
+    """For each kept Gaussian, n_V / k_V of its voxel: how many Gaussians each survivor there stands for."""
+    voxel_of, counts = voxel_keys(means, voxel_size)
+    kept_counts = np.bincount(voxel_of[keep], minlength=len(counts))
+    return counts[voxel_of[keep]] / np.maximum(kept_counts[voxel_of[keep]], 1)

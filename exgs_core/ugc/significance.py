@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from exgs_core.render.projection import covariances
 from exgs_core.render.rasterize import gaussian_contributions, scene_tensors
 from exgs_core.scene import GaussianScene
 
@@ -29,8 +30,9 @@ def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_
     p = scene_tensors(scene)
     total = torch.zeros(len(scene), dtype=torch.float64)
     with torch.no_grad():
+        covars = covariances(p["quats"], p["scales"])
         for index, camera in enumerate(cameras):
-            total += gaussian_contributions(p["means"], p["quats"], p["scales"], p["opacities"], camera)[:, column]
+            total += gaussian_contributions(p["means"], covars, p["opacities"], camera)[:, column]
             if on_view is not None:
                 on_view(index)
     return total.numpy()

@@ -1,0 +1,184 @@
+"""Benchmark: UGC against simple pruning baselines at the same file size, on every scene in shared/data.
+
+For each scene and each target ratio (against the 248 B/Gaussian INRIA .ply), every method goes through the
+same compress() -> .exgs bytes -> decode path, so all files are within 2% of the same size and differ only in
+which Gaussians they keep and how:
+  UGC            significance (default variant) + voxel sampling + amplification (the shipped defaults)
+  random         uniformly random Gaussians
+  opacity        the most opaque Gaussians
+  LightGaussian  sigma*T summed over the scoring views x volume^0.1 (its score, no fine-tuning)
+  UGC-no-voxels  UGC with plain top-k selection
+  UGC-no-amp     UGC without amplification
+Quality: PSNR and SSIM of renders against the uncompressed scene's renders, on held-out views (orbits at two
+elevations, none of them a scoring view).
+
+    python bench/compress.py [--ratios 10,30,100,200] [--scenes fox,plant] [--json out.json] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from exgs_core.camera import orbit_cameras  # noqa: E402
+from exgs_core.io import read_scene  # noqa: E402
+from exgs_core.painter.metrics import psnr, ssim  # noqa: E402
+from exgs_core.render import render  # noqa: E402
+from exgs_core.scene import GaussianScene  # noqa: E402
+from exgs_core.ugc.amplify import Amplification  # noqa: E402
+from exgs_core.ugc.compress import CompressSettings, Target, compress, scoring_cameras  # noqa: E402
+from exgs_core.ugc.significance import significance  # noqa: E402
+from tests.conftest import real_scene_paths  # noqa: E402
+
+METHODS = ["UGC", "random", "opacity", "LightGaussian", "UGC-no-voxels", "UGC-no-amp"]
+TEST_SIZE = 256
+
+
+def scene_name(path: Path) -> str:
+    return path.parent.name if path.name == "meta.json" else path.stem
+
+
+def test_cameras(scene: GaussianScene) -> list:
+    """Held-out views: two orbits at elevations and azimuths the Fibonacci scoring sphere does not use."""
+    low = orbit_cameras(scene.means, 4, TEST_SIZE, TEST_SIZE, up="+z", elevation_deg=12.0, start_azimuth_deg=20.0,
+                        opacities=scene.opacities())
+    high = orbit_cameras(scene.means, 4, TEST_SIZE, TEST_SIZE, up="-y", elevation_deg=40.0, start_azimuth_deg=65.0,
+                         opacities=scene.opacities())
+    return low + high
+
+
+def lightgaussian_scores(scene: GaussianScene, sigma_t: np.ndarray) -> np.ndarray:
+    """LightGaussian's global significance: sum of sigma*T times (V / V_90th-percentile, capped at 1)^0.1."""
+    volume = np.prod(scene.scales().astype(np.float64), axis=1)
+    normalised = np.minimum(volume / np.percentile(volume, 90), 1.0)
+    return sigma_t * normalised**0.1
+
+
+def method_inputs(scene: GaussianScene, cameras: list, defaults: CompressSettings, seed: int = 0) -> dict:
+    """(settings, scores) for every method; scores computed once per scene."""
+    rng = np.random.default_rng(seed)
+    default_scores = significance(scene, cameras, defaults.variant)
+    sigma_t = default_scores if defaults.variant == "sigma_t" else significance(scene, cameras, "sigma_t")
+    plain = replace(defaults, use_voxels=False, amplification=Amplification())
+    return {
+        "UGC": (defaults, default_scores),
+        "random": (plain, rng.permutation(len(scene)).astype(np.float64)),
+        "opacity": (plain, scene.opacities().astype(np.float64)),
+        "LightGaussian": (plain, lightgaussian_scores(scene, sigma_t)),
+        "UGC-no-voxels": (replace(defaults, use_voxels=False), default_scores),
+        "UGC-no-amp": (replace(defaults, amplification=Amplification()), default_scores),
+    }
+
+
+def quality(scene: GaussianScene, cameras: list, references: list) -> tuple[float, float]:
+    images = [render(scene, c, backend="torch").rgb for c in cameras]
+    return (float(np.mean([psnr(i, r) for i, r in zip(images, references)])),
+            float(np.mean([ssim(i, r) for i, r in zip(images, references)])))
+
+
+def run(paths: list[Path], ratios: list[float], methods: list[str]) -> list[dict]:
+    rows = []
+    defaults = CompressSettings()
+    for path in paths:
+        scene = read_scene(path)
+        tests = test_cameras(scene)
+        references = [render(scene, c, backend="torch").rgb for c in tests]
+        start = time.perf_counter()
+        inputs = method_inputs(scene, scoring_cameras(scene), defaults)
+        print(f"# {scene_name(path)}: {len(scene):,} Gaussians, scores in {time.perf_counter() - start:.1f} s",
+              flush=True)
+        for ratio in ratios:
+            for method in methods:
+                settings, scores = inputs[method]
+                result = compress(scene, Target("ratio", ratio), [], settings, scores=scores)
+                value_psnr, value_ssim = quality(result.scene, tests, references)
+                rows.append({"scene": scene_name(path), "ratio": ratio, "method": method,
+                             "bytes": len(result.data), "kept": len(result.scene),
+                             "achieved_ratio": result.stats["ratio_vs_inria_ply"],
+                             "psnr": value_psnr, "ssim": value_ssim})
+                print(f"  {ratio:>5g}x {method:14s} kept {len(result.scene):>7,} {len(result.data):>9,} B "
+                      f"({result.stats['ratio_vs_inria_ply']:.1f}x)  PSNR {value_psnr:6.2f}  SSIM {value_ssim:.4f}",
+                      flush=True)
+    return rows
+
+
+def summary_table(rows: list[dict], ratios: list[float], methods: list[str]) -> str:
+    lines = ["| ratio | " + " | ".join(methods) + " |", "|---:|" + "---:|" * len(methods)]
+    for ratio in ratios:
+        cells = []
+        for method in methods:
+            picked = [r for r in rows if r["ratio"] == ratio and r["method"] == method]
+            cells.append(f"{np.mean([r['psnr'] for r in picked]):.2f} / {np.mean([r['ssim'] for r in picked]):.3f}")
+        lines.append(f"| {ratio:g}x | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_scene_table(rows: list[dict], ratio: float, methods: list[str]) -> str:
+    lines = ["| scene | " + " | ".join(methods) + " | UGC best? |", "|---|" + "---:|" * len(methods) + "---|"]
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        values = {r["method"]: r["psnr"] for r in rows if r["scene"] == scene and r["ratio"] == ratio}
+        best = max(values, key=values.get)
+        lines.append(f"| {scene} | " + " | ".join(f"{values[m]:.2f}" for m in methods) +
+                     f" | {'yes' if best == 'UGC' else 'no (' + best + ')'} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], ratios: list[float], methods: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for method in methods:
+        means = [np.mean([r["psnr"] for r in rows if r["ratio"] == q and r["method"] == method]) for q in ratios]
+        axis.plot(ratios, means, marker="o", label=method)
+    axis.set_xscale("log")
+    axis.set_xticks(ratios, [f"{q:g}x" for q in ratios])
+    axis.set_xlabel("compression ratio vs the INRIA .ply (same file size for every method)")
+    axis.set_ylabel("mean PSNR vs uncompressed render (dB)")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ratios", default="10,30,100,200")
+    parser.add_argument("--scenes", default=None, help="comma-separated name fragments (default: every scene)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", type=Path, default=None, help="write every row here")
+    parser.add_argument("--plot", type=Path, default=None, help="write the rate-distortion plot here")
+    args = parser.parse_args()
+    ratios = [float(v) for v in args.ratios.split(",")]
+    methods = args.methods.split(",")
+    paths = [p for p in real_scene_paths() if p.name != "pcengine_playbot_3_0.inria.ply"]  # same scene as the SOG
+    if args.scenes:
+        wanted = args.scenes.split(",")
+        paths = [p for p in paths if any(w in scene_name(p) for w in wanted)]
+    rows = run(paths, ratios, methods)
+    print("\nMean PSNR / SSIM over", len(paths), "scenes:")
+    print(summary_table(rows, ratios, methods))
+    if 100.0 in ratios:
+        print("\nPSNR per scene at 100x:")
+        print(per_scene_table(rows, 100.0, methods))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot(rows, ratios, methods, args.plot)
+
+
+if __name__ == "__main__":
+    main()
