@@ -1,0 +1,131 @@
+"""compress()/decompress() and the compress, decompress and eval commands, on real scenes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from exgs_core.camera import orbit_cameras, write_transforms
+from exgs_core.cli import main
+from exgs_core.errors import ExgsError, SceneFormatError
+from exgs_core.io import read_scene
+from exgs_core.ugc.compress import (
+    INRIA_BYTES_PER_GAUSSIAN,
+    CompressSettings,
+    Target,
+    compress,
+    decompress,
+    parse_size,
+    scoring_cameras,
+)
+from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR, requires_data
+
+
+@pytest.fixture(scope="module")
+def fox():
+    return read_scene(SCENES_DIR / "mjw_fox.ply")
+
+
+@pytest.fixture(scope="module")
+def fox_views(fox):
+    return scoring_cameras(fox, views=8, size=96)
+
+
+@requires_data
+@pytest.mark.parametrize("target", [Target("ratio", 100.0), Target("ratio", 37.0), Target("size", 150_000)])
+def test_size_and_ratio_targets_are_met_within_two_percent(fox, fox_views, target):
+    result = compress(fox, target, fox_views)
+    budget = target.size_in_bytes(len(fox))
+    assert 0.98 * budget <= len(result.data) <= budget
+    assert result.stats["bytes_after"] == len(result.data)
+    assert result.stats["ratio_vs_inria_ply"] == pytest.approx(INRIA_BYTES_PER_GAUSSIAN * len(fox) / len(result.data))
+    assert result.stats["ratio_vs_input"] == pytest.approx(fox.metadata["source_bytes"] / len(result.data))
+    assert len(result.scene) == len(result.kept) < len(fox)
+
+
+@requires_data
+def test_keep_target_keeps_exactly_that_many_and_decompresses(fox, fox_views):
+    result = compress(fox, Target("keep", 0.1), fox_views)
+    assert len(result.scene) == 5000 == len(np.unique(result.kept))
+    again = decompress(result.data)
+    assert np.array_equal(again.means, result.scene.means)
+    assert again.metadata["exgs"]["compression"]["kept"] == 5000
+    # Kept Gaussians are the input's, quantised: every decoded centre lies near its source.
+    source = np.sort(fox.means[result.kept], axis=0)
+    assert np.abs(np.sort(again.means, axis=0) - source).max() < 1e-3
+
+
+@requires_data
+def test_ugc_keeps_what_the_views_see(fox, fox_views):
+    """Gaussians hidden from every view (opacity ~0) are the first to go."""
+    scene = fox.subset(slice(None))
+    scene.opacity_logits[:2000] = -12.0
+    result = compress(scene, Target("keep", 0.5), fox_views, CompressSettings(use_voxels=False))
+    assert np.sum(result.kept < 2000) == 0
+
+
+@requires_data
+def test_unreachable_targets_and_bad_targets_fail_clearly(fox, fox_views):
+    with pytest.raises(ExgsError, match="cannot reach"):
+        compress(fox, Target("size", 300), fox_views)
+    with pytest.raises(ValueError):
+        Target("keep", 1.5)
+    with pytest.raises(ValueError):
+        Target("ratio", -2)
+    with pytest.raises(SceneFormatError):
+        decompress(b"EXGS but not really")
+
+
+def test_parse_size_units():
+    assert parse_size("3MB") == 3_000_000
+    assert parse_size("2.5 MiB") == int(2.5 * 1024**2)
+    assert parse_size("500kB") == 500_000
+    assert parse_size("1200") == 1200
+    with pytest.raises(ValueError, match="is not a number of bytes"):
+        parse_size("three megs")
+
+
+@requires_data
+def test_cli_compress_decompress_and_eval(tmp_path, capsys):
+    source = tmp_path / "plant.splat"
+    shutil.copy(MESH2SPLAT_DIR / "spot.splat", source)
+    before = source.read_bytes()
+    packed = tmp_path / "spot.exgs"
+    assert main(["compress", str(source), "-o", str(packed), "--ratio", "100", "--views", "6"]) == 0
+    summary = capsys.readouterr().out
+    assert "vs the INRIA .ply" in summary and "->" in summary
+    assert source.read_bytes() == before
+    assert 0.98 * 248 * 100_000 / 100 <= packed.stat().st_size <= 248 * 100_000 / 100
+
+    restored_ply = tmp_path / "spot_small.ply"
+    assert main(["decompress", str(packed), "-o", str(restored_ply)]) == 0
+    small = read_scene(restored_ply)
+    assert small.metadata["format"] == "ply" and 0 < len(small) < 100_000
+
+    cameras = tmp_path / "test.json"
+    scene = read_scene(source)
+    write_transforms(orbit_cameras(scene.means, 2, 48, 48, up="+z", elevation_deg=10.0), cameras)
+    report = tmp_path / "report"
+    assert main(["eval", str(source), str(packed), str(restored_ply), "--cameras", str(cameras), "-o", str(report),
+                 "--backend", "torch"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    by_name = {c["name"]: c for c in metrics["candidates"]}
+    assert set(by_name) == {"spot.exgs", "spot_small.ply"}
+    assert 15.0 < by_name["spot.exgs"]["psnr"] < 80.0
+    assert by_name["spot.exgs"]["ratio_vs_inria_ply"] == pytest.approx(248 * 100_000 / packed.stat().st_size)
+    assert "| spot.exgs |" in (report / "metrics.md").read_text()
+    for picture in ("rate_distortion.png", "grid.png"):
+        assert (report / picture).stat().st_size > 1000
+
+
+@requires_data
+def test_cli_compress_never_overwrites_its_input(tmp_path, capsys):
+    source = tmp_path / "fox.exgs"
+    assert main(["convert", str(SCENES_DIR / "mjw_fox.ply"), str(source)]) == 0
+    before = source.read_bytes()
+    assert main(["compress", str(source), "-o", str(source), "--keep", "0.5"]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert source.read_bytes() == before
