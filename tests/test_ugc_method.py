@@ -120,3 +120,17 @@ def test_tile_scene_makes_exact_counts_of_non_overlapping_copies():
     assert np.array_equal(big.sh[: len(scene)], scene.sh)
     shift = big.means[len(scene): 2 * len(scene)] - big.means[: len(scene)]
     assert np.abs(shift - np.median(shift, axis=0)).max() > 0  # jittered, not an exact translated copy
+
+
+def test_voxel_sampling_without_proportional_share_fills_by_global_score():
+    rng = np.random.default_rng(2)
+    means = rng.uniform(-1, 1, size=(20000, 3))
+    scores = rng.uniform(size=20000) + (means[:, 0] > 0.5)  # one slab scores much higher
+    sample = voxel_sample(means, scores, 2000, voxel_size=0.5, proportional=0.0)
+    assert len(sample.keep) == 2000
+    must_keep = np.flatnonzero(sample.voxel_counts >= 2)
+    assert set(must_keep) <= set(sample.voxel_of[sample.keep])  # coverage: every voxel keeps one
+    # Beyond the one per voxel, the high-scoring slab takes the budget (proportional sharing would not).
+    share_in_slab = np.mean(means[sample.keep, 0] > 0.5)
+    proportional = voxel_sample(means, scores, 2000, voxel_size=0.5, proportional=1.0)
+    assert share_in_slab > 0.9 and np.mean(means[proportional.keep, 0] > 0.5) < 0.4

@@ -27,6 +27,7 @@ DEFAULT_SH_DEGREE = 0
 DEFAULT_VARIANT = "alpha_t"
 DEFAULT_AMPLIFICATION = Amplification()
 DEFAULT_VOXEL_COVERAGE = 0.25
+DEFAULT_VOXEL_PROPORTIONAL = 1.0
 DEFAULT_VIEWS = 48
 SCORING_SIZE = 256
 
@@ -87,13 +88,14 @@ class CompressSettings:
     variant: str = DEFAULT_VARIANT
     amplification: Amplification = DEFAULT_AMPLIFICATION
     voxel_coverage: float = DEFAULT_VOXEL_COVERAGE
+    voxel_proportional: float = DEFAULT_VOXEL_PROPORTIONAL
     use_voxels: bool = True
 
     def to_dict(self) -> dict:
         amp = self.amplification
         return {
             "sh_degree": self.sh_degree, "score": self.variant, "voxel_sampling": self.use_voxels,
-            "voxel_coverage": self.voxel_coverage,
+            "voxel_coverage": self.voxel_coverage, "voxel_proportional": self.voxel_proportional,
             "amplification": {"scale_power": amp.scale_power, "opacity_power": amp.opacity_power,
                               "max_scale_gain": amp.max_scale_gain},
         }
@@ -183,7 +185,8 @@ class _Encoder:
         if self.voxel_size is None:
             self.voxel_size = voxel_size_for(self.scene.means, max(1, int(self.settings.voxel_coverage * count)))
         if self.settings.use_voxels:
-            keep = voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size).keep
+            keep = voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size,
+                                proportional=self.settings.voxel_proportional).keep
         else:
             keep = np.sort(np.argsort(-self.scores, kind="stable")[:count])
         kept_scene = self.scene.subset(keep)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+_CELL_OFFSET = 1 << 20  # cells span [-2^20, 2^20) voxels around the scene's corner
+
 
 @dataclass
 class VoxelSample:
@@ -23,27 +25,35 @@ class VoxelSample:
 
 
 def voxel_keys(means: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """(voxel index per point, points per voxel); works for any extent, far floaters included."""
-    cells = np.floor(means.astype(np.float64) / voxel_size)
-    n = len(means)
-    if n ** 3 < 2 ** 62:
-        # Dense ranks per axis make one int64 key without overflow whatever the coordinates' range.
-        ranks = [np.unique(cells[:, axis], return_inverse=True)[1].astype(np.int64) for axis in range(3)]
-        keys = (ranks[0] * n + ranks[1]) * n + ranks[2]
-        _, voxel_of, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    else:
-        _, voxel_of, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
+    """(voxel index per point, points per voxel).
+
+    Cells are counted from the scene's 0.5th-percentile corner and clipped to 2^20 per axis, so one int64
+    key (and one sort) identifies a voxel whatever the extent; far floaters share the border cells.
+    """
+    keys = _cell_keys(means, _origin(means), voxel_size)
+    _, voxel_of, counts = np.unique(keys, return_inverse=True, return_counts=True)
     return voxel_of.reshape(-1), counts
 
 
-def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 24) -> float:
+def _origin(means: np.ndarray) -> np.ndarray:
+    return np.percentile(means, 0.5, axis=0).astype(np.float64)
+
+
+def _cell_keys(means: np.ndarray, origin: np.ndarray, voxel_size: float) -> np.ndarray:
+    cells = np.floor((means - origin) / voxel_size) + _CELL_OFFSET
+    cells = np.clip(cells, 0, 2 * _CELL_OFFSET - 1).astype(np.int64)
+    return (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+
+
+def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 16) -> float:
     """The voxel size at which about `occupied_voxels` voxels are occupied (bisection in log space)."""
     lo_corner, hi_corner = np.percentile(means, 1, axis=0), np.percentile(means, 99, axis=0)
     extent = float(np.max(hi_corner - lo_corner)) or 1.0
     small, large = np.log(extent * 1e-5), np.log(extent * 2.0)
+    origin = _origin(means)
     for _ in range(iterations):
         middle = 0.5 * (small + large)
-        count = len(voxel_keys(means, float(np.exp(middle)))[1])
+        count = len(np.unique(_cell_keys(means, origin, float(np.exp(middle)))))
         if count > occupied_voxels:
             small = middle
         else:
@@ -52,12 +62,14 @@ def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 24
 
 
 def voxel_sample(means: np.ndarray, scores: np.ndarray, keep_count: int, voxel_size: float | None = None,
-                 coverage: float = 0.25, min_points: int = 2) -> VoxelSample:
+                 coverage: float = 0.25, min_points: int = 2, proportional: float = 1.0) -> VoxelSample:
     """Indices of exactly `keep_count` Gaussians chosen per voxel by score.
 
     voxel_size: by default chosen so that about `coverage * keep_count` voxels are occupied, so the
     "at least one per voxel" rule spends a `coverage` share of the budget on spatial coverage.
     min_points: voxels with at least this many Gaussians keep at least one.
+    proportional: share of the budget given out per voxel as floor(n_V * rho) (the paper's rule, 1.0);
+    what it leaves goes to the best remaining scores anywhere.
     """
     n = len(means)
     if not 0 < keep_count <= n:
@@ -71,10 +83,11 @@ def voxel_sample(means: np.ndarray, scores: np.ndarray, keep_count: int, voxel_s
         k = np.floor(counts * rho).astype(np.int64)
         return np.where(counts >= min_points, np.maximum(k, 1), k)
 
+    budget = max(int(proportional * keep_count), int(kept_per_voxel(0.0).sum()))
     lo, hi = 0.0, 1.0
     for _ in range(40):
         middle = 0.5 * (lo + hi)
-        if kept_per_voxel(middle).sum() <= keep_count:
+        if kept_per_voxel(middle).sum() <= budget:
             lo = middle
         else:
             hi = middle
