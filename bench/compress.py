@@ -93,13 +93,14 @@ def run(paths: list[Path], ratios: list[float], methods: list[str]) -> list[dict
         tests = test_cameras(scene)
         references = [render(scene, c, backend="torch").rgb for c in tests]
         start = time.perf_counter()
-        inputs = method_inputs(scene, scoring_cameras(scene), defaults)
+        cameras = scoring_cameras(scene)
+        inputs = method_inputs(scene, cameras, defaults)
         print(f"# {scene_name(path)}: {len(scene):,} Gaussians, scores in {time.perf_counter() - start:.1f} s",
               flush=True)
         for ratio in ratios:
             for method in methods:
                 settings, scores = inputs[method]
-                result = compress(scene, Target("ratio", ratio), [], settings, scores=scores)
+                result = compress(scene, Target("ratio", ratio), cameras, settings, scores=scores)
                 value_psnr, value_ssim = quality(result.scene, tests, references)
                 rows.append({"scene": scene_name(path), "ratio": ratio, "method": method,
                              "bytes": len(result.data), "kept": len(result.scene),

@@ -23,13 +23,16 @@ from exgs_core.ugc.significance import significance
 
 INRIA_BYTES_PER_GAUSSIAN = 248  # x y z, normals, f_dc, 45 f_rest, opacity, 3 scales, 4 rotations; float32
 SIZE_TOLERANCE = 0.02
+# Defaults chosen by bench/compress.py and the measurements in docs/method.md.
 DEFAULT_SH_DEGREE = 0
 DEFAULT_VARIANT = "alpha_t"
-DEFAULT_AMPLIFICATION = Amplification()
-DEFAULT_VOXEL_COVERAGE = 0.25
-DEFAULT_VOXEL_PROPORTIONAL = 1.0
-DEFAULT_VIEWS = 48
-SCORING_SIZE = 256
+DEFAULT_AMPLIFICATION = Amplification(scale_power=0.1, opacity_power=0.5, max_scale_gain=2.0)
+DEFAULT_VOXEL_COVERAGE = 0.15
+DEFAULT_VOXEL_PROPORTIONAL = None  # None: chosen per scene among PROPORTIONAL_CANDIDATES on check views
+PROPORTIONAL_CANDIDATES = (0.0, 0.5, 1.0)
+CHECK_VIEWS = 4
+DEFAULT_VIEWS = 24
+SCORING_SIZE = 192
 
 
 @dataclass(frozen=True)
@@ -88,14 +91,14 @@ class CompressSettings:
     variant: str = DEFAULT_VARIANT
     amplification: Amplification = DEFAULT_AMPLIFICATION
     voxel_coverage: float = DEFAULT_VOXEL_COVERAGE
-    voxel_proportional: float = DEFAULT_VOXEL_PROPORTIONAL
+    voxel_proportional: float | None = DEFAULT_VOXEL_PROPORTIONAL
     use_voxels: bool = True
 
     def to_dict(self) -> dict:
         amp = self.amplification
         return {
             "sh_degree": self.sh_degree, "score": self.variant, "voxel_sampling": self.use_voxels,
-            "voxel_coverage": self.voxel_coverage, "voxel_proportional": self.voxel_proportional,
+            "voxel_coverage": self.voxel_coverage,
             "amplification": {"scale_power": amp.scale_power, "opacity_power": amp.opacity_power,
                               "max_scale_gain": amp.max_scale_gain},
         }
@@ -128,7 +131,7 @@ def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: 
         scores = significance(scene, cameras, settings.variant,
                               on_view=lambda i: report("scoring", (i + 1) / len(cameras)))
     score_time = time.perf_counter() - start
-    encoder = _Encoder(scene, scores, settings, target)
+    encoder = _Encoder(scene, scores, settings, target, cameras)
     count = encoder.initial_count()
     data, kept = encoder.encode(count)
     byte_budget = target.size_in_bytes(len(scene))
@@ -148,11 +151,17 @@ def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: 
 
 
 class _Encoder:
-    """Encodes the best K Gaussians for any K; the voxel size is fixed from the first K so it stays cheap."""
+    """Encodes the best K Gaussians for any K.
 
-    def __init__(self, scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target):
+    The voxel size and the proportional share are fixed at the first K, so later adjustments stay cheap.
+    """
+
+    def __init__(self, scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target,
+                 cameras: Sequence):
         self.scene, self.scores, self.settings, self.target = scene, scores, settings, target
+        self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
         self.voxel_size: float | None = None
+        self.proportional = settings.voxel_proportional
 
     def initial_count(self) -> int:
         n = len(self.scene)
@@ -172,8 +181,8 @@ class _Encoder:
 
     def encode(self, count: int) -> tuple[bytes, np.ndarray]:
         kept, pruned = self.select(count)
-        header = {"compression": {**self.settings.to_dict(), "target": {"kind": self.target.kind,
-                                                                          "value": self.target.value},
+        header = {"compression": {**self.settings.to_dict(), "voxel_proportional": self.proportional,
+                                  "target": {"kind": self.target.kind, "value": self.target.value},
                                   "kept": len(kept), "input_count": len(self.scene)}}
         return encode_exgs(pruned, sh_degree=self.settings.sh_degree, extra_header=header), kept
 
@@ -184,16 +193,41 @@ class _Encoder:
             return np.arange(n), self.scene
         if self.voxel_size is None:
             self.voxel_size = voxel_size_for(self.scene.means, max(1, int(self.settings.voxel_coverage * count)))
-        if self.settings.use_voxels:
-            keep = voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size,
-                                proportional=self.settings.voxel_proportional).keep
-        else:
-            keep = np.sort(np.argsort(-self.scores, kind="stable")[:count])
+        if not self.settings.use_voxels:
+            return self._kept(np.sort(np.argsort(-self.scores, kind="stable")[:count]))
+        if self.proportional is None:
+            self.proportional = self._best_proportional(count)
+        return self._kept(self._voxel_keep(count, self.proportional))
+
+    def _voxel_keep(self, count: int, proportional: float) -> np.ndarray:
+        return voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size,
+                            proportional=proportional).keep
+
+    def _kept(self, keep: np.ndarray) -> tuple[np.ndarray, GaussianScene]:
         kept_scene = self.scene.subset(keep)
         if self.settings.amplification.enabled:
             ratio = local_prune_ratio(self.scene.means, keep, self.voxel_size)
             kept_scene = amplify(kept_scene, ratio, self.settings.amplification)
         return keep, kept_scene
+
+    def _best_proportional(self, count: int) -> float:
+        """The proportional share whose pruned scene renders closest to the full one on a few scoring views.
+
+        Spatially even sampling (the paper's rule) suits evenly detailed objects; score-driven allocation
+        suits captures whose detail concentrates in a few places. Measuring beats guessing (docs/method.md).
+        """
+        if not self.check_cameras:
+            return PROPORTIONAL_CANDIDATES[-1]
+        from exgs_core.render import render
+
+        references = [render(self.scene, c, backend="torch").rgb for c in self.check_cameras]
+
+        def error(proportional: float) -> float:
+            _, candidate = self._kept(self._voxel_keep(count, proportional))
+            return sum(float(((render(candidate, c, backend="torch").rgb - ref) ** 2).mean())
+                       for c, ref in zip(self.check_cameras, references))
+
+        return min(PROPORTIONAL_CANDIDATES, key=error)
 
     def _degree(self) -> int:
         degree = self.settings.sh_degree
