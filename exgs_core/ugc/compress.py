@@ -162,6 +162,8 @@ class _Encoder:
         self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
         self.voxel_size: float | None = None
         self.proportional = settings.voxel_proportional
+        # Amplification is tried on and off when it is enabled and the share is chosen by measurement.
+        self.amplified = settings.amplification.enabled if self.proportional is not None else None
 
     def initial_count(self) -> int:
         n = len(self.scene)
@@ -182,6 +184,7 @@ class _Encoder:
     def encode(self, count: int) -> tuple[bytes, np.ndarray]:
         kept, pruned = self.select(count)
         header = {"compression": {**self.settings.to_dict(), "voxel_proportional": self.proportional,
+                                  "amplified": self.amplified,
                                   "target": {"kind": self.target.kind, "value": self.target.value},
                                   "kept": len(kept), "input_count": len(self.scene)}}
         return encode_exgs(pruned, sh_degree=self.settings.sh_degree, extra_header=header), kept
@@ -193,41 +196,47 @@ class _Encoder:
             return np.arange(n), self.scene
         if self.voxel_size is None:
             self.voxel_size = voxel_size_for(self.scene.means, max(1, int(self.settings.voxel_coverage * count)))
+        amplified = self.settings.amplification.enabled
         if not self.settings.use_voxels:
-            return self._kept(np.sort(np.argsort(-self.scores, kind="stable")[:count]))
+            return self._kept(np.sort(np.argsort(-self.scores, kind="stable")[:count]), amplified)
         if self.proportional is None:
-            self.proportional = self._best_proportional(count)
-        return self._kept(self._voxel_keep(count, self.proportional))
+            self.proportional, self.amplified = self._best_selection(count)
+        return self._kept(self._voxel_keep(count, self.proportional), self.amplified)
 
     def _voxel_keep(self, count: int, proportional: float) -> np.ndarray:
         return voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size,
                             proportional=proportional).keep
 
-    def _kept(self, keep: np.ndarray) -> tuple[np.ndarray, GaussianScene]:
+    def _kept(self, keep: np.ndarray, amplified: bool) -> tuple[np.ndarray, GaussianScene]:
         kept_scene = self.scene.subset(keep)
-        if self.settings.amplification.enabled:
+        if amplified:
             ratio = local_prune_ratio(self.scene.means, keep, self.voxel_size)
             kept_scene = amplify(kept_scene, ratio, self.settings.amplification)
         return keep, kept_scene
 
-    def _best_proportional(self, count: int) -> float:
-        """The proportional share whose pruned scene renders closest to the full one on a few scoring views.
+    def _best_selection(self, count: int) -> tuple[float, bool]:
+        """(proportional share, amplify or not) whose pruned scene renders closest to the full one.
 
-        Spatially even sampling (the paper's rule) suits evenly detailed objects; score-driven allocation
-        suits captures whose detail concentrates in a few places. Measuring beats guessing (docs/method.md).
+        Measured on a few scoring views. Spatially even sampling (the paper's rule) suits evenly detailed
+        objects, score-driven allocation suits captures whose detail concentrates in a few places, and
+        amplification helps where pruning opens holes but can blur a lightly pruned scene (docs/method.md).
         """
+        amplify_option = self.settings.amplification.enabled
         if not self.check_cameras:
-            return PROPORTIONAL_CANDIDATES[-1]
+            return PROPORTIONAL_CANDIDATES[-1], amplify_option
         from exgs_core.render import render
 
         references = [render(self.scene, c, backend="torch").rgb for c in self.check_cameras]
 
-        def error(proportional: float) -> float:
-            _, candidate = self._kept(self._voxel_keep(count, proportional))
+        def error(option: tuple[float, bool]) -> float:
+            _, candidate = self._kept(self._voxel_keep(count, option[0]), option[1])
             return sum(float(((render(candidate, c, backend="torch").rgb - ref) ** 2).mean())
                        for c, ref in zip(self.check_cameras, references))
 
-        return min(PROPORTIONAL_CANDIDATES, key=error)
+        best = min(((p, amplify_option) for p in PROPORTIONAL_CANDIDATES), key=error)
+        if amplify_option:
+            best = min([best, (best[0], False)], key=error)
+        return best
 
     def _degree(self) -> int:
         degree = self.settings.sh_degree
