@@ -52,7 +52,9 @@ def test_keep_target_keeps_exactly_that_many_and_decompresses(fox, fox_views):
     assert len(result.scene) == 5000 == len(np.unique(result.kept))
     again = decompress(result.data)
     assert np.array_equal(again.means, result.scene.means)
-    assert again.metadata["exgs"]["compression"]["kept"] == 5000
+    recorded = again.metadata["exgs"]["compression"]
+    assert recorded["kept"] == 5000 and recorded["score"] == "alpha_t"
+    assert recorded["voxel_proportional"] in (0.0, 0.5, 1.0) and recorded["amplified"] in (True, False)
     # Kept Gaussians are the input's, quantised: every decoded centre lies near its source.
     source = np.sort(fox.means[result.kept], axis=0)
     assert np.abs(np.sort(again.means, axis=0) - source).max() < 1e-3
