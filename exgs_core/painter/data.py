@@ -52,6 +52,8 @@ SPLIT: dict[str, tuple[str, str]] = {
         "scorpion", "wingnut")},
     **{f"{name}.splat": ("eval", "-y") for name in ("cat", "koala", "pizza", "spot", "tree")},
 }
+# Files that hold a scene already listed: kept in the same split, but pairs are made from one copy only.
+SAME_SCENE = {"pcengine_playbot_3_0.inria.ply": "pcengine_playbot_3_0"}
 
 
 @dataclass
@@ -196,9 +198,10 @@ def make_pairs(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.PathL
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
+    names = {scene_name(p) for p in scene_paths}
     for path in scene_paths:
         split, _ = split_of(path)
-        if split not in splits:
+        if split not in splits or SAME_SCENE.get(scene_name(path)) in names:
             continue
         done = out_dir / scene_name(path) / SCENE_MANIFEST_NAME
         if done.is_file() and _same_source(done, path):
@@ -251,3 +254,13 @@ def load_samples(data_dir: str | os.PathLike, split: str, scenes: Sequence[str] 
                 target = np.asarray(image.convert("RGB"))
             out.append(({**sample, "scene": entry["name"], "captured": entry["captured"]}, raw, target))
     return out
+
+
+def shared_scene_paths(data_root: str | os.PathLike) -> list[Path]:
+    """Every scene in a shared/data folder: scenes/*.ply|*.splat, the SOG folder(s), mesh2splat/*.splat."""
+    root = Path(data_root)
+    scenes = root / "scenes"
+    paths = sorted(p for p in scenes.iterdir() if p.suffix in (".ply", ".splat")) if scenes.is_dir() else []
+    paths += sorted(scenes.glob("*/meta.json"))
+    paths += sorted((root / "mesh2splat").glob("*.splat"))
+    return paths

@@ -28,13 +28,15 @@ from torch import nn
 class PainterConfig:
     """Sizes of a GaussPainter built from scratch (the shipped defaults are sized for a CPU)."""
 
-    vae_channels: int = 32
-    encoder_blocks: tuple[int, ...] = (1, 1, 2, 2)
-    decoder_blocks: tuple[int, ...] = (2, 2, 1, 1)
+    vae_channels: int = 24
+    encoder_blocks: tuple[int, ...] = (0, 1, 2, 2)
+    decoder_blocks: tuple[int, ...] = (2, 2, 1, 0)
     latent_channels: int = 4
-    unet_channels: tuple[int, ...] = (64, 96, 128)
+    stem_channels: int = 16
+    unet_channels: tuple[int, ...] = (48, 64, 96)
     unet_layers_per_block: int = 1
     unet_attention: bool = True
+    gate: bool = True
     timestep: int = 199
     extra: dict = field(default_factory=dict)
 
@@ -43,23 +45,40 @@ class PainterConfig:
 
 
 class PainterConditioning(ModelMixin, ConfigMixin):
-    """The parts of GaussPainter that are neither VAE nor UNet: skip convs (encoder -> decoder) and the timestep.
+    """The parts of GaussPainter that are neither VAE nor UNet: the skip paths and the fixed timestep.
 
-    skip k takes the encoder activation at 1/2^k resolution plus the mask pooled to it, and is added to the
-    decoder after its upsampling to that resolution. Zero-initialised: a fresh GaussPainter decodes exactly
-    what the VAE alone would.
+    `stem` computes full-resolution features from the raw render and its mask (narrow, so cheap on a CPU).
+    Skip k takes the encoder activation at 1/2^k resolution plus the mask pooled to it (and at full
+    resolution the stem features) and is added to the decoder after its upsampling to that resolution.
+    The skip convs are zero-initialised: a fresh GaussPainter decodes exactly what the VAE alone would.
+    `gate` (optional) blends the decoded image with the raw render per pixel, from the decoder's last features.
     """
 
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, vae_channels: int = 32, skip_levels: int = 3, timestep: int = 199):
+    def __init__(self, vae_channels: int = 24, skip_levels: int = 3, timestep: int = 199, stem_channels: int = 16,
+                 gate: bool = True):
         super().__init__()
-        self.skips = nn.ModuleList(nn.Conv2d(vae_channels + 1, vae_channels, kernel_size=1)
-                                   for _ in range(skip_levels))
+        # out = rgb + g * (decoded - rgb): where the raw render is already right the painter can pass it through
+        self.gate_conv = nn.Conv2d(vae_channels, 1, kernel_size=1) if gate else None
+        if self.gate_conv is not None:
+            nn.init.zeros_(self.gate_conv.weight)
+            nn.init.zeros_(self.gate_conv.bias)
+        self.stem = nn.Sequential(nn.Conv2d(4, stem_channels, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(stem_channels, stem_channels, 3, padding=1), nn.ReLU())
+        inputs = [vae_channels + 1 + (stem_channels if level == 0 else 0) for level in range(skip_levels)]
+        self.skips = nn.ModuleList(nn.Conv2d(cin, vae_channels, kernel_size=1) for cin in inputs)
         for conv in self.skips:
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
+
+    def skip(self, level: int, feature: torch.Tensor, mask: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """What skip `level` adds to the decoder (feature: encoder activation at that level's resolution)."""
+        parts = [feature, F.adaptive_avg_pool2d(mask, feature.shape[-2:])]
+        if level == 0:
+            parts.append(self.stem(torch.cat([rgb, mask], dim=1)))
+        return self.skips[level](torch.cat(parts, dim=1))
 
 
 def build_vae(config: PainterConfig) -> AutoencoderTiny:
@@ -95,7 +114,10 @@ class GaussPainter(nn.Module):
     @classmethod
     def from_config(cls, config: PainterConfig | None = None) -> "GaussPainter":
         config = config or PainterConfig()
-        conditioning = PainterConditioning(config.vae_channels, len(config.encoder_blocks) - 1, config.timestep)
+        conditioning = PainterConditioning(vae_channels=config.vae_channels,
+                                           skip_levels=len(config.encoder_blocks) - 1,
+                                           timestep=config.timestep, stem_channels=config.stem_channels,
+                                           gate=config.gate)
         return cls(build_vae(config), build_unet(config), conditioning)
 
     @property
@@ -122,34 +144,44 @@ class GaussPainter(nn.Module):
         return latent + residual
 
     def decode(self, latent: torch.Tensor, skips: list[torch.Tensor] | None = None,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Image in [0, 1] (unclamped); with `skips` (from encode) the skip convs add encoder detail."""
+               mask: torch.Tensor | None = None, rgb: torch.Tensor | None = None,
+               return_features: bool = False):
+        """Image in [0, 1] (unclamped); with `skips` (from encode), mask and rgb the skip paths add detail.
+
+        With return_features also the full-resolution features the last convolution maps to RGB.
+        """
         x = torch.tanh(latent / 3) * 3
-        pending = list(reversed(skips)) if skips is not None else []
-        convs = list(reversed(self.conditioning.skips)) if skips is not None else []
+        levels = list(reversed(range(len(skips)))) if skips is not None else []
         after_upsample = False
-        for layer in self.vae.decoder.layers:
+        layers = list(self.vae.decoder.layers)
+        for layer in layers[:-1]:
             x = layer(x)
             if isinstance(layer, nn.Upsample):
                 after_upsample = True
             elif after_upsample and isinstance(layer, nn.Conv2d):
                 after_upsample = False
-                if pending:
-                    feature = pending.pop(0)
-                    level_mask = F.adaptive_avg_pool2d(mask, feature.shape[-2:])
-                    x = x + convs.pop(0)(torch.cat([feature, level_mask], dim=1))
-        return x
+                if levels:
+                    level = levels.pop(0)
+                    x = x + self.conditioning.skip(level, skips[level], mask, rgb)
+        image = layers[-1](x)
+        return (image, x) if return_features else image
 
     def reconstruct(self, rgb: torch.Tensor) -> torch.Tensor:
         """The plain VAE round trip (no skips, no denoiser): what stage-1 training optimises."""
         latent, _ = self.encode(rgb)
         return self.decode(latent)
 
-    def forward(self, rgb: torch.Tensor, mask: torch.Tensor, return_latent: bool = False):
+    def forward(self, rgb: torch.Tensor, mask: torch.Tensor | None = None, return_latent: bool = False,
+                reconstruct: bool = False):
+        """Restored image; with return_latent also the denoised latent; with reconstruct the VAE round trip."""
+        if reconstruct:
+            return self.reconstruct(rgb)
         latent, skips = self.encode(rgb)
         clean = self.denoise(latent, mask)
-        out = self.decode(clean, skips, mask)
-        return (out, clean) if return_latent else out
+        image, features = self.decode(clean, skips, mask, rgb, return_features=True)
+        if self.conditioning.gate_conv is not None:
+            image = rgb + torch.sigmoid(self.conditioning.gate_conv(features)) * (image - rgb)
+        return (image, clean) if return_latent else image
 
 
 def check_components(vae: AutoencoderTiny, unet: UNet2DModel, conditioning: PainterConditioning) -> None:
@@ -162,7 +194,7 @@ def check_components(vae: AutoencoderTiny, unet: UNet2DModel, conditioning: Pain
     if widths != {conditioning.config.vae_channels}:
         raise ValueError(f"conditioning skip convs are {conditioning.config.vae_channels} wide, VAE blocks are {widths}")
     stages = len(vae.config.num_encoder_blocks) - 1
-    if conditioning.config.skip_levels > stages or len(vae.config.num_decoder_blocks) - 1 != stages:
+    if conditioning.config.skip_levels != stages or len(vae.config.num_decoder_blocks) - 1 != stages:
         raise ValueError(f"{conditioning.config.skip_levels} skip levels for a VAE with {stages} down/up stages")
 
 

@@ -17,6 +17,7 @@ Nothing here ever unpickles: weights come only from .safetensors files.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -38,6 +39,7 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 CONFIG_NAME = "config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "default_weights"
 
 # class name in model_index.json -> its components: name -> (library, class)
 LAYOUTS: dict[str, dict[str, tuple[str, type]]] = {
@@ -84,7 +86,7 @@ def _components_of(model: Restorer) -> dict[str, nn.Module]:
 
 def _save_component(module: nn.Module, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    config = dict(module.config)
+    config = {k: v for k, v in dict(module.config).items() if k != "_use_default_values"}
     config["_class_name"] = type(module).__name__
     with atomic_write(folder / CONFIG_NAME, "w") as handle:
         json.dump(config, handle, indent=2, sort_keys=True, default=list)
@@ -96,13 +98,19 @@ def _save_component(module: nn.Module, folder: Path) -> None:
 # --- loading ---------------------------------------------------------------------------------------------
 
 
-def load_painter(weights: str | os.PathLike, device: str | torch.device | None = None) -> Restorer:
-    """A GaussPainter (or PixelUNet) from a local weights folder, or from a hub id when online.
+def default_weights_path() -> Path:
+    """The weights shipped with exgs (exgs_core/painter/default_weights)."""
+    return DEFAULT_WEIGHTS
+
+
+def load_painter(weights: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Restorer:
+    """A GaussPainter (or PixelUNet) from a local weights folder, a hub id (only when online), or by default
+    the weights shipped with exgs.
 
     On CUDA (the default when available) the model runs in fp16 with channels_last; on the CPU in fp32.
     The model is returned in eval mode with gradients off.
     """
-    folder = resolve_weights(weights)
+    folder = resolve_weights(DEFAULT_WEIGHTS if weights is None else weights)
     model = load_painter_folder(folder)
     return prepare_for_inference(model, device)
 
@@ -189,8 +197,9 @@ def _load_component(folder: Path, cls: type) -> nn.Module:
     config = _read_json(folder / CONFIG_NAME)
     if config.get("_class_name", cls.__name__) != cls.__name__:
         raise PainterWeightsError(folder / CONFIG_NAME, f"describes a {config['_class_name']}, expected {cls.__name__}")
+    accepted = set(inspect.signature(cls.__init__).parameters)
     try:
-        module = cls.from_config(config)
+        module = cls.from_config({k: v for k, v in config.items() if k in accepted})
     except Exception as error:
         raise PainterWeightsError(folder / CONFIG_NAME, f"cannot build a {cls.__name__} from it ({error})") from None
     state = _read_safetensors(folder / WEIGHTS_NAME)
