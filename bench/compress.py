@@ -191,9 +191,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
     parser.add_argument("--plot", type=Path, default=None, help="write the rate-distortion plot here")
     parser.add_argument("--large-only", action="store_true", help="only the 1.5M-Gaussian time and memory run")
+    parser.add_argument("--tables-from", type=Path, nargs="+", default=None,
+                        help="print the tables (and --plot) from earlier --json files instead of running")
     args = parser.parse_args()
     if args.large_only:
         large_scene()
+        return
+    if args.tables_from:
+        rows = [row for path in args.tables_from for row in json.loads(path.read_text())]
+        report(rows, sorted({r["ratio"] for r in rows}), list(dict.fromkeys(r["method"] for r in rows)), args)
         return
     ratios = [float(v) for v in args.ratios.split(",")]
     methods = args.methods.split(",")
@@ -202,13 +208,17 @@ def main() -> None:
         wanted = args.scenes.split(",")
         paths = [p for p in paths if any(w in scene_name(p) for w in wanted)]
     rows = run(paths, ratios, methods)
-    print("\nMean PSNR / SSIM over", len(paths), "scenes:")
-    print(summary_table(rows, ratios, methods))
-    if 100.0 in ratios:
-        print("\nPSNR per scene at 100x:")
-        print(per_scene_table(rows, 100.0, methods))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    report(rows, ratios, methods, args)
+
+
+def report(rows: list[dict], ratios: list[float], methods: list[str], args: argparse.Namespace) -> None:
+    print("\nMean PSNR / SSIM over", len({r["scene"] for r in rows}), "scenes:")
+    print(summary_table(rows, ratios, methods))
+    for ratio in ratios:
+        print(f"\nPSNR per scene at {ratio:g}x:")
+        print(per_scene_table(rows, ratio, methods))
     if args.plot:
         plot(rows, ratios, methods, args.plot)
 

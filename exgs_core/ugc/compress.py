@@ -28,8 +28,8 @@ DEFAULT_SH_DEGREE = 0
 DEFAULT_VARIANT = "alpha_t"
 DEFAULT_AMPLIFICATION = Amplification(scale_power=0.1, opacity_power=0.5, max_scale_gain=2.0)
 DEFAULT_VOXEL_COVERAGE = 0.15
-DEFAULT_VOXEL_PROPORTIONAL = None  # None: chosen per scene among PROPORTIONAL_CANDIDATES on check views
-PROPORTIONAL_CANDIDATES = (0.0, 0.5, 1.0)
+DEFAULT_VOXEL_PROPORTIONAL = None  # None: (coverage, proportional) chosen per scene on check views
+SAMPLING_CANDIDATES = ((0.15, 0.0), (0.15, 0.5), (0.15, 1.0), (0.6, 1.0))  # (voxel coverage, proportional)
 CHECK_VIEWS = 4
 DEFAULT_VIEWS = 24
 SCORING_SIZE = 192
@@ -160,9 +160,10 @@ class _Encoder:
                  cameras: Sequence):
         self.scene, self.scores, self.settings, self.target = scene, scores, settings, target
         self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
-        self.voxel_size: float | None = None
+        self.voxel_sizes: dict[float, float] = {}
+        self.coverage = settings.voxel_coverage
         self.proportional = settings.voxel_proportional
-        # Amplification is tried on and off when it is enabled and the share is chosen by measurement.
+        # Amplification is tried on and off when it is enabled and the sampling is chosen by measurement.
         self.amplified = settings.amplification.enabled if self.proportional is not None else None
 
     def initial_count(self) -> int:
@@ -183,7 +184,8 @@ class _Encoder:
 
     def encode(self, count: int) -> tuple[bytes, np.ndarray]:
         kept, pruned = self.select(count)
-        header = {"compression": {**self.settings.to_dict(), "voxel_proportional": self.proportional,
+        header = {"compression": {**self.settings.to_dict(), "voxel_coverage": self.coverage,
+                                  "voxel_proportional": self.proportional,
                                   "amplified": self.amplified,
                                   "target": {"kind": self.target.kind, "value": self.target.value},
                                   "kept": len(kept), "input_count": len(self.scene)}}
@@ -194,28 +196,33 @@ class _Encoder:
         n = len(self.scene)
         if count >= n:
             return np.arange(n), self.scene
-        if self.voxel_size is None:
-            self.voxel_size = voxel_size_for(self.scene.means, max(1, int(self.settings.voxel_coverage * count)))
-        amplified = self.settings.amplification.enabled
         if not self.settings.use_voxels:
-            return self._kept(np.sort(np.argsort(-self.scores, kind="stable")[:count]), amplified)
+            keep = np.sort(np.argsort(-self.scores, kind="stable")[:count])
+            return self._kept(keep, self.settings.amplification.enabled, self.settings.voxel_coverage, count)
         if self.proportional is None:
-            self.proportional, self.amplified = self._best_selection(count)
-        return self._kept(self._voxel_keep(count, self.proportional), self.amplified)
+            (self.coverage, self.proportional), self.amplified = self._best_selection(count)
+        keep = self._voxel_keep(count, self.coverage, self.proportional)
+        return self._kept(keep, self.amplified, self.coverage, count)
 
-    def _voxel_keep(self, count: int, proportional: float) -> np.ndarray:
-        return voxel_sample(self.scene.means, self.scores, count, voxel_size=self.voxel_size,
+    def _voxel_size(self, coverage: float, count: int) -> float:
+        if coverage not in self.voxel_sizes:
+            self.voxel_sizes[coverage] = voxel_size_for(self.scene.means, max(1, int(coverage * count)))
+        return self.voxel_sizes[coverage]
+
+    def _voxel_keep(self, count: int, coverage: float, proportional: float) -> np.ndarray:
+        return voxel_sample(self.scene.means, self.scores, count, voxel_size=self._voxel_size(coverage, count),
                             proportional=proportional).keep
 
-    def _kept(self, keep: np.ndarray, amplified: bool) -> tuple[np.ndarray, GaussianScene]:
+    def _kept(self, keep: np.ndarray, amplified: bool, coverage: float, count: int
+              ) -> tuple[np.ndarray, GaussianScene]:
         kept_scene = self.scene.subset(keep)
         if amplified:
-            ratio = local_prune_ratio(self.scene.means, keep, self.voxel_size)
+            ratio = local_prune_ratio(self.scene.means, keep, self._voxel_size(coverage, count))
             kept_scene = amplify(kept_scene, ratio, self.settings.amplification)
         return keep, kept_scene
 
-    def _best_selection(self, count: int) -> tuple[float, bool]:
-        """(proportional share, amplify or not) whose pruned scene renders closest to the full one.
+    def _best_selection(self, count: int) -> tuple[tuple[float, float], bool]:
+        """((coverage, proportional share), amplify or not) whose pruned scene renders closest to the full one.
 
         Measured on a few scoring views. Spatially even sampling (the paper's rule) suits evenly detailed
         objects, score-driven allocation suits captures whose detail concentrates in a few places, and
@@ -223,17 +230,18 @@ class _Encoder:
         """
         amplify_option = self.settings.amplification.enabled
         if not self.check_cameras:
-            return PROPORTIONAL_CANDIDATES[-1], amplify_option
+            return (self.settings.voxel_coverage, 1.0), amplify_option
         from exgs_core.render import render
 
         references = [render(self.scene, c, backend="torch").rgb for c in self.check_cameras]
 
-        def error(option: tuple[float, bool]) -> float:
-            _, candidate = self._kept(self._voxel_keep(count, option[0]), option[1])
+        def error(option: tuple[tuple[float, float], bool]) -> float:
+            (coverage, proportional), amplified = option
+            _, candidate = self._kept(self._voxel_keep(count, coverage, proportional), amplified, coverage, count)
             return sum(float(((render(candidate, c, backend="torch").rgb - ref) ** 2).mean())
                        for c, ref in zip(self.check_cameras, references))
 
-        best = min(((p, amplify_option) for p in PROPORTIONAL_CANDIDATES), key=error)
+        best = min(((option, amplify_option) for option in SAMPLING_CANDIDATES), key=error)
         if amplify_option:
             best = min([best, (best[0], False)], key=error)
         return best
