@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from exgs_core.camera import orbit_cameras, sphere_cameras
+from exgs_core.camera import orbit_cameras
 from exgs_core.fileio import atomic_write
 from exgs_core.io import read_scene
 from exgs_core.render import render
@@ -68,8 +68,8 @@ class PairSettings:
     ratio_min: float = 10.0
     ratio_max: float = 300.0
     fixed_ratios: tuple[float, ...] = ()  # if given, used instead of random ratios (evaluation sets)
-    scoring_views: int = 16  # sphere views used by UGC significance scoring
-    scoring_size: int = 96
+    scoring_views: int | None = None  # UGC scoring views (None: the compressor's default)
+    scoring_size: int | None = None
     fov_deg: float = 50.0
     fov_jitter_deg: float = 20.0
     elevation_deg: float = 20.0
@@ -131,16 +131,26 @@ def _save_rgb(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None = None) 
         Image.fromarray(pixels).save(handle, format="PNG")
 
 
-def compress_scene(scene: GaussianScene, ratio: float, settings: PairSettings) -> tuple[GaussianScene, dict]:
-    """The decoded scene after real UGC compression to `ratio` (x vs INRIA .ply), and its stats."""
-    from exgs_core.ugc.compress import CompressSettings, Target, compress
+def compress_scene(scene: GaussianScene, ratios: Sequence[float], settings: PairSettings
+                   ) -> list[tuple[GaussianScene, dict]]:
+    """The decoded scenes after real UGC compression to each ratio (x vs INRIA .ply), and their stats.
 
-    cameras = sphere_cameras(scene.means, settings.scoring_views, settings.scoring_size, settings.scoring_size,
-                             opacities=scene.opacities())
-    result = compress(scene, Target("ratio", float(ratio)), cameras, CompressSettings())
-    stats = {"target_ratio": ratio, "ratio": round(float(result.stats["ratio_vs_inria_ply"]), 3),
-             "kept": len(result.scene), "of": len(scene), "bytes": len(result.data)}
-    return result.scene, stats
+    Scoring views and significance are computed once and shared by all ratios (as `exgs compress` would
+    compute them for each file).
+    """
+    from exgs_core.ugc.compress import SCORING_SIZE, CompressSettings, Target, compress, scoring_cameras
+    from exgs_core.ugc.significance import significance
+
+    compress_settings = CompressSettings()
+    cameras = scoring_cameras(scene, settings.scoring_views, size=settings.scoring_size or SCORING_SIZE)
+    scores = significance(scene, cameras, compress_settings.variant)
+    out = []
+    for ratio in ratios:
+        result = compress(scene, Target("ratio", float(ratio)), cameras, compress_settings, scores=scores)
+        stats = {"target_ratio": ratio, "ratio": round(float(result.stats["ratio_vs_inria_ply"]), 3),
+                 "kept": len(result.scene), "of": len(scene), "bytes": len(result.data)}
+        out.append((result.scene, stats))
+    return out
 
 
 def make_scene_pairs(path: str | os.PathLike, out_dir: str | os.PathLike, settings: PairSettings, seed: int,
@@ -156,7 +166,7 @@ def make_scene_pairs(path: str | os.PathLike, out_dir: str | os.PathLike, settin
     entry = SceneEntry(name, os.fspath(path), split, up, captured)
 
     ratios = ratio_schedule(rng, settings)
-    compressed = [compress_scene(scene, r, settings) for r in ratios]
+    compressed = compress_scene(scene, ratios, settings)
     views = settings.views * (settings.captured_view_factor if captured else 1)
     cameras = orbit_cameras(
         scene.means, views, settings.size, settings.size, up=up, fov_deg=settings.fov_deg,
