@@ -1,0 +1,415 @@
+"""Training GaussPainter (and the pixel baseline) on pairs from make_pairs(), with accelerate.
+
+GaussPainter trains in two stages:
+  1. "vae": AutoencoderTiny alone, reconstructing target and input renders (L1 + SSIM).
+  2. "painter": the encoder is frozen (it also defines the latent targets); the UNet, the skip paths and the
+     decoder learn to map (raw render, mask) to the full render: L1 + SSIM on pixels plus latent supervision
+     |denoised latent - encoder(target)|.
+The baseline trains in one stage ("pixel") with the same pixel losses.
+
+Runs unchanged on a CPU (`python -m exgs_core.painter train ...`) or on one or many GPUs
+(`accelerate launch -m exgs_core.painter train ...`). Resumable: <out>/checkpoint holds the model
+(safetensors), the optimiser state and the step; a run restarted with the same command continues from it.
+The loss log is <out>/log.jsonl, held-out evaluations go to <out>/eval.jsonl, final weights to <out>/weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from exgs_core.fileio import atomic_write
+from exgs_core.painter.baseline import PixelUNet
+from exgs_core.painter.data import load_samples
+from exgs_core.painter.metrics import psnr, ssim
+from exgs_core.painter.model import GaussPainter, PainterConfig
+from exgs_core.painter.restore import restore_batch
+from exgs_core.painter.weights import Restorer, load_painter_folder, save_painter
+from exgs_core.progress import progress
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class SessionEnd(Exception):
+    """This session's step allowance (TrainSettings.session_steps) is used up; the checkpoint is saved."""
+
+
+@dataclass
+class TrainSettings:
+    model: str = "painter"  # "painter" or "baseline"
+    painter_config: dict = field(default_factory=dict)  # PainterConfig overrides
+    baseline_channels: tuple[int, ...] = (16, 32, 64, 128, 128)
+    vae_steps: int = 1500
+    steps: int = 6000  # stage-2 steps (painter) or all steps (baseline)
+    cpu_seconds: float | None = None  # total process CPU-time budget; the VAE stage gets vae_fraction of it
+    vae_fraction: float = 0.2
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_fraction: float = 0.05
+    hard_fraction: float = 0.5  # share of training draws weighted by the pair's raw error
+    latent_weight: float = 0.1
+    ssim_weight: float = 0.2
+    train_encoder: bool = False  # stage 2: fine-tune the encoder too (the latent targets stay frozen)
+    checkpoint_every: int = 100  # steps
+    checkpoint_minutes: float = 5.0
+    eval_data: str | None = None
+    eval_every: int = 500
+    eval_samples: int = 64
+    session_steps: int | None = None  # stop this session after so many steps (resume later with the same command)
+    session_cpu_seconds: float | None = None  # or after so much CPU time (time-slicing runs on a shared machine)
+    seed: int = 0
+
+    def stages(self) -> list[str]:
+        return ["vae", "painter"] if self.model == "painter" else ["pixel"]
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+class PairBank:
+    """All training pairs in memory as uint8, and seeded random crops/flips/rotations from them."""
+
+    def __init__(self, data_dirs: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train"):
+        data_dirs = [data_dirs] if isinstance(data_dirs, (str, os.PathLike)) else list(data_dirs)
+        samples = [sample for folder in data_dirs for sample in load_samples(folder, split)]
+        if not samples:
+            raise ValueError(f"{', '.join(map(str, data_dirs))}: no {split} samples (run the pairs command first)")
+        self.records = [s[0] for s in samples]
+        self.inputs = [s[1] for s in samples]
+        self.targets = [s[2] for s in samples]
+        # raw error per sample: "hard" draws favour pairs with something to restore over near-identical ones
+        rmse = np.array([np.sqrt(np.mean((s[1][..., :3].astype(np.float32) - s[2]) ** 2)) for s in samples])
+        self.hard_weights = (rmse + 1e-3) / (rmse + 1e-3).sum()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def batch(self, rng: np.random.Generator, size: int, crop: int, hard_fraction: float = 0.0
+              ) -> tuple[torch.Tensor, ...]:
+        """(rgb, mask, target) float tensors (B, C, crop, crop); a `hard_fraction` of draws weighted by raw error."""
+        raws, targets = [], []
+        uniform = rng.integers(0, len(self), size)
+        hard = rng.choice(len(self), size=size, p=self.hard_weights)
+        for index in np.where(rng.uniform(size=size) < hard_fraction, hard, uniform):
+            raw, target = self.inputs[index], self.targets[index]
+            h, w = raw.shape[:2]
+            c = min(crop, h, w)
+            y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+            pair = np.concatenate([raw[y:y + c, x:x + c], target[y:y + c, x:x + c]], axis=2)
+            pair = np.rot90(pair, int(rng.integers(0, 4)))
+            if rng.uniform() < 0.5:
+                pair = pair[:, ::-1]
+            raws.append(pair[..., :4])
+            targets.append(pair[..., 4:])
+        raw = torch.from_numpy(np.stack(raws)).permute(0, 3, 1, 2).float() / 255.0
+        target = torch.from_numpy(np.stack(targets)).permute(0, 3, 1, 2).float() / 255.0
+        return raw[:, :3], 1.0 - raw[:, 3:], target
+
+
+# --- model construction and checkpoints ------------------------------------------------------------------
+
+
+def build_model(settings: TrainSettings) -> Restorer:
+    torch.manual_seed(settings.seed)
+    if settings.model == "painter":
+        return GaussPainter.from_config(PainterConfig(**settings.painter_config))
+    if settings.model == "baseline":
+        return PixelUNet(channels=tuple(settings.baseline_channels))
+    raise ValueError(f"unknown model {settings.model!r}; choose painter or baseline")
+
+
+def trainable_parameters(model: Restorer, stage: str, settings: TrainSettings) -> list[torch.nn.Parameter]:
+    """The parameters a stage optimises (and requires_grad set accordingly)."""
+    model.requires_grad_(False)
+    if stage == "vae":
+        parts = [model.vae]
+    elif stage == "painter":
+        parts = [model.unet, model.conditioning, model.vae.decoder] + ([model.vae.encoder] if settings.train_encoder else [])
+    else:
+        parts = [model]
+    for part in parts:
+        part.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@dataclass
+class Progress:
+    stage: str
+    step: int = 0  # steps done in this stage
+    stage_index: int = 0
+    cpu_seconds: float = 0.0  # training CPU time so far (all stages, evaluation excluded)
+    stage_cpu_seconds: float = 0.0
+
+
+def save_checkpoint(out: Path, model: Restorer, optimizer: torch.optim.Optimizer, state: Progress,
+                    settings: TrainSettings) -> None:
+    """<out>/checkpoint: model/ (safetensors folder), optimizer.pt (state dict), state.json. Replaced atomically."""
+    final = out / CHECKPOINT_DIR
+    temp = out / f".{CHECKPOINT_DIR}.tmp"
+    if temp.exists():
+        _remove_tree(temp)
+    save_painter(model, temp / "model")
+    torch.save(optimizer.state_dict(), temp / "optimizer.pt")
+    with atomic_write(temp / "state.json", "w") as handle:
+        json.dump({"progress": asdict(state), "settings": asdict(settings)}, handle, indent=1)
+    old = out / f".{CHECKPOINT_DIR}.old"
+    if final.exists():
+        if old.exists():
+            _remove_tree(old)
+        final.rename(old)
+    temp.rename(final)
+    if old.exists():
+        _remove_tree(old)
+
+
+def _remove_tree(path: Path) -> None:
+    for child in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    path.rmdir()
+
+
+def load_checkpoint(out: Path) -> tuple[Restorer, dict, Progress] | None:
+    """(model, optimizer state dict, progress) from <out>/checkpoint, or None when there is none."""
+    folder = out / CHECKPOINT_DIR
+    if not (folder / "state.json").is_file():
+        old = out / f".{CHECKPOINT_DIR}.old"  # interrupted between the two renames
+        if not (old / "state.json").is_file():
+            return None
+        folder = old
+    state = json.loads((folder / "state.json").read_text())
+    model = load_painter_folder(folder / "model")
+    optimizer_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    return model, optimizer_state, Progress(**state["progress"])
+
+
+# --- losses ----------------------------------------------------------------------------------------------
+
+
+def pixel_loss(out: torch.Tensor, target: torch.Tensor, settings: TrainSettings) -> tuple[torch.Tensor, dict]:
+    out, target = out.float(), target.float()  # losses in fp32 also under fp16 autocast
+    l1 = F.l1_loss(out, target)
+    structural = 1.0 - ssim(out.clamp(0, 1), target)
+    return l1 + settings.ssim_weight * structural, {"l1": float(l1.detach()), "ssim": float(1.0 - structural.detach())}
+
+
+def stage_loss(model, core: Restorer, stage: str, batch: tuple[torch.Tensor, ...], settings: TrainSettings
+               ) -> tuple[torch.Tensor, dict]:
+    """Loss of one batch; `model` is what accelerate prepared (called for gradients), `core` the plain module."""
+    rgb, mask, target = batch
+    if stage == "vae":  # half targets, half raw renders: the encoder sees both kinds of image
+        half = max(1, rgb.shape[0] // 2)
+        images = torch.cat([target[:half], rgb[half:]], dim=0)
+        return pixel_loss(model(images, reconstruct=True), images, settings)
+    if stage == "pixel":
+        return pixel_loss(model(rgb, mask), target, settings)
+    out, latent = model(rgb, mask, return_latent=True)
+    with torch.no_grad():
+        target_latent, _ = core.encode(target)
+    latent_l1 = F.l1_loss(latent.float(), target_latent.float())
+    loss, parts = pixel_loss(out, target, settings)
+    return loss + settings.latent_weight * latent_l1, {**parts, "latent_l1": float(latent_l1.detach())}
+
+
+def learning_rate(settings: TrainSettings, step: int, fraction_done: float) -> float:
+    """Linear warm-up, then cosine decay to min_lr_fraction over the stage (by steps or CPU budget)."""
+    warm = min(1.0, (step + 1) / max(1, settings.warmup_steps))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction_done)))
+    return settings.lr * warm * (settings.min_lr_fraction + (1.0 - settings.min_lr_fraction) * cosine)
+
+
+# --- the loop --------------------------------------------------------------------------------------------
+
+
+def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+          settings: TrainSettings | None = None, accelerator: Accelerator | None = None) -> Path:
+    """Train on the train split of one or more pairs folders; returns <out_dir>/weights (resumable)."""
+    settings = settings or TrainSettings()
+    accelerator = accelerator or Accelerator()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bank = PairBank(data_dir, "train")
+    eval_set = _eval_subset(settings) if accelerator.is_main_process else None
+
+    resumed = load_checkpoint(out)
+    model, optimizer_state, state = resumed if resumed else (build_model(settings), None, Progress(settings.stages()[0]))
+    stages = settings.stages()
+    session = {"steps_left": settings.session_steps, "cpu_left": settings.session_cpu_seconds}
+    for stage_index in range(state.stage_index, len(stages)):
+        if stage_index != state.stage_index:
+            state = Progress(stages[stage_index], 0, stage_index, state.cpu_seconds, 0.0)
+            optimizer_state = None
+        model = _run_stage(model, optimizer_state, state, bank, eval_set, settings, accelerator, out, session)
+        optimizer_state = None
+    weights = out / "weights"
+    if accelerator.is_main_process:
+        save_painter(accelerator.unwrap_model(model), weights)
+        if eval_set is not None:
+            _log(out / "eval.jsonl", {"final": True, **_evaluate_subset(accelerator.unwrap_model(model), eval_set)})
+    accelerator.wait_for_everyone()
+    return weights
+
+
+def _stage_budget(settings: TrainSettings, stage: str) -> tuple[int, float | None]:
+    """(max steps, CPU-second budget or None) for a stage."""
+    steps = settings.vae_steps if stage == "vae" else settings.steps
+    if settings.cpu_seconds is None:
+        return steps, None
+    share = settings.vae_fraction if stage == "vae" else (1.0 - settings.vae_fraction)
+    return steps, settings.cpu_seconds * (share if settings.model == "painter" else 1.0)
+
+
+def _run_stage(model: Restorer, optimizer_state: dict | None, state: Progress, bank: PairBank,
+               eval_set: list | None, settings: TrainSettings, accelerator: Accelerator, out: Path,
+               session: dict) -> Restorer:
+    stage = state.stage
+    max_steps, cpu_budget = _stage_budget(settings, stage)
+    model = accelerator.unwrap_model(model)
+    params = trainable_parameters(model, stage, settings)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    model.train()
+    model, optimizer = accelerator.prepare(model, optimizer)
+    last_save = time.monotonic()
+    cpu_mark = time.process_time()
+    bar = progress(range(state.step, max_steps), desc=f"{settings.model}:{stage}", unit="step", total=max_steps)
+    for step in bar:
+        if cpu_budget is not None and state.stage_cpu_seconds >= cpu_budget:
+            break
+        if _session_over(session):
+            _checkpoint(accelerator, model, optimizer, state, settings, out)
+            raise SessionEnd(f"{out}: session allowance used up at {stage} step {step}; run again to resume")
+        if session["steps_left"] is not None:
+            session["steps_left"] -= 1
+        fraction = max(step / max_steps, state.stage_cpu_seconds / cpu_budget if cpu_budget else 0.0)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(settings, step, fraction)
+        rng = np.random.default_rng([settings.seed, state.stage_index, step, accelerator.process_index])
+        batch = [t.to(accelerator.device) for t in bank.batch(rng, settings.batch_size, settings.crop, settings.hard_fraction)]
+        wall = time.perf_counter()
+        with accelerator.autocast():
+            loss, parts = stage_loss(model, accelerator.unwrap_model(model), stage, batch, settings)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        now = time.process_time()
+        state.cpu_seconds += now - cpu_mark
+        state.stage_cpu_seconds += now - cpu_mark
+        if session["cpu_left"] is not None:
+            session["cpu_left"] -= now - cpu_mark
+        cpu_mark = now
+        state.step = step + 1
+        if accelerator.is_main_process:
+            _log(out / "log.jsonl", {"stage": stage, "step": state.step, "loss": round(float(loss.detach()), 5),
+                                     **{k: round(v, 5) for k, v in parts.items()}, "lr": optimizer.param_groups[0]["lr"],
+                                     "step_seconds": round(time.perf_counter() - wall, 3),
+                                     "cpu_seconds": round(state.cpu_seconds, 1)})
+        due = state.step % settings.checkpoint_every == 0 or time.monotonic() - last_save > 60 * settings.checkpoint_minutes
+        if due:
+            _checkpoint(accelerator, model, optimizer, state, settings, out)
+            last_save = time.monotonic()
+        if eval_set is not None and stage != "vae" and state.step % settings.eval_every == 0:
+            _log(out / "eval.jsonl", {"stage": stage, "step": state.step, "cpu_seconds": round(state.cpu_seconds, 1),
+                                      **_evaluate_subset(accelerator.unwrap_model(model), eval_set)})
+            model.train()
+            cpu_mark = time.process_time()  # evaluation does not count against the training budget
+    _checkpoint(accelerator, model, optimizer, state, settings, out)
+    return accelerator.unwrap_model(model)
+
+
+def _session_over(session: dict) -> bool:
+    return any(session[key] is not None and session[key] <= 0 for key in ("steps_left", "cpu_left"))
+
+
+def _checkpoint(accelerator: Accelerator, model, optimizer, state: Progress, settings: TrainSettings, out: Path) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_checkpoint(out, accelerator.unwrap_model(model), optimizer, state, settings)
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+# --- evaluation ------------------------------------------------------------------------------------------
+
+
+def _eval_subset(settings: TrainSettings) -> list | None:
+    if not settings.eval_data:
+        return None
+    samples = load_samples(settings.eval_data, "eval")
+    rng = np.random.default_rng(12345)
+    if len(samples) > settings.eval_samples:
+        picked = sorted(rng.choice(len(samples), settings.eval_samples, replace=False).tolist())
+        samples = [samples[i] for i in picked]
+    return samples
+
+
+def _evaluate_subset(model: Restorer, samples: list) -> dict:
+    was_training = model.training
+    model.eval()
+    raw_psnr, out_psnr, raw_ssim, out_ssim = [], [], [], []
+    for record, raw, target in samples:
+        rgb = torch.from_numpy(raw[..., :3].copy()).permute(2, 0, 1)[None].float() / 255.0
+        mask = 1.0 - torch.from_numpy(raw[..., 3:].copy()).permute(2, 0, 1)[None].float() / 255.0
+        tgt = torch.from_numpy(target.copy()).permute(2, 0, 1)[None].float() / 255.0
+        out = restore_batch(rgb, mask, model)
+        raw_psnr.append(float(psnr(rgb, tgt)))
+        out_psnr.append(float(psnr(out, tgt)))
+        raw_ssim.append(float(ssim(rgb, tgt)))
+        out_ssim.append(float(ssim(out, tgt)))
+    model.train(was_training)
+    return {"raw_psnr": round(float(np.mean(raw_psnr)), 3), "psnr": round(float(np.mean(out_psnr)), 3),
+            "raw_ssim": round(float(np.mean(raw_ssim)), 4), "ssim": round(float(np.mean(out_ssim)), 4),
+            "samples": len(samples)}
+
+
+def evaluate(model: Restorer, data_dir: str | os.PathLike, size: int | None = None,
+             scenes: Sequence[str] | None = None) -> dict:
+    """PSNR/SSIM of raw and restored frames on a pairs folder's eval split, per scene and per target ratio.
+
+    `size` resizes frames (bilinear, for speed checks only); None keeps the stored size.
+    """
+    model.eval()
+    rows = []
+    for record, raw, target in progress(load_samples(data_dir, "eval", scenes), desc="eval", unit="frame"):
+        rgb = torch.from_numpy(raw[..., :3].copy()).permute(2, 0, 1)[None].float() / 255.0
+        mask = 1.0 - torch.from_numpy(raw[..., 3:].copy()).permute(2, 0, 1)[None].float() / 255.0
+        tgt = torch.from_numpy(target.copy()).permute(2, 0, 1)[None].float() / 255.0
+        if size:
+            rgb, mask, tgt = (F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+                              for t in (rgb, mask, tgt))
+        start = time.perf_counter()
+        out = restore_batch(rgb, mask, model)
+        seconds = time.perf_counter() - start
+        rows.append({"scene": record["scene"], "ratio": record["target_ratio"], "seconds": seconds,
+                     "raw_psnr": float(psnr(rgb, tgt)), "psnr": float(psnr(out, tgt)),
+                     "raw_ssim": float(ssim(rgb, tgt)), "ssim": float(ssim(out, tgt))})
+    return summarise(rows)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means overall, per scene and per ratio of the rows evaluate() collects."""
+    def mean(subset: list[dict]) -> dict:
+        keys = ("raw_psnr", "psnr", "raw_ssim", "ssim", "seconds")
+        return {k: round(float(np.mean([r[k] for r in subset])), 4) for k in keys} | {"frames": len(subset)}
+
+    return {
+        "overall": mean(rows),
+        "per_scene": {s: mean([r for r in rows if r["scene"] == s]) for s in sorted({r["scene"] for r in rows})},
+        "per_ratio": {str(q): mean([r for r in rows if r["ratio"] == q]) for q in sorted({r["ratio"] for r in rows})},
+    }
