@@ -41,8 +41,8 @@ def compare_on_scenes(size: int, n_views: int, max_scenes: int | None) -> None:
     paths = real_scene_paths()[:max_scenes]
     print(f"CPU backend vs gsplat pure-PyTorch reference path, {size}x{size}, {n_views} views per scene, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"| scene | Gaussians | ours ms/frame | reference ms/frame | speed-up |")
-    print(f"|---|---:|---:|---:|---:|")
+    print("| scene | Gaussians | ours ms/frame | reference ms/frame | speed-up |")
+    print("|---|---:|---:|---:|---:|")
     ratios = []
     for path in paths:
         scene = read_scene(path)

@@ -28,3 +28,14 @@ def captured_scene_paths() -> list[Path]:
 
 
 requires_data = pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=f"real data folder {DATA_ROOT} is absent")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine run faster on one torch thread (no OpenMP spin-waits under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import replace
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -27,20 +25,7 @@ from exgs_core.painter.weights import (
 )
 from tests.conftest import SCENES_DIR, requires_data
 
-# numba's default "omp" threading layer leaves threads spinning after a render, which slows every later torch op
-# 10-100x on this 2-core machine; the layer is picked at numba's first parallel launch (after collection).
-# TODO(lead): move this into exgs_core/render/cpu_kernels.py so every caller gets it.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waits under load (40x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = PainterConfig(vae_channels=8, stem_channels=4, unet_channels=(16, 16), unet_attention=False)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -33,20 +31,7 @@ from exgs_core.painter.train import (
 from exgs_core.painter.weights import load_painter
 from tests.conftest import DATA_ROOT, SCENES_DIR, captured_scene_paths, real_scene_paths, requires_data
 
-# numba's default "omp" threading layer leaves threads spinning after a render, which slows every later torch op
-# 10-100x on this 2-core machine; the layer is picked at numba's first parallel launch (after collection).
-# TODO(lead): move this into exgs_core/render/cpu_kernels.py so every caller gets it.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waits under load (40x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = PairSettings(size=40, views=3, captured_view_factor=1, targets_per_scene=2, samples_per_view=2,

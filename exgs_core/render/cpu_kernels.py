@@ -13,9 +13,15 @@ gradient buffer and the buffers are summed at the end (no atomics, deterministic
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
+
+# numba's default OpenMP threading layer leaves its threads spin-waiting after a parallel kernel, which slows
+# every later torch op 10-100x on a 2-core machine; workqueue does not. It must be set before the first launch.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 MAX_ALPHA = 0.999
 MIN_ALPHA = 1.0 / 255.0
