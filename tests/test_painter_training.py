@@ -24,6 +24,7 @@ from exgs_core.painter.train import (
     SessionEnd,
     TrainSettings,
     build_model,
+    evaluate,
     load_checkpoint,
     stage_loss,
     train,
@@ -131,6 +132,9 @@ def test_training_decreases_the_loss_and_writes_loadable_weights(pairs: Path, tm
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in log] == ["vae"] * 12 + ["painter"] * 8
     assert {"l1", "ssim", "latent_l1", "lr", "cpu_seconds"} <= set(log[-1])
+    report = evaluate(trained, pairs, split="train")
+    assert report["overall"]["frames"] == len(bank)
+    assert set(report["per_scene"]) == {"gs3d_lod1_tile_0_0.5x.ply"} and len(report["per_scene_ratio"]) == 2
 
 
 @requires_data

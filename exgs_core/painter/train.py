@@ -379,14 +379,14 @@ def _evaluate_subset(model: Restorer, samples: list) -> dict:
 
 
 def evaluate(model: Restorer, data_dir: str | os.PathLike, size: int | None = None,
-             scenes: Sequence[str] | None = None) -> dict:
-    """PSNR/SSIM of raw and restored frames on a pairs folder's eval split, per scene and per target ratio.
+             scenes: Sequence[str] | None = None, split: str = "eval") -> dict:
+    """PSNR/SSIM of raw and restored frames on a pairs folder's `split`, per scene and per target ratio.
 
     `size` resizes frames (bilinear, for speed checks only); None keeps the stored size.
     """
     model.eval()
     rows = []
-    for record, raw, target in progress(load_samples(data_dir, "eval", scenes), desc="eval", unit="frame"):
+    for record, raw, target in progress(load_samples(data_dir, split, scenes), desc="eval", unit="frame"):
         rgb = torch.from_numpy(raw[..., :3].copy()).permute(2, 0, 1)[None].float() / 255.0
         mask = 1.0 - torch.from_numpy(raw[..., 3:].copy()).permute(2, 0, 1)[None].float() / 255.0
         tgt = torch.from_numpy(target.copy()).permute(2, 0, 1)[None].float() / 255.0
@@ -408,8 +408,11 @@ def summarise(rows: list[dict]) -> dict:
         keys = ("raw_psnr", "psnr", "raw_ssim", "ssim", "seconds")
         return {k: round(float(np.mean([r[k] for r in subset])), 4) for k in keys} | {"frames": len(subset)}
 
+    scenes, ratios = sorted({r["scene"] for r in rows}), sorted({r["ratio"] for r in rows})
     return {
         "overall": mean(rows),
-        "per_scene": {s: mean([r for r in rows if r["scene"] == s]) for s in sorted({r["scene"] for r in rows})},
-        "per_ratio": {str(q): mean([r for r in rows if r["ratio"] == q]) for q in sorted({r["ratio"] for r in rows})},
+        "per_scene": {s: mean([r for r in rows if r["scene"] == s]) for s in scenes},
+        "per_ratio": {str(q): mean([r for r in rows if r["ratio"] == q]) for q in ratios},
+        "per_scene_ratio": {f"{s} {q:g}x": mean(subset) for s in scenes for q in ratios
+                            if (subset := [r for r in rows if r["scene"] == s and r["ratio"] == q])},
     }
