@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from exgs_core.camera import orbit_cameras  # noqa: E402
 from exgs_core.io import read_scene  # noqa: E402
-from exgs_core.painter.metrics import psnr, ssim  # noqa: E402
+from exgs_core.metrics import psnr, ssim  # noqa: E402
 from exgs_core.render import render  # noqa: E402
 from exgs_core.scene import GaussianScene  # noqa: E402
 from exgs_core.ugc.amplify import Amplification  # noqa: E402

@@ -16,7 +16,7 @@ import numpy as np
 
 from exgs_core.fileio import atomic_write
 from exgs_core.images import to_uint8
-from exgs_core.painter.metrics import psnr, ssim
+from exgs_core.metrics import psnr, ssim
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.compress import INRIA_BYTES_PER_GAUSSIAN
 

@@ -13,8 +13,8 @@ import torch
 from exgs_core.camera import orbit_cameras
 from exgs_core.errors import ExgsError
 from exgs_core.io import read_scene
+from exgs_core.metrics import psnr, ssim
 from exgs_core.painter.baseline import PixelUNet
-from exgs_core.painter.metrics import psnr, ssim
 from exgs_core.painter.model import GATE_INIT_BIAS, GaussPainter, PainterConfig, parameter_count
 from exgs_core.painter.restore import restore, restore_batch
 from exgs_core.painter.weights import (

@@ -31,8 +31,6 @@ _EXPORTS = {
     "TrainSettings": "exgs_core.painter.train",
     "train": "exgs_core.painter.train",
     "evaluate": "exgs_core.painter.train",
-    "psnr": "exgs_core.painter.metrics",
-    "ssim": "exgs_core.painter.metrics",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from exgs_core.fileio import atomic_write
+from exgs_core.metrics import psnr, ssim
 from exgs_core.painter.baseline import PixelUNet
 from exgs_core.painter.data import load_samples
-from exgs_core.painter.metrics import psnr, ssim
 from exgs_core.painter.model import GaussPainter, PainterConfig
 from exgs_core.painter.restore import restore_batch
 from exgs_core.painter.weights import Restorer, load_painter_folder, save_painter
