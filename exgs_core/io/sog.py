@@ -18,9 +18,12 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.io.ply import FormatWarning
@@ -228,6 +231,13 @@ def _lookup(files: _SogFiles, codebook: list, indices: np.ndarray, what: str) ->
 
 
 def _open_image(files: _SogFiles, name: str) -> Image.Image:
+    # Pillow is imported here, not at module level: Blender's own Python lacks it and must still import exgs_core.io.
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise SceneFormatError(
+            files.path, "reading SOG needs Pillow (WebP images), which this Python lacks; `pip install pillow`"
+        ) from None
     try:
         return Image.open(io.BytesIO(files.read(name)))
     except (UnidentifiedImageError, OSError, ValueError) as error:
@@ -235,6 +245,8 @@ def _open_image(files: _SogFiles, name: str) -> Image.Image:
 
 
 def _rgba(files: _SogFiles, name: str, image: Image.Image) -> np.ndarray:
+    from PIL import Image
+
     try:
         return np.asarray(image.convert("RGBA")).reshape(-1, 4)
     except (OSError, ValueError, Image.DecompressionBombError) as error:

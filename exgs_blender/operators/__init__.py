@@ -1,0 +1,1 @@
+"""Blender operators of the ExGS extension."""

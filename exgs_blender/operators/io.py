@@ -1,0 +1,234 @@
+"""File > Import / Export of Gaussian splats, and drag-and-drop into the viewport.
+
+A thin layer: every format is read and written by exgs_core.io; this module only moves the scene into or out
+of a splat object (exgs_blender.splat_object) and converts between the file's and Blender's up axis.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import bpy
+import numpy as np
+from bpy.props import CollectionProperty, EnumProperty, FloatProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+from mathutils import Matrix
+
+from ..splat_object import create_splat_object, is_splat_object, scene_from_object
+from exgs_core.errors import ExgsError
+from exgs_core.io import read_scene, write_scene
+from exgs_core.scene import GaussianScene
+
+# Rotation taking the file's up axis to Blender's +Z (about X, so the file's x stays Blender's x).
+UP_AXES: dict[str, tuple[tuple[float, ...], ...]] = {
+    "-Y": ((1, 0, 0), (0, 0, 1), (0, -1, 0)),
+    "+Y": ((1, 0, 0), (0, 0, -1), (0, 1, 0)),
+    "+Z": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    "-Z": ((1, 0, 0), (0, -1, 0), (0, 0, -1)),
+}
+UP_AXIS_ITEMS = [
+    ("-Y", "-Y (3DGS default)", "The file's -Y is up: scenes trained by the INRIA code and most trainers"),
+    ("+Y", "+Y", "The file's +Y is up (glTF / three.js convention)"),
+    ("+Z", "+Z (Blender)", "The file's +Z is up, as in Blender: no rotation"),
+    ("-Z", "-Z", "The file's -Z is up"),
+]
+EXPORT_EXTENSIONS = {"PLY": ".ply", "SPLAT": ".splat", "EXGS": ".exgs"}
+IMPORT_GLOB = "*.ply;*.splat;*.exgs;*.sog;meta.json"
+
+
+def file_to_blender(up_axis: str, scale: float) -> np.ndarray:
+    """4x4 matrix from the file's coordinates to Blender's (up axis to +Z, then uniform scale)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.array(UP_AXES[up_axis], dtype=np.float64) * scale
+    return matrix
+
+
+class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
+    """Import 3D Gaussian Splatting scenes (.ply, .splat, .compressed.ply, .exgs, SOG) as splat objects"""
+
+    bl_idname = "import_scene.gaussian_splats"
+    bl_label = "Import Gaussian Splats"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    filter_glob: StringProperty(default=IMPORT_GLOB, options={"HIDDEN"})  # type: ignore[valid-type]
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    files: CollectionProperty(  # type: ignore[valid-type]
+        type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"}
+    )
+    up_axis: EnumProperty(  # type: ignore[valid-type]
+        name="Up Axis", items=UP_AXIS_ITEMS, default="-Y", description="Which axis of the file points up"
+    )
+    scale: FloatProperty(  # type: ignore[valid-type]
+        name="Scale", default=1.0, min=1e-6, soft_max=100.0, description="Uniform scale of the imported objects"
+    )
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        # Drag-and-drop (FileHandler) sets the path: show the options, not the file browser.
+        return self.invoke_popup(context)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        paths = self._paths()
+        scenes: list[tuple[Path, GaussianScene]] = []
+        try:
+            for path in paths:
+                scenes.append((path, self._read(path)))
+        except (ExgsError, ValueError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self._add_objects(context, scenes)
+        return {"FINISHED"}
+
+    def _paths(self) -> list[Path]:
+        names = [f.name for f in self.files if f.name]
+        if self.directory and names:
+            return [Path(self.directory) / name for name in names]
+        return [Path(self.filepath)]
+
+    def _read(self, path: Path) -> GaussianScene:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scene = read_scene(path)
+        for warning in caught:
+            self.report({"WARNING"}, str(warning.message))
+        return scene
+
+    def _add_objects(self, context: bpy.types.Context, scenes: list[tuple[Path, GaussianScene]]) -> None:
+        matrix = Matrix(file_to_blender(self.up_axis, self.scale).tolist())
+        for selected in context.selected_objects:
+            selected.select_set(False)
+        for path, scene in scenes:
+            obj = create_splat_object(scene, _object_name(path), context.collection)
+            obj.matrix_world = matrix
+            obj.select_set(True)
+            context.view_layer.objects.active = obj
+            self.report({"INFO"}, f"Imported {len(scene):,} Gaussians (SH degree {scene.sh_degree}) from {path.name}")
+
+
+def _object_name(path: Path) -> str:
+    if path.name == "meta.json":
+        return path.parent.name
+    name = path.name
+    for suffix in (".compressed.ply", ".ply", ".splat", ".exgs", ".sog"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return name
+
+
+class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
+    """Export the selected splat objects, with their transforms applied, to .ply, .splat or .exgs"""
+
+    bl_idname = "export_scene.gaussian_splats"
+    bl_label = "Export Gaussian Splats"
+    bl_options = {"REGISTER", "PRESET"}
+
+    filename_ext = ".ply"
+    check_extension = None  # the extension follows file_format in check(), or the typed one when recognised
+    filter_glob: StringProperty(default="*.ply;*.splat;*.exgs", options={"HIDDEN"})  # type: ignore[valid-type]
+    file_format: EnumProperty(  # type: ignore[valid-type]
+        name="Format",
+        items=[
+            ("PLY", "INRIA .ply", "Float32 binary .ply with all SH bands (any 3DGS viewer reads it)"),
+            ("SPLAT", ".splat", "antimatter15 .splat, 32 bytes per Gaussian (SH above degree 0 is dropped)"),
+            ("EXGS", ".exgs", "ExGS container: all Gaussians quantised and packed, none pruned"),
+        ],
+        default="PLY",
+    )
+    up_axis: EnumProperty(  # type: ignore[valid-type]
+        name="Up Axis", items=UP_AXIS_ITEMS, default="-Y", description="Which axis of the written file points up"
+    )
+    scale: FloatProperty(  # type: ignore[valid-type]
+        name="Scale", default=1.0, min=1e-6, soft_max=100.0, description="Import scale to undo (divides sizes)"
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(_objects_to_export(context))
+
+    def check(self, context: bpy.types.Context) -> bool:
+        wanted = EXPORT_EXTENSIONS[self.file_format]
+        base = _strip_export_extension(self.filepath)
+        changed = base + wanted != self.filepath
+        self.filepath = base + wanted
+        return changed
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        objects = _objects_to_export(context)
+        if not objects:
+            self.report({"ERROR"}, "Select a splat object to export")
+            return {"CANCELLED"}
+        path = self._target_path()
+        try:
+            scene = self._world_scene(objects)
+            write_scene(scene, path)
+        except (ExgsError, ValueError, OSError) as error:
+            self.report({"ERROR"}, f"{path}: {error}" if isinstance(error, ValueError) else str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {len(scene):,} Gaussians to {path.name} ({path.stat().st_size:,} bytes)")
+        return {"FINISHED"}
+
+    def _target_path(self) -> Path:
+        path = bpy.path.abspath(self.filepath)
+        if _strip_export_extension(path) == path:
+            path += EXPORT_EXTENSIONS[self.file_format]
+        return Path(path)
+
+    def _world_scene(self, objects: list[bpy.types.Object]) -> GaussianScene:
+        to_file = np.linalg.inv(file_to_blender(self.up_axis, self.scale))
+        scenes = [scene_from_object(obj).transformed(to_file) for obj in objects]
+        return scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
+
+
+def _strip_export_extension(path: str) -> str:
+    for extension in EXPORT_EXTENSIONS.values():
+        if path.lower().endswith(extension):
+            return path[: -len(extension)]
+    return path
+
+
+def _objects_to_export(context: bpy.types.Context) -> list[bpy.types.Object]:
+    """The selected splat objects, or the active one when none is selected."""
+    selected = [obj for obj in context.selected_objects if is_splat_object(obj)]
+    if selected:
+        return selected
+    active = context.active_object
+    return [active] if is_splat_object(active) else []
+
+
+class EXGS_FH_gaussian_splats(bpy.types.FileHandler):
+    bl_idname = "EXGS_FH_gaussian_splats"
+    bl_label = "Gaussian Splats"
+    bl_import_operator = "import_scene.gaussian_splats"
+    bl_file_extensions = ".ply;.splat;.exgs;.sog"
+
+    @classmethod
+    def poll_drop(cls, context: bpy.types.Context) -> bool:
+        return context.area is not None and context.area.type == "VIEW_3D"
+
+
+def menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    self.layout.operator(EXGS_OT_import_gaussian_splats.bl_idname, text="Gaussian Splats (.ply/.splat/.compressed.ply/.exgs/SOG)")
+
+
+def menu_export(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    self.layout.operator(EXGS_OT_export_gaussian_splats.bl_idname, text="Gaussian Splats (.ply/.splat/.exgs)")
+
+
+classes = (EXGS_OT_import_gaussian_splats, EXGS_OT_export_gaussian_splats, EXGS_FH_gaussian_splats)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.TOPBAR_MT_file_import.append(menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(menu_export)
+
+
+def unregister() -> None:
+    bpy.types.TOPBAR_MT_file_export.remove(menu_export)
+    bpy.types.TOPBAR_MT_file_import.remove(menu_import)
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
+
+
+__all__ = ["EXGS_OT_import_gaussian_splats", "EXGS_OT_export_gaussian_splats", "file_to_blender", "register", "unregister"]

@@ -1,0 +1,298 @@
+"""The splat object: how a GaussianScene lives inside Blender.
+
+Representation (format version SPLAT_VERSION):
+- A mesh object whose mesh holds one loose vertex per Gaussian; the vertex position is the Gaussian's mean in
+  object space, so the object's transform places the splat in the world like any other object.
+- Point-domain FLOAT attributes named exactly as the INRIA .ply properties: "opacity" (logit), "scale_0..2"
+  (log-scales), "rot_0..3" (quaternion w, x, y, z, stored as read, not normalised), "f_dc_0..2" and
+  "f_rest_0..M" (SH, channel-major as in the file: all R coefficients, then G, then B). Blender's own PLY
+  importer names the attributes of a 3DGS .ply the same way.
+- A FLOAT_COLOR point attribute "exgs_color": the display colour from SH0 (scene-linear), for viewports only.
+- Custom properties on the mesh (the data, so linked duplicates share them): "exgs_splat" (SPLAT_VERSION),
+  "exgs_sh_degree", "exgs_source_name", "exgs_source_bytes".
+- Display: a Geometry Nodes modifier "ExGS Points" (Mesh to Points, radius from the Gaussians' own scales,
+  Set Material "ExGS Splat" whose shader reads "exgs_color"). Solid mode shows the points' colours with
+  Viewport Shading > Color > Attribute; Material Preview and Rendered with EEVEE/Cycles through the material.
+  The modifier only changes the evaluated geometry: the raw Gaussians are always read from the original mesh,
+  so nothing of the display set-up can alter them.
+
+Everything is stored in the .blend (no reference to the source file). Arrays move with foreach_set /
+foreach_get on flat float32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+import numpy as np
+
+from exgs_core.scene import GaussianScene
+from exgs_core.sh import num_sh_bases, sh0_to_rgb, sh_degree_for_bases
+
+SPLAT_VERSION = 1
+MODIFIER_NAME = "ExGS Points"
+NODE_GROUP_NAME = "ExGS Splat Display"
+MATERIAL_NAME = "ExGS Splat"
+COLOR_ATTRIBUTE = "exgs_color"
+RADIUS_INPUT = "Radius Factor"
+
+
+def create_splat_object(
+    scene: GaussianScene, name: str, collection: bpy.types.Collection | None = None
+) -> bpy.types.Object:
+    """A new splat object holding `scene`, linked into `collection` (default: the active scene collection)."""
+    mesh = bpy.data.meshes.new(name)
+    try:
+        _fill_mesh(mesh, scene)
+        mesh.materials.append(_display_material())
+        obj = bpy.data.objects.new(name, mesh)
+    except BaseException:
+        bpy.data.meshes.remove(mesh)
+        raise
+    try:
+        _add_display_modifier(obj)
+        target = collection if collection is not None else bpy.context.scene.collection
+        target.objects.link(obj)
+    except BaseException:
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+        raise
+    return obj
+
+
+def is_splat_object(obj: bpy.types.Object | None) -> bool:
+    """True for an object created by create_splat_object (also for its evaluated copy)."""
+    if obj is None or obj.type != "MESH":
+        return False
+    data = obj.original.data
+    return data is not None and "exgs_splat" in data
+
+
+def scene_from_object(obj: bpy.types.Object, world_space: bool = True) -> GaussianScene:
+    """All Gaussians of a splat object with full SH; in world space (obj.matrix_world applied) by default.
+
+    `obj` may be an evaluated object (from a depsgraph): its transform is used, its original mesh is read.
+    ValueError when the object is not a splat object or its world transform has non-uniform scale or shear
+    (Gaussians under such a transform would need re-fitting; apply or remove the scale first).
+    """
+    if not is_splat_object(obj):
+        raise ValueError(f"object {obj.name!r} is not an ExGS splat object")
+    mesh = obj.original.data
+    scene = _read_mesh(mesh)
+    if not world_space:
+        return scene
+    matrix = np.array(obj.matrix_world, dtype=np.float64)
+    try:
+        return scene.transformed(matrix)
+    except ValueError as error:
+        raise ValueError(f"object {obj.name!r}: {error} (apply or reset its scale to make it uniform)") from None
+
+
+def replace_splat_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
+    """Swap the Gaussians of a splat object in place; the object, its transform, name and materials stay."""
+    if not is_splat_object(obj):
+        raise ValueError(f"object {obj.name!r} is not an ExGS splat object")
+    mesh = obj.original.data
+    mesh.clear_geometry()  # keeps the materials and the custom properties; _fill_mesh rewrites ours
+    _fill_mesh(mesh, scene)
+    mesh.update()
+    obj.update_tag()
+
+
+def splat_info(obj: bpy.types.Object) -> dict[str, Any]:
+    """Facts for panels: count, sh_degree, source_name, source_bytes (0 when unknown)."""
+    mesh = obj.original.data
+    return {
+        "count": len(mesh.vertices),
+        "sh_degree": int(mesh.get("exgs_sh_degree", 0)),
+        "source_name": str(mesh.get("exgs_source_name", "")),
+        "source_bytes": int(mesh.get("exgs_source_bytes", 0)),
+    }
+
+
+# --- attributes ---------------------------------------------------------------------------------------------
+
+
+def attribute_names(sh_degree: int) -> list[str]:
+    """The FLOAT attribute names of a splat mesh of this SH degree (INRIA .ply property names)."""
+    rest = 3 * (num_sh_bases(sh_degree) - 1)
+    return (
+        ["f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(rest)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
+
+
+def _columns(scene: GaussianScene) -> dict[str, np.ndarray]:
+    columns: dict[str, np.ndarray] = {}
+    for c in range(3):
+        columns[f"f_dc_{c}"] = scene.sh[:, 0, c]
+    rest = scene.sh[:, 1:, :]
+    k = rest.shape[1]
+    for c in range(3):
+        for j in range(k):
+            columns[f"f_rest_{c * k + j}"] = rest[:, j, c]
+    columns["opacity"] = scene.opacity_logits
+    for i in range(3):
+        columns[f"scale_{i}"] = scene.log_scales[:, i]
+    for i in range(4):
+        columns[f"rot_{i}"] = scene.quats[:, i]
+    return columns
+
+
+def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
+    count = len(scene)
+    mesh.vertices.add(count)
+    mesh.attributes["position"].data.foreach_set("vector", _flat(scene.means))
+    for name, values in _columns(scene).items():
+        attribute = mesh.attributes.new(name, "FLOAT", "POINT")
+        attribute.data.foreach_set("value", _flat(values))
+    color = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    color.data.foreach_set("color", _flat(_display_colors(scene)))
+    mesh.color_attributes.active_color = color
+    mesh["exgs_splat"] = SPLAT_VERSION
+    mesh["exgs_sh_degree"] = scene.sh_degree
+    for key, value in _source_properties(scene).items():
+        mesh[key] = value
+
+
+def _source_properties(scene: GaussianScene) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    if "source_name" in scene.metadata:
+        properties["exgs_source_name"] = str(scene.metadata["source_name"])
+    if "source_bytes" in scene.metadata:
+        properties["exgs_source_bytes"] = int(scene.metadata["source_bytes"])
+    return properties
+
+
+def _display_colors(scene: GaussianScene) -> np.ndarray:
+    srgb = np.clip(sh0_to_rgb(scene.sh[:, 0, :]), 0.0, 1.0)
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    rgba = np.ones((len(scene), 4), np.float32)
+    rgba[:, :3] = linear
+    return rgba
+
+
+def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
+    count = len(mesh.vertices)
+    degree = int(mesh.get("exgs_sh_degree", 0))
+    columns = {name: _read_float(mesh, name, count) for name in attribute_names(degree)}
+    means = np.empty(count * 3, np.float32)
+    mesh.attributes["position"].data.foreach_get("vector", means)
+    k = num_sh_bases(degree)
+    sh = np.empty((count, k, 3), np.float32)
+    for c in range(3):
+        sh[:, 0, c] = columns[f"f_dc_{c}"]
+        for j in range(k - 1):
+            sh[:, 1 + j, c] = columns[f"f_rest_{c * (k - 1) + j}"]
+    sh_degree_for_bases(k)
+    scene = GaussianScene(
+        means.reshape(count, 3),
+        np.stack([columns[f"rot_{i}"] for i in range(4)], axis=1),
+        np.stack([columns[f"scale_{i}"] for i in range(3)], axis=1),
+        columns["opacity"],
+        sh,
+    )
+    scene.metadata.update({key: value for key, value in _stored_source(mesh).items()})
+    return scene
+
+
+def _stored_source(mesh: bpy.types.Mesh) -> dict[str, Any]:
+    stored: dict[str, Any] = {}
+    if "exgs_source_name" in mesh:
+        stored["source_name"] = str(mesh["exgs_source_name"])
+    if "exgs_source_bytes" in mesh:
+        stored["source_bytes"] = int(mesh["exgs_source_bytes"])
+    return stored
+
+
+def _read_float(mesh: bpy.types.Mesh, name: str, count: int) -> np.ndarray:
+    attribute = mesh.attributes.get(name)
+    if attribute is None or attribute.data_type != "FLOAT" or attribute.domain != "POINT":
+        raise ValueError(f"mesh {mesh.name!r}: the splat attribute {name!r} is missing or not a point FLOAT")
+    values = np.empty(count, np.float32)
+    attribute.data.foreach_get("value", values)
+    return values
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+
+
+# --- display (Geometry Nodes points + material) -------------------------------------------------------------
+
+
+def _add_display_modifier(obj: bpy.types.Object) -> None:
+    modifier = obj.modifiers.new(MODIFIER_NAME, "NODES")
+    modifier.node_group = _display_node_group()
+
+
+def _display_material() -> bpy.types.Material:
+    material = bpy.data.materials.get(MATERIAL_NAME)
+    if material is not None:
+        return material
+    material = bpy.data.materials.new(MATERIAL_NAME)
+    material.use_nodes = True
+    nodes = material.node_tree.nodes
+    shader = nodes.get("Principled BSDF")
+    attribute = nodes.new("ShaderNodeAttribute")
+    attribute.attribute_type = "GEOMETRY"
+    attribute.attribute_name = COLOR_ATTRIBUTE
+    attribute.location = (-300, 300)
+    if shader is not None:
+        material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+    return material
+
+
+def _display_node_group() -> bpy.types.NodeTree:
+    group = bpy.data.node_groups.get(NODE_GROUP_NAME)
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(NODE_GROUP_NAME, "GeometryNodeTree")
+    group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    factor = group.interface.new_socket(RADIUS_INPUT, in_out="INPUT", socket_type="NodeSocketFloat")
+    factor.default_value = 1.0
+    factor.min_value = 0.0
+    group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    group_in = nodes.new("NodeGroupInput")
+    group_out = nodes.new("NodeGroupOutput")
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    set_material = nodes.new("GeometryNodeSetMaterial")
+    set_material.inputs["Material"].default_value = _display_material()
+    links.new(group_in.outputs[0], to_points.inputs["Mesh"])
+    links.new(_radius_field(group, group_in.outputs[1]), to_points.inputs["Radius"])
+    links.new(to_points.outputs["Points"], set_material.inputs["Geometry"])
+    links.new(set_material.outputs["Geometry"], group_out.inputs[0])
+    return group
+
+
+def _radius_field(group: bpy.types.NodeTree, factor: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
+    """exp(mean of the three log-scales) * factor: each point as large as its Gaussian's geometric-mean sigma."""
+    nodes, links = group.nodes, group.links
+    total: bpy.types.NodeSocket | None = None
+    for i in range(3):
+        named = nodes.new("GeometryNodeInputNamedAttribute")
+        named.data_type = "FLOAT"
+        named.inputs["Name"].default_value = f"scale_{i}"
+        if total is None:
+            total = named.outputs["Attribute"]
+            continue
+        add = nodes.new("ShaderNodeMath")
+        add.operation = "ADD"
+        links.new(total, add.inputs[0])
+        links.new(named.outputs["Attribute"], add.inputs[1])
+        total = add.outputs[0]
+    mean = nodes.new("ShaderNodeMath")
+    mean.operation = "MULTIPLY"
+    mean.inputs[1].default_value = 1.0 / 3.0
+    links.new(total, mean.inputs[0])
+    exponent = nodes.new("ShaderNodeMath")
+    exponent.operation = "EXPONENT"
+    links.new(mean.outputs[0], exponent.inputs[0])
+    scaled = nodes.new("ShaderNodeMath")
+    scaled.operation = "MULTIPLY"
+    links.new(exponent.outputs[0], scaled.inputs[0])
+    links.new(factor, scaled.inputs[1])
+    return scaled.outputs[0]
