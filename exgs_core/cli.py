@@ -1,4 +1,5 @@
-"""The `exgs` command line: inspect, convert, render and make cameras (compression and restoration join later).
+"""The `exgs` command line: inspect, convert, render, make cameras, compress, evaluate, and restore frames with
+GaussPainter (and make its training data and train it).
 
 Every failure the user can act on is one line on stderr and a non-zero exit; Ctrl-C cancels cleanly.
 """
@@ -15,11 +16,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from exgs_core.errors import ExgsError
+from exgs_core.painter import commands as painter_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_parsed(build_parser(), argv)
+
+
+def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the chosen command (`args.run`), reporting failures as one line; the exit code."""
     warnings.formatwarning = _one_line_warning
-    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.run(args)
@@ -84,6 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cameras", required=True, help="test views (transforms.json), not the scoring views")
     evaluate.add_argument("-o", "--output", required=True, help="folder for metrics.json/.md and the pictures")
     evaluate.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    restoration = evaluate.add_mutually_exclusive_group()
+    restoration.add_argument("--weights", help="GaussPainter weights folder or hub id (default: the shipped weights)")
+    restoration.add_argument("--no-restore", action="store_true", help="skip the restored columns")
+
+    restore = _command(commands, "restore", run_restore, "render frames and restore them with GaussPainter")
+    restore.add_argument("scene", help="any readable scene: .exgs, .ply, .splat, .compressed.ply, SOG")
+    restore.add_argument("--cameras", required=True, help="NeRF-style transforms.json")
+    restore.add_argument("-o", "--output", required=True, help="output folder (00000.png, 00001.png, ...)")
+    restore.add_argument("--weights", help="GaussPainter weights folder or hub id (default: the shipped weights)")
+    restore.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    restore.add_argument("--background", default="0,0,0", type=parse_color, help="R,G,B in [0, 1]")
+    restore.add_argument("--sh-degree", type=int, default=None, help="render with at most this SH degree")
+    restore.add_argument("--save-raw", action="store_true", help="also write the raw renders as raw/00000.png, ...")
+    restore.add_argument("--save-alpha", action="store_true", help="also write alpha/00000.png, ...")
+
+    pairs = _command(commands, "painter-data", painter_commands.run_pairs,
+                     "render GaussPainter training/evaluation pairs through real UGC compression")
+    painter_commands.add_pairs_arguments(pairs)
+    train = _command(commands, "train-painter", painter_commands.run_train,
+                     "train GaussPainter (or the pixel baseline) on pairs folders; resumable")
+    painter_commands.add_train_arguments(train)
 
     cameras = _command(commands, "cameras", run_cameras, "make cameras around (or inside) a scene")
     cameras.add_argument("scene")
@@ -273,22 +300,68 @@ def run_eval(args: argparse.Namespace) -> None:
     from exgs_core.progress import progress
     from exgs_core.render import render, resolve_backend
 
+    restore_fn, restoration = _eval_restorer(args)  # a bad weights folder fails before any rendering
+    if restore_fn is None:
+        print(f"restoration skipped: {restoration}")
     reference = read_scene(args.reference)
     candidates = [(Path(p).name, read_scene(p)) for p in args.candidates]
     cameras = read_transforms(args.cameras)
     backend = resolve_backend(args.backend)
 
     def render_fn(scene, camera):
-        return render(scene, camera, backend=backend).rgb.numpy()
+        frame = render(scene, camera, backend=backend)
+        return frame.rgb.numpy(), frame.alpha.numpy()
 
     bar = progress(range(len(cameras)), desc="eval", unit="view")
-    results, frames = evaluate(reference, candidates, cameras, render_fn, on_view=lambda i: bar.update(1))
+    results, frames = evaluate(reference, candidates, cameras, render_fn, on_view=lambda i: bar.update(1),
+                               restore_fn=restore_fn)
     bar.close()
-    write_report(Path(args.output), Path(args.reference).name, results, frames, len(cameras))
+    write_report(Path(args.output), Path(args.reference).name, results, frames, len(cameras), restoration)
     for r in results:
-        print(f"{r.name}: PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}, {r.bytes:,} bytes, "
+        restored = f" (restored: PSNR {r.restored_psnr:.2f} dB, SSIM {r.restored_ssim:.4f})" if restore_fn else ""
+        print(f"{r.name}: PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}{restored}, {r.bytes:,} bytes, "
               f"{r.ratio_vs_inria_ply:.1f}x vs INRIA .ply")
     print(f"wrote {args.output}/metrics.json, metrics.md, rate_distortion.png, grid.png")
+
+
+def _eval_restorer(args: argparse.Namespace) -> tuple[Callable | None, str]:
+    """(restore function or None, what restored the frames or why not): explicit --weights must load."""
+    from exgs_core.painter.weights import default_weights_installed
+
+    if args.no_restore:
+        return None, "--no-restore"
+    if args.weights is None and not default_weights_installed():
+        return None, "no default GaussPainter weights are installed (pass --weights FOLDER)"
+    from exgs_core.painter.restore import restore
+    from exgs_core.painter.weights import default_weights_path, load_painter
+
+    painter = load_painter(args.weights)
+    return (lambda rgb, alpha: restore(rgb, alpha, painter)), f"GaussPainter {args.weights or default_weights_path()}"
+
+
+def run_restore(args: argparse.Namespace) -> None:
+    from exgs_core.camera import read_transforms
+    from exgs_core.images import write_png
+    from exgs_core.io import read_scene
+    from exgs_core.painter.restore import restore
+    from exgs_core.painter.weights import load_painter
+    from exgs_core.progress import progress
+    from exgs_core.render import render, resolve_backend
+
+    painter = load_painter(args.weights)  # a bad weights folder fails before any rendering
+    scene = read_scene(args.scene)
+    cameras = read_transforms(args.cameras)
+    backend = resolve_backend(args.backend)
+    out_dir = Path(args.output)
+    for index, camera in enumerate(progress(cameras, desc="restore", unit="frame")):
+        frame = render(scene, camera, background=args.background, sh_degree=args.sh_degree, backend=backend)
+        rgb, alpha = frame.rgb.numpy(), frame.alpha.numpy()
+        write_png(out_dir / f"{index:05d}.png", restore(rgb, alpha, painter))
+        if args.save_raw:
+            write_png(out_dir / "raw" / f"{index:05d}.png", rgb)
+        if args.save_alpha:
+            write_png(out_dir / "alpha" / f"{index:05d}.png", alpha)
+    print(f"wrote {len(cameras)} restored frames to {out_dir}")
 
 
 def run_cameras(args: argparse.Namespace) -> None:

@@ -1,7 +1,9 @@
 """`exgs eval`: render a reference scene and candidates from test views, measure and picture the difference.
 
 Writes metrics.json, metrics.md (PSNR, SSIM, bytes, both ratios per candidate), rate_distortion.png
-(PSNR against file size) and grid.png (reference and candidates side by side, a row per view).
+(PSNR against file size) and grid.png (reference and candidates side by side, a row per view). With a
+restore function (GaussPainter), each candidate also gets restored PSNR/SSIM, and the grid shows per candidate
+its raw render, the restored frame and the mask (1 - alpha).
 """
 
 from __future__ import annotations
@@ -33,64 +35,95 @@ class CandidateResult:
     psnr: float
     ssim: float
     per_view_psnr: list[float] = field(default_factory=list)
+    restored_psnr: float | None = None  # None: restoration was skipped
+    restored_ssim: float | None = None
+    per_view_restored_psnr: list[float] = field(default_factory=list)
+
+
+RenderFn = Callable[[GaussianScene, object], tuple[np.ndarray, np.ndarray]]  # -> rgb (H, W, 3), alpha (H, W)
+RestoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rgb, alpha) -> restored rgb
 
 
 def evaluate(reference: GaussianScene, candidates: Sequence[tuple[str, GaussianScene]], cameras: Sequence,
-             render_fn: Callable, on_view: Callable[[int], None] | None = None
+             render_fn: RenderFn, on_view: Callable[[int], None] | None = None, restore_fn: RestoreFn | None = None
              ) -> tuple[list[CandidateResult], dict[str, list[np.ndarray]]]:
-    """Metrics per candidate against the reference's renders, and the frames of the first GRID_VIEWS views."""
-    reference_bytes = reference.metadata.get("source_bytes") or 0
-    inria_bytes = INRIA_BYTES_PER_GAUSSIAN * len(reference)
+    """Metrics per candidate against the reference's renders, and the grid's columns (frames of the first
+    GRID_VIEWS views): reference, then per candidate its raw render and, when restoring, restored and mask."""
     frames: dict[str, list[np.ndarray]] = {"reference": []}
-    scores = {name: ([], []) for name, _ in candidates}
+    scores: dict[str, dict[str, list[float]]] = {name: {"psnr": [], "ssim": [], "restored_psnr": [],
+                                                        "restored_ssim": []} for name, _ in candidates}
     for index, camera in enumerate(cameras):
-        target = render_fn(reference, camera)
-        if index < GRID_VIEWS:
-            frames["reference"].append(target)
+        target, _ = render_fn(reference, camera)
+        columns = {"reference": target}
         for name, scene in candidates:
-            image = render_fn(scene, camera)
-            scores[name][0].append(float(psnr(image, target)))
-            scores[name][1].append(float(ssim(image, target)))
-            if index < GRID_VIEWS:
-                frames.setdefault(name, []).append(image)
+            image, alpha = render_fn(scene, camera)
+            _score(scores[name], "", image, target)
+            columns[name] = image
+            if restore_fn is not None:
+                restored = restore_fn(image, alpha)
+                _score(scores[name], "restored_", restored, target)
+                columns[f"{name} restored"] = restored
+                columns[f"{name} mask"] = 1.0 - alpha
+        if index < GRID_VIEWS:
+            for column, image in columns.items():
+                frames.setdefault(column, []).append(image)
         if on_view is not None:
             on_view(index)
+    return [_result(reference, name, scene, scores[name]) for name, scene in candidates], frames
 
-    results = []
-    for name, scene in candidates:
-        size = int(scene.metadata.get("source_bytes") or 0)
-        psnrs, ssims = scores[name]
-        results.append(CandidateResult(
-            name=name, gaussians=len(scene), bytes=size,
-            ratio_vs_reference_file=(reference_bytes / size) if size else math.nan,
-            ratio_vs_inria_ply=(inria_bytes / size) if size else math.nan,
-            psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), per_view_psnr=psnrs,
-        ))
-    return results, frames
+
+def _score(scores: dict[str, list[float]], prefix: str, image: np.ndarray, target: np.ndarray) -> None:
+    scores[f"{prefix}psnr"].append(float(psnr(image, target)))
+    scores[f"{prefix}ssim"].append(float(ssim(image, target)))
+
+
+def _result(reference: GaussianScene, name: str, scene: GaussianScene, scores: dict[str, list[float]]
+            ) -> CandidateResult:
+    reference_bytes = reference.metadata.get("source_bytes") or 0
+    inria_bytes = INRIA_BYTES_PER_GAUSSIAN * len(reference)
+    size = int(scene.metadata.get("source_bytes") or 0)
+    restored = bool(scores["restored_psnr"])
+    return CandidateResult(
+        name=name, gaussians=len(scene), bytes=size,
+        ratio_vs_reference_file=(reference_bytes / size) if size else math.nan,
+        ratio_vs_inria_ply=(inria_bytes / size) if size else math.nan,
+        psnr=float(np.mean(scores["psnr"])), ssim=float(np.mean(scores["ssim"])), per_view_psnr=scores["psnr"],
+        restored_psnr=float(np.mean(scores["restored_psnr"])) if restored else None,
+        restored_ssim=float(np.mean(scores["restored_ssim"])) if restored else None,
+        per_view_restored_psnr=scores["restored_psnr"],
+    )
 
 
 def write_report(out_dir: Path, reference_name: str, results: Sequence[CandidateResult],
-                 frames: dict[str, list[np.ndarray]], views: int) -> None:
+                 frames: dict[str, list[np.ndarray]], views: int, restoration: str | None = None) -> None:
+    """`restoration` says what restored the frames (weights) or why restoration was skipped."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"reference": reference_name, "views": views, "candidates": [r.__dict__ for r in results]}
+    payload = {"reference": reference_name, "views": views, "restoration": restoration,
+               "grid_columns": list(frames), "candidates": [r.__dict__ for r in results]}
     with atomic_write(out_dir / "metrics.json", "w") as handle:
         json.dump(payload, handle, indent=2)
     with atomic_write(out_dir / "metrics.md", "w") as handle:
-        handle.write(markdown_table(reference_name, results, views))
+        handle.write(markdown_table(reference_name, results, views, restoration))
     rate_distortion_plot(out_dir / "rate_distortion.png", results)
     image_grid(out_dir / "grid.png", frames)
 
 
-def markdown_table(reference_name: str, results: Sequence[CandidateResult], views: int) -> str:
-    lines = [
-        f"Against `{reference_name}`, {views} test views.",
-        "",
-        "| candidate | Gaussians | bytes | ratio vs reference file | ratio vs INRIA .ply | PSNR (dB) | SSIM |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def markdown_table(reference_name: str, results: Sequence[CandidateResult], views: int,
+                   restoration: str | None = None) -> str:
+    restored = any(r.restored_psnr is not None for r in results)
+    header = "| candidate | Gaussians | bytes | ratio vs reference file | ratio vs INRIA .ply | PSNR (dB) | SSIM |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    if restored:
+        header += " restored PSNR (dB) | restored SSIM |"
+        rule += "---:|---:|"
+    note = f" Restoration: {restoration}." if restoration else ""
+    lines = [f"Against `{reference_name}`, {views} test views.{note}", "", header, rule]
     for r in results:
-        lines.append(f"| {r.name} | {r.gaussians:,} | {r.bytes:,} | {r.ratio_vs_reference_file:.1f}x | "
-                     f"{r.ratio_vs_inria_ply:.1f}x | {r.psnr:.2f} | {r.ssim:.4f} |")
+        row = (f"| {r.name} | {r.gaussians:,} | {r.bytes:,} | {r.ratio_vs_reference_file:.1f}x | "
+               f"{r.ratio_vs_inria_ply:.1f}x | {r.psnr:.2f} | {r.ssim:.4f} |")
+        if restored:
+            row += f" {r.restored_psnr:.2f} | {r.restored_ssim:.4f} |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
@@ -115,10 +148,11 @@ def rate_distortion_plot(path: Path, results: Sequence[CandidateResult]) -> None
 
 
 def image_grid(path: Path, frames: dict[str, list[np.ndarray]]) -> None:
-    """Columns: reference then each candidate; rows: views."""
+    """Columns: the frames' keys in order (grey masks shown as grey); rows: views."""
     from PIL import Image
 
-    columns = list(frames.values())
+    columns = [[np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in column]
+               for column in frames.values()]
     rows = [np.concatenate([column[i] for column in columns], axis=1) for i in range(len(columns[0]))]
     grid = np.concatenate(rows, axis=0)
     with atomic_write(path) as handle:

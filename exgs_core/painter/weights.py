@@ -103,6 +103,10 @@ def default_weights_path() -> Path:
     return DEFAULT_WEIGHTS
 
 
+def default_weights_installed() -> bool:
+    return (DEFAULT_WEIGHTS / INDEX_NAME).is_file()
+
+
 def load_painter(weights: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Restorer:
     """A GaussPainter (or PixelUNet) from a local weights folder, a hub id (only when online), or by default
     the weights shipped with exgs.
@@ -110,6 +114,10 @@ def load_painter(weights: str | os.PathLike | None = None, device: str | torch.d
     On CUDA (the default when available) the model runs in fp16 with channels_last; on the CPU in fp32.
     The model is returned in eval mode with gradients off.
     """
+    if weights is None and not default_weights_installed():
+        raise PainterWeightsError(None, f"no default GaussPainter weights are installed (looked for {DEFAULT_WEIGHTS}); "
+                                        "pass --weights with a weights folder (the one holding model_index.json, "
+                                        "e.g. <run>/weights written by `exgs train-painter`)")
     folder = resolve_weights(DEFAULT_WEIGHTS if weights is None else weights)
     model = load_painter_folder(folder)
     return prepare_for_inference(model, device)
