@@ -1,0 +1,185 @@
+"""Import and export through the extension's operators inside real Blender, checked against exgs_core."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from textwrap import dedent
+
+import numpy as np
+import pytest
+
+from exgs_core.io import read_scene, write_scene
+from exgs_core.scene import GaussianScene
+from tests.blender.blender_runner import InstalledExtension, run_blender
+from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR, requires_data
+
+SH3_PLY = SCENES_DIR / "gs3d_lod1_tile_0_0.5x.ply"  # 14k Gaussians, SH degree 3
+SOG_FOLDER = SCENES_DIR / "pcengine_playbot_3_0"
+SMALL_SPLAT = MESH2SPLAT_DIR / "spot.splat"
+# -Y up in the file becomes +Z in Blender: a -90 degree rotation about X.
+MINUS_Y_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
+# Saves the raw Gaussians of every splat object (original mesh data, object space) to args["out"].
+SAVE_OBJECTS = """
+import numpy as np
+from bl_ext.user_default.exgs.exgs_blender import splat_object
+def save_objects(path):
+    arrays = {}
+    for obj in sorted(bpy.data.objects, key=lambda o: o.name):
+        if splat_object.is_splat_object(obj):
+            scene = splat_object.scene_from_object(obj, world_space=False)
+            for field in ("means", "quats", "log_scales", "opacity_logits", "sh"):
+                arrays[f"{obj.name}/{field}"] = getattr(scene, field)
+            arrays[f"{obj.name}/matrix_world"] = np.array(obj.matrix_world)
+    np.savez(path, **arrays)
+    result["objects"] = sorted(o.name for o in bpy.data.objects if splat_object.is_splat_object(o))
+"""
+
+
+def _saved(path: Path, name: str) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key.split("/", 1)[1]: data[key] for key in data.files if key.startswith(name + "/")}
+
+
+def _assert_exact(saved: dict[str, np.ndarray], scene: GaussianScene) -> None:
+    for field in ("means", "quats", "log_scales", "opacity_logits", "sh"):
+        np.testing.assert_array_equal(saved[field], getattr(scene, field), err_msg=field)
+
+
+def _aligned_quats(quats: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    unit = quats / np.linalg.norm(quats, axis=1, keepdims=True)
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    return unit * np.sign(np.sum(unit * ref, axis=1, keepdims=True))
+
+
+@requires_data
+def test_import_export_save_reload(blender_extension: InstalledExtension, tmp_path: Path) -> None:
+    source = tmp_path / SH3_PLY.name
+    shutil.copyfile(SH3_PLY, source)
+    out = run_blender(
+        SAVE_OBJECTS
+        + dedent(
+            """
+        done = bpy.ops.import_scene.gaussian_splats(filepath=args["source"])
+        result["import"] = sorted(done)
+        obj = bpy.context.active_object
+        result["active"] = obj.name
+        result["modifiers"] = [m.type for m in obj.modifiers]
+        evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        points = [i.object for i in bpy.context.evaluated_depsgraph_get().object_instances
+                  if i.object.original == obj and i.object.type == "POINTCLOUD"]
+        result["display_points"] = len(points[0].data.points) if points else 0
+        save_objects(args["imported"])
+        for name in ("out.ply", "out.splat", "out.exgs"):
+            done = bpy.ops.export_scene.gaussian_splats(filepath=os.path.join(args["dir"], name))
+            result[name] = sorted(done)
+        bpy.ops.wm.save_as_mainfile(filepath=args["blend"])
+        """
+        ),
+        blender_extension,
+        args={"source": str(source), "imported": str(tmp_path / "imported.npz"), "dir": str(tmp_path),
+              "blend": str(tmp_path / "saved.blend")},
+    )
+    assert out["import"] == ["FINISHED"] and out["objects"] == [source.stem] == [out["active"]]
+    assert out["modifiers"] == ["NODES"]
+    reference = read_scene(SH3_PLY)
+    assert out["display_points"] == len(reference)
+    imported = _saved(tmp_path / "imported.npz", source.stem)
+    _assert_exact(imported, reference)
+    np.testing.assert_allclose(imported["matrix_world"], MINUS_Y_UP, atol=1e-7)
+
+    # Export with the default -Y up undoes the import rotation: the file's own coordinates come back.
+    ply = read_scene(tmp_path / "out.ply")
+    assert ply.sh_degree == 3 and len(ply) == len(reference)
+    np.testing.assert_allclose(ply.means, reference.means, atol=1e-5)
+    np.testing.assert_allclose(ply.sh, reference.sh, atol=1e-5)
+    np.testing.assert_allclose(ply.log_scales, reference.log_scales, atol=1e-6)
+    np.testing.assert_array_equal(ply.opacity_logits, reference.opacity_logits)
+    np.testing.assert_allclose(_aligned_quats(ply.quats, reference.quats), reference.unit_quats(), atol=1e-5)
+    for name in ("out.splat", "out.exgs"):
+        written = read_scene(tmp_path / name)
+        direct_path = tmp_path / f"direct{Path(name).suffix}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # .splat drops SH above degree 0, as the operator's export does
+            write_scene(reference, direct_path)
+        direct = read_scene(direct_path)
+        assert len(written) == len(direct) == len(reference), name
+        extent = float(np.ptp(reference.means, axis=0).max())
+        # Both writers reorder the Gaussians (ties broken by float noise), so compare sorted coordinates.
+        np.testing.assert_allclose(
+            np.sort(written.means, axis=0), np.sort(direct.means, axis=0), atol=1e-3 * extent, err_msg=name
+        )
+
+    # A fresh Blender opens the .blend without the source file: the same Gaussians.
+    source.unlink()
+    out = run_blender(
+        SAVE_OBJECTS
+        + dedent(
+            """
+        bpy.ops.wm.open_mainfile(filepath=args["blend"])
+        save_objects(args["reloaded"])
+        """
+        ),
+        blender_extension,
+        args={"blend": str(tmp_path / "saved.blend"), "reloaded": str(tmp_path / "reloaded.npz")},
+    )
+    reloaded = _saved(tmp_path / "reloaded.npz", source.stem)
+    for field, array in imported.items():
+        np.testing.assert_array_equal(reloaded[field], array, err_msg=field)
+
+
+@requires_data
+def test_broken_files_leave_the_scene_unchanged(blender_extension: InstalledExtension, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.ply"
+    truncated.write_bytes(SH3_PLY.read_bytes()[:5000])
+    good = tmp_path / "good.splat"
+    shutil.copyfile(SMALL_SPLAT, good)
+    out = run_blender(
+        """
+        def counts():
+            return [len(c) for c in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.node_groups)]
+        before = counts()
+        errors = []
+        calls = [dict(filepath=args["truncated"]),
+                 dict(directory=args["dir"], files=[{"name": "good.splat"}, {"name": "truncated.ply"}])]
+        for call in calls:
+            try:
+                bpy.ops.import_scene.gaussian_splats(**call)
+            except RuntimeError as error:
+                errors.append(str(error))
+        result["errors"] = errors
+        result["unchanged"] = counts() == before
+        """,
+        blender_extension,
+        args={"truncated": str(truncated), "dir": str(tmp_path)},
+    )
+    assert out["unchanged"]
+    assert len(out["errors"]) == 2
+    assert all(str(truncated) in error for error in out["errors"])
+
+
+@requires_data
+def test_sog_compressed_ply_and_exgs_import(blender_extension: InstalledExtension, tmp_path: Path) -> None:
+    reference = read_scene(SMALL_SPLAT).subset(slice(0, 20000))
+    write_scene(reference, tmp_path / "spot.compressed.ply")
+    write_scene(reference, tmp_path / "spot.exgs")
+    paths = [SOG_FOLDER / "meta.json", tmp_path / "spot.compressed.ply", tmp_path / "spot.exgs"]
+    out = run_blender(
+        SAVE_OBJECTS
+        + dedent(
+            """
+        for path in args["paths"]:
+            bpy.ops.import_scene.gaussian_splats(filepath=path, up_axis="+Z", scale=2.0)
+        save_objects(args["out"])
+        """
+        ),
+        blender_extension,
+        args={"paths": [str(p) for p in paths], "out": str(tmp_path / "out.npz")},
+    )
+    assert out["objects"] == sorted([SOG_FOLDER.name, "spot", "spot.001"])
+    for path, name in zip(paths, (SOG_FOLDER.name, "spot", "spot.001")):
+        saved = _saved(tmp_path / "out.npz", name)
+        _assert_exact(saved, read_scene(path))
+        np.testing.assert_allclose(saved["matrix_world"], np.diag([2.0, 2.0, 2.0, 1.0]), atol=1e-7)
