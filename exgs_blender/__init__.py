@@ -14,6 +14,12 @@ from types import ModuleType
 
 MODULES: list[str] = [
     "operators.io",
+    "properties",
+    "runtime",
+    "preferences",
+    "engine",
+    "operators.compress",
+    "ui.panels",
 ]
 
 _registered: list[ModuleType] = []

@@ -1,0 +1,463 @@
+"""The EXGS render engine: F12, Render Animation and Rendered viewport shading of splat objects.
+
+Frames are computed by the runtime (exgs_blender.runtime: in-process or a worker process); this module only
+moves data: Blender cameras -> exgs_core Cameras, splat objects -> one world-space GaussianScene, frames ->
+render passes. Colours: 3DGS colours are display-referred sRGB, Blender's Render Result is scene-linear, so the
+passes hold sRGB-to-linear colours (Blender's Standard view transform shows the file's colours) and the world
+colour goes the other way for the background. Images: row 0 at the bottom (flipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import bpy
+import numpy as np
+
+from exgs_core.camera import Camera, FLIP_YZ, blender_camera_to_camera
+from exgs_core.scene import GaussianScene
+from exgs_core.worker import Frame
+
+from . import runtime
+from .splat_object import is_splat_object, scene_from_object
+
+RAW_PASS = "ExGS Raw"
+ALPHA_PASS = "ExGS Alpha"
+BACKGROUND_DEPTH = 1e10  # what Blender's Depth pass holds where nothing was hit
+
+
+# --- colour -------------------------------------------------------------------------------------------------
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def world_color(scene: bpy.types.Scene) -> tuple[float, float, float]:
+    """The world's colour (scene-linear): its Background node's colour when unlinked, else the viewport colour."""
+    world = scene.world
+    if world is None:
+        return (0.0, 0.0, 0.0)
+    tree = world.node_tree if getattr(world, "use_nodes", False) else None
+    if tree is not None:
+        for node in tree.nodes:
+            if node.type == "BACKGROUND" and not node.inputs["Color"].is_linked:
+                strength = float(node.inputs["Strength"].default_value)
+                return tuple(float(c) * strength for c in node.inputs["Color"].default_value[:3])  # type: ignore
+    return tuple(float(c) for c in world.color[:3])  # type: ignore[return-value]
+
+
+def display_background(scene: bpy.types.Scene) -> tuple[float, float, float]:
+    """The background our renderer composites with (display sRGB): black for a transparent film."""
+    if scene.render.film_transparent:
+        return (0.0, 0.0, 0.0)
+    return tuple(float(c) for c in linear_to_srgb(np.array(world_color(scene))))  # type: ignore[return-value]
+
+
+def linear_rgba(rgb: np.ndarray, alpha: np.ndarray, transparent: bool) -> np.ndarray:
+    """(H, W, 4) premultiplied scene-linear RGBA from a display-sRGB frame composited over the background."""
+    out = np.empty(rgb.shape[:2] + (4,), np.float32)
+    if transparent:
+        straight = rgb / np.maximum(alpha, 1e-6)[..., None]
+        out[..., :3] = srgb_to_linear(straight) * alpha[..., None]
+        out[..., 3] = alpha
+    else:
+        out[..., :3] = srgb_to_linear(rgb)
+        out[..., 3] = 1.0
+    return out
+
+
+def pass_pixels(frame: Frame, transparent: bool) -> dict[str, np.ndarray]:
+    """Every pass as (H, W, C) float32, row 0 at the top: Combined, ExGS Raw, ExGS Alpha, Depth."""
+    depth = np.where(frame.alpha > 1e-6, frame.depth, BACKGROUND_DEPTH).astype(np.float32)
+    return {
+        "Combined": linear_rgba(frame.combined, frame.alpha, transparent),
+        RAW_PASS: linear_rgba(frame.raw, frame.alpha, transparent),
+        ALPHA_PASS: frame.alpha[..., None].astype(np.float32),
+        "Depth": depth[..., None],
+    }
+
+
+def blender_rows(image: np.ndarray) -> np.ndarray:
+    """Flat float32 pixels in Blender's order (row 0 at the bottom) for rect.foreach_set."""
+    return np.ascontiguousarray(image[::-1], dtype=np.float32).reshape(-1)
+
+
+# --- cameras ------------------------------------------------------------------------------------------------
+
+
+def render_camera(scene: bpy.types.Scene, camera_object: bpy.types.Object) -> Camera:
+    """The exgs_core Camera that `scene` renders `camera_object` with (evaluated object for animation)."""
+    data = camera_object.data
+    if data.type != "PERSP":
+        raise ValueError(f"camera {camera_object.name!r} is {data.type.lower()}: ExGS renders perspective cameras")
+    r = scene.render
+    return blender_camera_to_camera(
+        data.lens, data.sensor_width, data.sensor_height, data.sensor_fit, data.shift_x, data.shift_y,
+        r.resolution_x, r.resolution_y, r.resolution_percentage, r.pixel_aspect_x, r.pixel_aspect_y,
+        np.array(camera_object.matrix_world, dtype=np.float64),
+    )
+
+
+def camera_from_matrices(width: int, height: int, projection: np.ndarray, view: np.ndarray) -> Camera:
+    """The Camera of an OpenGL perspective projection (window_matrix) and world-to-view matrix (view_matrix).
+
+    For x_ndc = P00 x/(-z) + P02 z/(-z) and u = (x_ndc + 1) W / 2: fx = P00 W/2, cx = (1 - P02) W/2; likewise
+    fy = P11 H/2, cy = (1 + P12) H/2 with v pointing down. ValueError for orthographic projections.
+    """
+    p = np.asarray(projection, dtype=np.float64)
+    if abs(p[3, 3]) > 1e-9 or abs(p[3, 2] + 1.0) > 1e-6:
+        raise ValueError("orthographic view: ExGS renders perspective views only")
+    fx, fy = p[0, 0] * width / 2, p[1, 1] * height / 2
+    cx, cy = (1.0 - p[0, 2]) * width / 2, (1.0 + p[1, 2]) * height / 2
+    world_to_camera = FLIP_YZ @ np.asarray(view, dtype=np.float64)
+    return Camera(world_to_camera, fx, fy, cx, cy, width, height)
+
+
+# --- splat objects -> one world-space scene (cached) -----------------------------------------------------------
+
+
+@dataclass
+class _CachedObject:
+    fingerprint: str
+    local: GaussianScene
+
+
+_object_cache: dict[str, _CachedObject] = {}
+
+
+def _fingerprint(obj: bpy.types.Object) -> str:
+    """Changes whenever the Gaussians of the object's data change (positions, opacities, count, SH degree)."""
+    mesh = obj.original.data
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{mesh.name_full}|{len(mesh.vertices)}|{mesh.get('exgs_sh_degree')}".encode())
+    for name, prop, size in (("position", "vector", 3), ("opacity", "value", 1), ("f_dc_0", "value", 1)):
+        attribute = mesh.attributes.get(name)
+        if attribute is not None:
+            values = np.empty(len(mesh.vertices) * size, np.float32)
+            attribute.data.foreach_get(prop, values)
+            digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _local_scene(obj: bpy.types.Object) -> tuple[str, GaussianScene]:
+    key = obj.original.name_full
+    fingerprint = _fingerprint(obj)
+    cached = _object_cache.get(key)
+    if cached is None or cached.fingerprint != fingerprint:
+        cached = _CachedObject(fingerprint, scene_from_object(obj, world_space=False))
+        _object_cache[key] = cached
+    return fingerprint, cached.local
+
+
+def splat_objects(depsgraph: bpy.types.Depsgraph, viewport: bool = False) -> list[bpy.types.Object]:
+    """The visible splat objects of the depsgraph (evaluated), each once."""
+    seen: dict[str, bpy.types.Object] = {}
+    for obj in depsgraph.objects:
+        if not is_splat_object(obj) or obj.original.name_full in seen:
+            continue
+        if viewport and not obj.original.visible_get():
+            continue
+        seen[obj.original.name_full] = obj
+    return list(seen.values())
+
+
+def world_scene(objects: Iterable[bpy.types.Object]) -> tuple[str, GaussianScene] | None:
+    """(key, scene): all objects in world space; the key changes when any data or transform changes."""
+    parts, scenes = [], []
+    for obj in objects:
+        fingerprint, local = _local_scene(obj)
+        matrix = np.array(obj.matrix_world, dtype=np.float64)
+        parts.append(fingerprint + matrix.tobytes().hex())
+        scenes.append(local if np.allclose(matrix, np.eye(4), atol=0) else local.transformed(matrix))
+    if not scenes:
+        return None
+    key = hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+    return key, scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
+
+
+def ensure_scene(rt: runtime.Runtime, objects: list[bpy.types.Object]) -> str | None:
+    """Send the current splat scene to the runtime when it changed; its key, or None with no splat objects."""
+    found = world_scene(objects)
+    if found is None:
+        return None
+    key, scene = found
+    if not rt.has_scene(key):
+        rt.load_scene(key, scene)
+    return key
+
+
+# --- the viewport's background renderer (no bpy, no gpu: testable headless) ---------------------------------
+
+
+@dataclass
+class ViewRequest:
+    key: str
+    camera: Camera
+    background: tuple[float, float, float]
+    restore: bool
+    weights: str | None
+    preview_scale: float
+    still_delay: float
+
+
+class ViewportRenderer:
+    """Renders viewport frames on a thread: a quick raw frame for each new view, the full one once still.
+
+    `request()` never blocks; `latest()` is the newest finished (request, frame, final) for drawing;
+    `on_frame` is called from the thread after each frame (the engine turns it into a redraw on the main thread).
+    """
+
+    def __init__(self, get_runtime: Callable[[], Any], on_frame: Callable[[], None] | None = None) -> None:
+        self._get_runtime = get_runtime
+        self._on_frame = on_frame or (lambda: None)
+        self._wanted: ViewRequest | None = None
+        self._latest: tuple[ViewRequest, Frame, bool] | None = None
+        self.error: str | None = None
+        self._changed = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._loop, name="exgs-viewport", daemon=True)
+        self._thread.start()
+
+    def request(self, request: ViewRequest) -> None:
+        with self._changed:
+            if self._wanted == request:
+                return
+            self._wanted = request
+            self._changed.notify()
+
+    def latest(self) -> tuple[ViewRequest, Frame, bool] | None:
+        return self._latest
+
+    def wait_final(self, timeout: float) -> bool:
+        """For tests and scripts: wait until the final frame of the current request is out."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            latest = self._latest
+            if (latest is not None and latest[2] and latest[0] == self._wanted) or self.error:
+                return self.error is None
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stop = True
+            self._changed.notify()
+
+    def _next(self) -> ViewRequest | None:
+        with self._changed:
+            while not self._stop and (self._wanted is None or self._done(self._wanted)):
+                self._changed.wait()
+            return None if self._stop else self._wanted
+
+    def _done(self, request: ViewRequest) -> bool:
+        return self._latest is not None and self._latest[0] == request and self._latest[2]
+
+    def _still(self, request: ViewRequest) -> bool:
+        with self._changed:
+            self._changed.wait_for(lambda: self._stop or self._wanted != request, timeout=request.still_delay)
+            return not self._stop and self._wanted == request
+
+    def _loop(self) -> None:
+        while (request := self._next()) is not None:
+            try:
+                rt = self._get_runtime()
+                preview = self._latest is None or self._latest[0] != request
+                if preview and request.preview_scale < 1.0:
+                    camera = request.camera.scaled(request.preview_scale)
+                    self._publish(request, rt.render(request.key, camera, request.background), False)
+                    if not self._still(request):
+                        continue
+                frame = rt.render(request.key, request.camera, request.background, request.restore, request.weights)
+                self._publish(request, frame, True)
+                self.error = None
+            except Exception as error:  # shown in the viewport; the next request tries again
+                self.error = str(error)
+                with self._changed:
+                    self._changed.wait(timeout=1.0)
+
+    def _publish(self, request: ViewRequest, frame: Frame, final: bool) -> None:
+        self._latest = (request, frame, final)
+        self._on_frame()
+
+
+# --- the engine ---------------------------------------------------------------------------------------------
+
+
+class ExgsRenderEngine(bpy.types.RenderEngine):
+    bl_idname = "EXGS"
+    bl_label = "ExGS"
+    bl_use_preview = False
+    bl_use_postprocess = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._viewport: ViewportRenderer | None = None
+        self._view_key: str | None = None
+        self._frame_ready = False
+        self._texture: Any = None
+        self._texture_frame: Any = None
+
+    def __del__(self) -> None:
+        viewport = getattr(self, "_viewport", None)
+        if viewport is not None:
+            viewport.stop()
+        if hasattr(super(), "__del__"):
+            super().__del__()  # type: ignore[misc]
+
+    # --- F12 and Render Animation ---
+    def render(self, depsgraph: bpy.types.Depsgraph) -> None:
+        scene = depsgraph.scene
+        try:
+            camera_object = scene.camera
+            if camera_object is None:
+                raise ValueError("the scene has no active camera")
+            camera = render_camera(scene, camera_object.evaluated_get(depsgraph))
+            settings = scene.exgs_render
+            rt = runtime.get_runtime()
+            self.update_stats("ExGS", "Reading splat objects")
+            key = ensure_scene(rt, splat_objects(depsgraph))
+            if self.test_break():
+                return
+            self.update_stats("ExGS", "Rendering")
+            if key is None:
+                frame = _empty_frame(camera, display_background(scene))
+            else:
+                frame = rt.render(key, camera, display_background(scene), settings.use_restore,
+                                  bpy.path.abspath(settings.weights) if settings.weights else None)
+        except Exception as error:  # reported in Blender's render report, like other engines' errors
+            self.report({"ERROR"}, f"ExGS: {error}")
+            return
+        if frame.warning:
+            self.report({"WARNING"}, f"ExGS: {frame.warning}")
+        if not self.test_break():
+            self._write_result(depsgraph, frame, scene.render.film_transparent)
+
+    def _write_result(self, depsgraph: bpy.types.Depsgraph, frame: Frame, transparent: bool) -> None:
+        height, width = frame.alpha.shape
+        view_layer = depsgraph.view_layer
+        self.add_pass(RAW_PASS, 4, "RGBA", layer=view_layer.name)
+        self.add_pass(ALPHA_PASS, 1, "X", layer=view_layer.name)
+        result = self.begin_result(0, 0, width, height, layer=view_layer.name)
+        layer = result.layers[0]
+        for name, pixels in pass_pixels(frame, transparent).items():
+            render_pass = layer.passes.find_by_name(name, "")
+            if render_pass is not None:
+                render_pass.rect.foreach_set(blender_rows(pixels))
+        self.end_result(result)
+
+    def update_render_passes(self, scene: bpy.types.Scene | None = None,
+                             renderlayer: bpy.types.ViewLayer | None = None) -> None:
+        self.register_pass(scene, renderlayer, "Combined", 4, "RGBA", "COLOR")
+        self.register_pass(scene, renderlayer, RAW_PASS, 4, "RGBA", "COLOR")
+        self.register_pass(scene, renderlayer, ALPHA_PASS, 1, "X", "VALUE")
+        if renderlayer is not None and renderlayer.use_pass_z:
+            self.register_pass(scene, renderlayer, "Depth", 1, "Z", "VALUE")
+
+    # --- viewport (Rendered shading) ---
+    def view_update(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
+        try:
+            self._view_key = ensure_scene(runtime.get_runtime(), splat_objects(depsgraph, viewport=True))
+        except Exception as error:
+            self._view_key = None
+            self.report({"ERROR"}, f"ExGS: {error}")
+
+    def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
+        region, region_3d, scene = context.region, context.region_data, depsgraph.scene
+        if self._view_key is None:
+            return
+        try:
+            camera = camera_from_matrices(region.width, region.height, np.array(region_3d.window_matrix),
+                                          np.array(region_3d.view_matrix))
+        except ValueError:
+            return  # orthographic view: nothing to draw
+        settings = scene.exgs_render
+        request = ViewRequest(self._view_key, camera, display_background(scene), settings.use_restore,
+                              bpy.path.abspath(settings.weights) if settings.weights else None,
+                              settings.preview_scale, settings.still_delay)
+        self._viewport_renderer().request(request)
+        latest = self._viewport.latest() if self._viewport is not None else None
+        if latest is not None:
+            _, frame, _ = latest
+            self._draw_frame(scene, frame, region.width, region.height)
+
+    def _viewport_renderer(self) -> ViewportRenderer:
+        if self._viewport is None:
+            self._viewport = ViewportRenderer(runtime.get_runtime, self._mark_frame_ready)
+            bpy.app.timers.register(self._redraw_when_ready, first_interval=0.05)
+        return self._viewport
+
+    def _mark_frame_ready(self) -> None:
+        self._frame_ready = True  # set on the renderer's thread; the timer redraws on the main thread
+
+    def _redraw_when_ready(self) -> float | None:
+        try:
+            if self._frame_ready:
+                self._frame_ready = False
+                self.tag_redraw()
+            return 0.05
+        except ReferenceError:  # the engine was freed (shading switched away)
+            return None
+
+    def _draw_frame(self, scene: bpy.types.Scene, frame: Frame, width: int, height: int) -> None:
+        import gpu  # only here: the gpu module does not exist in background mode
+        from gpu_extras.presets import draw_texture_2d
+
+        if self._texture_frame is not frame:
+            pixels = blender_rows(linear_rgba(frame.combined, frame.alpha, True))
+            h, w = frame.alpha.shape
+            buffer = gpu.types.Buffer("FLOAT", pixels.size, pixels)
+            self._texture = gpu.types.GPUTexture((w, h), format="RGBA16F", data=buffer)
+            self._texture_frame = frame
+        gpu.state.blend_set("ALPHA_PREMULT")
+        self.bind_display_space_shader(scene)
+        draw_texture_2d(self._texture, (0, 0), width, height)
+        self.unbind_display_space_shader()
+        gpu.state.blend_set("NONE")
+
+
+def _empty_frame(camera: Camera, background: tuple[float, float, float]) -> Frame:
+    h, w = camera.height, camera.width
+    raw = np.broadcast_to(np.array(background, np.float32), (h, w, 3)).copy()
+    return Frame(raw, np.zeros((h, w), np.float32), np.zeros((h, w), np.float32))
+
+
+# Blender's own panels that apply to EXGS too (output, format, frame range, colour management, camera, world).
+_SHARED_PANELS = (
+    "RENDER_PT_format", "RENDER_PT_frame_range", "RENDER_PT_time_stretching", "RENDER_PT_output",
+    "RENDER_PT_encoding", "RENDER_PT_color_management", "RENDER_PT_stamp", "DATA_PT_lens", "DATA_PT_camera",
+    "DATA_PT_camera_display", "DATA_PT_context_camera", "WORLD_PT_context_world", "VIEWLAYER_PT_layer",
+)
+
+
+def _shared_panels() -> list[Any]:
+    panels = []
+    for name in _SHARED_PANELS:
+        panel = getattr(bpy.types, name, None)
+        if panel is not None and hasattr(panel, "COMPAT_ENGINES"):
+            panels.append(panel)
+    return panels
+
+
+def register() -> None:
+    bpy.utils.register_class(ExgsRenderEngine)
+    for panel in _shared_panels():
+        panel.COMPAT_ENGINES.add(ExgsRenderEngine.bl_idname)
+
+
+def unregister() -> None:
+    for panel in _shared_panels():
+        panel.COMPAT_ENGINES.discard(ExgsRenderEngine.bl_idname)
+    bpy.utils.unregister_class(ExgsRenderEngine)
+    _object_cache.clear()

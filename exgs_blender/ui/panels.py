@@ -1,0 +1,115 @@
+"""3D Viewport > Sidebar > ExGS (compress) and Render Properties > ExGS (restoration, runtime)."""
+
+from __future__ import annotations
+
+import bpy
+
+from .. import runtime
+from ..properties import read_stats
+from ..splat_object import is_splat_object, splat_info
+
+
+def _size(num_bytes: float | None) -> str:
+    if not num_bytes:
+        return "unknown"
+    return f"{num_bytes / 1e6:.2f} MB" if num_bytes >= 1e5 else f"{num_bytes / 1e3:.1f} kB"
+
+
+def _runtime_line(layout: bpy.types.UILayout) -> None:
+    problem = runtime.runtime_problem()
+    if problem:
+        box = layout.box()
+        box.label(text="Runtime missing", icon="ERROR")
+        for line in problem.split(": ", 1):
+            box.label(text=line)
+
+
+class VIEW3D_PT_exgs_compress(bpy.types.Panel):
+    bl_label = "Compress"
+    bl_idname = "VIEW3D_PT_exgs_compress"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ExGS"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout, settings, obj = self.layout, context.scene.exgs_compress, context.active_object
+        if not is_splat_object(obj):
+            layout.label(text="Select a splat object", icon="INFO")
+            layout.label(text="File > Import > Gaussian Splats")
+            return
+        info = splat_info(obj)
+        layout.label(text=f"{obj.name}: {info['count']:,} Gaussians, SH {info['sh_degree']}", icon="POINTCLOUD_DATA")
+        _runtime_line(layout)
+        column = layout.column()
+        column.enabled = not settings.running
+        column.prop(settings, "target", expand=True)
+        column.prop(settings, {"RATIO": "ratio", "SIZE": "size_mb", "KEEP": "keep"}[settings.target])
+        column.prop(settings, "sh_degree")
+        column.prop(settings, "views")
+        if settings.views == "ACTIVE_PATH":
+            column.prop(settings, "path_views")
+        column.prop(settings, "result", expand=True)
+        if settings.running:
+            layout.progress(factor=settings.progress, type="BAR", text=settings.status)
+        else:
+            layout.operator("exgs.compress", icon="MOD_DECIM")
+            if settings.status:
+                layout.label(text=settings.status)
+        _draw_stats(layout, read_stats(obj))
+
+
+def _draw_stats(layout: bpy.types.UILayout, stats: dict | None) -> None:
+    if not stats:
+        return
+    box = layout.box()
+    box.label(text=f"Compressed ({stats.get('target', '')})", icon="CHECKMARK")
+    grid = box.grid_flow(columns=3, even_columns=False)
+    for text in ("", "Before", "After",
+                 "Gaussians", f"{stats['gaussians_before']:,}", f"{stats['gaussians_after']:,}",
+                 "Bytes", _size(stats.get("bytes_before")), _size(stats.get("bytes_after")),
+                 "INRIA .ply", _size(248 * stats["gaussians_before"]), ""):
+        grid.label(text=text)
+    ratio_input = f"{stats['ratio_vs_input']:.1f}x" if stats.get("ratio_vs_input") else "n/a"
+    box.label(text=f"Ratio: {ratio_input} vs input file, {stats['ratio_vs_inria_ply']:.1f}x vs INRIA .ply")
+
+
+class RENDER_PT_exgs(bpy.types.Panel):
+    bl_label = "ExGS"
+    bl_idname = "RENDER_PT_exgs"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+    COMPAT_ENGINES = {"EXGS"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.engine in cls.COMPAT_ENGINES
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout, settings, scene = self.layout, context.scene.exgs_render, context.scene
+        layout.use_property_split = True
+        _runtime_line(layout)
+        layout.prop(settings, "use_restore")
+        row = layout.row()
+        row.enabled = settings.use_restore
+        row.prop(settings, "weights")
+        layout.prop(scene.render, "film_transparent", text="Transparent Film")
+        if scene.world is not None:
+            layout.prop(scene.world, "color", text="Background (World)")
+        layout.separator()
+        layout.prop(settings, "preview_scale")
+        layout.prop(settings, "still_delay")
+        layout.label(text="Passes: Combined, ExGS Raw, ExGS Alpha, Depth (View Layer > Z)")
+
+
+classes = (VIEW3D_PT_exgs_compress, RENDER_PT_exgs)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
