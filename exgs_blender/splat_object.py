@@ -150,7 +150,8 @@ def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
         attribute.data.foreach_set("value", _flat(values))
     color = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
     color.data.foreach_set("color", _flat(_display_colors(scene)))
-    mesh.color_attributes.active_color = color
+    mesh.color_attributes.active_color_name = COLOR_ATTRIBUTE
+    mesh.color_attributes.default_color_name = COLOR_ATTRIBUTE
     mesh["exgs_splat"] = SPLAT_VERSION
     mesh["exgs_sh_degree"] = scene.sh_degree
     for key, value in _source_properties(scene).items():
@@ -259,13 +260,51 @@ def _display_node_group() -> bpy.types.NodeTree:
     group_in = nodes.new("NodeGroupInput")
     group_out = nodes.new("NodeGroupOutput")
     to_points = nodes.new("GeometryNodeMeshToPoints")
-    set_material = nodes.new("GeometryNodeSetMaterial")
-    set_material.inputs["Material"].default_value = _display_material()
     links.new(group_in.outputs[0], to_points.inputs["Mesh"])
     links.new(_radius_field(group, group_in.outputs[1]), to_points.inputs["Radius"])
-    links.new(to_points.outputs["Points"], set_material.inputs["Geometry"])
+    geometry = _without_gaussian_attributes(group, to_points.outputs["Points"])
+    # Workbench (Solid mode) colours only meshes by attribute, not point clouds: draw each point as a tiny
+    # tetrahedron that carries the point's colour.
+    tetrahedron = nodes.new("GeometryNodeMeshCone")
+    tetrahedron.inputs["Vertices"].default_value = 3
+    tetrahedron.inputs["Radius Top"].default_value = 0.0
+    tetrahedron.inputs["Radius Bottom"].default_value = 1.0
+    tetrahedron.inputs["Depth"].default_value = 1.5
+    instance = nodes.new("GeometryNodeInstanceOnPoints")
+    radius = nodes.new("GeometryNodeInputRadius")
+    links.new(geometry, instance.inputs["Points"])
+    links.new(tetrahedron.outputs["Mesh"], instance.inputs["Instance"])
+    links.new(radius.outputs["Radius"], instance.inputs["Scale"])
+    realize = nodes.new("GeometryNodeRealizeInstances")
+    links.new(instance.outputs["Instances"], realize.inputs["Geometry"])
+    # Joined after an emptied copy of the original mesh, the result keeps the mesh's active colour attribute.
+    emptied = nodes.new("GeometryNodeDeleteGeometry")
+    emptied.domain = "POINT"
+    index = nodes.new("GeometryNodeInputIndex")
+    links.new(index.outputs["Index"], emptied.inputs["Selection"])  # keeps vertex 0 only
+    links.new(group_in.outputs[0], emptied.inputs["Geometry"])
+    join = nodes.new("GeometryNodeJoinGeometry")
+    links.new(realize.outputs["Geometry"], join.inputs["Geometry"])
+    links.new(_without_gaussian_attributes(group, emptied.outputs["Geometry"]), join.inputs["Geometry"])
+    set_material = nodes.new("GeometryNodeSetMaterial")
+    set_material.inputs["Material"].default_value = _display_material()
+    links.new(join.outputs["Geometry"], set_material.inputs["Geometry"])
     links.new(set_material.outputs["Geometry"], group_out.inputs[0])
     return group
+
+
+def _without_gaussian_attributes(group: bpy.types.NodeTree, geometry: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
+    """The display geometry keeps only position, radius and colour (the copies would cost memory per vertex)."""
+    for pattern in ("f_*", "scale_*", "rot_*", "opacity"):
+        remove = group.nodes.new("GeometryNodeRemoveAttribute")
+        if "Pattern Mode" in remove.inputs:  # a menu socket since Blender 5.0, a node property before
+            remove.inputs["Pattern Mode"].default_value = "Wildcard"
+        else:
+            remove.pattern_mode = "WILDCARD"
+        remove.inputs["Name"].default_value = pattern
+        group.links.new(geometry, remove.inputs["Geometry"])
+        geometry = remove.outputs["Geometry"]
+    return geometry
 
 
 def _radius_field(group: bpy.types.NodeTree, factor: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
