@@ -24,7 +24,8 @@ def add_pairs_arguments(parser: argparse.ArgumentParser) -> None:
                         help="make pairs of this split's scenes only (the split is by scene)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=192, help="square renders, pixels")
-    parser.add_argument("--views", type=int, default=32, help="views per scene (twice as many for captured scenes)")
+    parser.add_argument("--views", type=int, default=32, help="views per scene")
+    parser.add_argument("--captured-view-factor", type=int, default=2, help="times as many views for captured scenes")
     parser.add_argument("--targets", type=int, default=4, help="compressions per scene")
     parser.add_argument("--samples-per-view", type=int, default=2)
     parser.add_argument("--ratios", type=float, nargs="*", help="fixed ratios instead of random ones")
@@ -67,7 +68,8 @@ def run_pairs(args: argparse.Namespace) -> None:
     from exgs_core.painter.data import PairSettings, make_pairs, shared_scene_paths
 
     torch.set_num_threads(args.threads)
-    settings = PairSettings(size=args.size, views=args.views, targets_per_scene=args.targets,
+    settings = PairSettings(size=args.size, views=args.views, captured_view_factor=args.captured_view_factor,
+                            targets_per_scene=args.targets,
                             samples_per_view=args.samples_per_view,
                             fixed_ratios=tuple(args.ratios) if args.ratios else (),
                             scoring_views=args.scoring_views, scoring_size=args.scoring_size)
