@@ -68,9 +68,8 @@ def test_import_export_save_reload(blender_extension: InstalledExtension, tmp_pa
         result["active"] = obj.name
         result["modifiers"] = [m.type for m in obj.modifiers]
         evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-        points = [i.object for i in bpy.context.evaluated_depsgraph_get().object_instances
-                  if i.object.original == obj and i.object.type == "POINTCLOUD"]
-        result["display_points"] = len(points[0].data.points) if points else 0
+        result["display_faces"] = len(evaluated.data.polygons)
+        result["display_color"] = evaluated.data.color_attributes.active_color_name
         save_objects(args["imported"])
         for name in ("out.ply", "out.splat", "out.exgs"):
             done = bpy.ops.export_scene.gaussian_splats(filepath=os.path.join(args["dir"], name))
@@ -85,7 +84,8 @@ def test_import_export_save_reload(blender_extension: InstalledExtension, tmp_pa
     assert out["import"] == ["FINISHED"] and out["objects"] == [source.stem] == [out["active"]]
     assert out["modifiers"] == ["NODES"]
     reference = read_scene(SH3_PLY)
-    assert out["display_points"] == len(reference)
+    # The display: one tetrahedron per Gaussian, coloured by the active colour attribute.
+    assert out["display_faces"] == 4 * len(reference) and out["display_color"] == "exgs_color"
     imported = _saved(tmp_path / "imported.npz", source.stem)
     _assert_exact(imported, reference)
     np.testing.assert_allclose(imported["matrix_world"], MINUS_Y_UP, atol=1e-7)
