@@ -94,12 +94,25 @@ class RENDER_PT_exgs(bpy.types.Panel):
         row.enabled = settings.use_restore
         row.prop(settings, "weights")
         layout.prop(scene.render, "film_transparent", text="Transparent Film")
-        if scene.world is not None:
+        background = _background_node(scene.world)
+        if background is not None:
+            layout.prop(background.inputs["Color"], "default_value", text="Background (World)")
+        elif scene.world is not None:
             layout.prop(scene.world, "color", text="Background (World)")
         layout.separator()
         layout.prop(settings, "preview_scale")
         layout.prop(settings, "still_delay")
         layout.label(text="Passes: Combined, ExGS Raw, ExGS Alpha, Depth (View Layer > Z)")
+
+
+def _background_node(world: bpy.types.World | None) -> bpy.types.Node | None:
+    """The world's unlinked Background node (what the engine uses as background colour), if any."""
+    if world is None or world.node_tree is None or not getattr(world, "use_nodes", False):
+        return None
+    for node in world.node_tree.nodes:
+        if node.type == "BACKGROUND" and not node.inputs["Color"].is_linked:
+            return node
+    return None
 
 
 classes = (VIEW3D_PT_exgs_compress, RENDER_PT_exgs)
