@@ -22,7 +22,7 @@ foreach_get on flat float32 numpy arrays.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import bpy
 import numpy as np
@@ -66,7 +66,7 @@ def is_splat_object(obj: bpy.types.Object | None) -> bool:
     if obj is None or obj.type != "MESH":
         return False
     data = obj.original.data
-    return data is not None and "exgs_splat" in data
+    return isinstance(data, bpy.types.Mesh) and data.get("exgs_splat") is not None
 
 
 def scene_from_object(obj: bpy.types.Object, world_space: bool = True) -> GaussianScene:
@@ -78,8 +78,7 @@ def scene_from_object(obj: bpy.types.Object, world_space: bool = True) -> Gaussi
     """
     if not is_splat_object(obj):
         raise ValueError(f"object {obj.name!r} is not an ExGS splat object")
-    mesh = obj.original.data
-    scene = _read_mesh(mesh)
+    scene = _read_mesh(_mesh_of(obj))
     if not world_space:
         return scene
     matrix = np.array(obj.matrix_world, dtype=np.float64)
@@ -93,7 +92,7 @@ def replace_splat_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
     """Swap the Gaussians of a splat object in place; the object, its transform, name and materials stay."""
     if not is_splat_object(obj):
         raise ValueError(f"object {obj.name!r} is not an ExGS splat object")
-    mesh = obj.original.data
+    mesh = _mesh_of(obj)
     mesh.clear_geometry()  # keeps the materials and the custom properties; _fill_mesh rewrites ours
     _fill_mesh(mesh, scene)
     mesh.update()
@@ -102,13 +101,20 @@ def replace_splat_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
 
 def splat_info(obj: bpy.types.Object) -> dict[str, Any]:
     """Facts for panels: count, sh_degree, source_name, source_bytes (0 when unknown)."""
-    mesh = obj.original.data
+    mesh = _mesh_of(obj)
     return {
         "count": len(mesh.vertices),
         "sh_degree": int(mesh.get("exgs_sh_degree", 0)),
         "source_name": str(mesh.get("exgs_source_name", "")),
         "source_bytes": int(mesh.get("exgs_source_bytes", 0)),
     }
+
+
+def _mesh_of(obj: bpy.types.Object) -> bpy.types.Mesh:
+    mesh = obj.original.data
+    if not isinstance(mesh, bpy.types.Mesh):
+        raise ValueError(f"object {obj.name!r} is not an ExGS splat object (it has no mesh)")
+    return mesh
 
 
 # --- attributes ---------------------------------------------------------------------------------------------
@@ -144,11 +150,11 @@ def _columns(scene: GaussianScene) -> dict[str, np.ndarray]:
 def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
     count = len(scene)
     mesh.vertices.add(count)
-    mesh.attributes["position"].data.foreach_set("vector", _flat(scene.means))
+    _position(mesh).data.foreach_set("vector", _flat(scene.means))
     for name, values in _columns(scene).items():
-        attribute = mesh.attributes.new(name, "FLOAT", "POINT")
+        attribute = cast(bpy.types.FloatAttribute, mesh.attributes.new(name, "FLOAT", "POINT"))
         attribute.data.foreach_set("value", _flat(values))
-    color = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    color = cast(bpy.types.FloatColorAttribute, mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT"))
     color.data.foreach_set("color", _flat(_display_colors(scene)))
     mesh.color_attributes.active_color_name = COLOR_ATTRIBUTE
     mesh.color_attributes.default_color_name = COLOR_ATTRIBUTE
@@ -180,7 +186,7 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
     degree = int(mesh.get("exgs_sh_degree", 0))
     columns = {name: _read_float(mesh, name, count) for name in attribute_names(degree)}
     means = np.empty(count * 3, np.float32)
-    mesh.attributes["position"].data.foreach_get("vector", means)
+    _position(mesh).data.foreach_get("vector", means)
     k = num_sh_bases(degree)
     sh = np.empty((count, k, 3), np.float32)
     for c in range(3):
@@ -201,9 +207,9 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
 
 def _stored_source(mesh: bpy.types.Mesh) -> dict[str, Any]:
     stored: dict[str, Any] = {}
-    if "exgs_source_name" in mesh:
+    if mesh.get("exgs_source_name") is not None:
         stored["source_name"] = str(mesh["exgs_source_name"])
-    if "exgs_source_bytes" in mesh:
+    if mesh.get("exgs_source_bytes") is not None:
         stored["source_bytes"] = int(mesh["exgs_source_bytes"])
     return stored
 
@@ -213,8 +219,12 @@ def _read_float(mesh: bpy.types.Mesh, name: str, count: int) -> np.ndarray:
     if attribute is None or attribute.data_type != "FLOAT" or attribute.domain != "POINT":
         raise ValueError(f"mesh {mesh.name!r}: the splat attribute {name!r} is missing or not a point FLOAT")
     values = np.empty(count, np.float32)
-    attribute.data.foreach_get("value", values)
+    cast(bpy.types.FloatAttribute, attribute).data.foreach_get("value", values)
     return values
+
+
+def _position(mesh: bpy.types.Mesh) -> bpy.types.FloatVectorAttribute:
+    return cast(bpy.types.FloatVectorAttribute, mesh.attributes["position"])
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -237,57 +247,74 @@ def _display_material() -> bpy.types.Material:
     material.use_nodes = True
     nodes = material.node_tree.nodes
     shader = nodes.get("Principled BSDF")
-    attribute = nodes.new("ShaderNodeAttribute")
-    attribute.attribute_type = "GEOMETRY"
-    attribute.attribute_name = COLOR_ATTRIBUTE
+    attribute = _new(nodes, "ShaderNodeAttribute", attribute_type="GEOMETRY", attribute_name=COLOR_ATTRIBUTE)
     attribute.location = (-300, 300)
     if shader is not None:
         material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
     return material
 
 
+def _new(nodes: bpy.types.Nodes, kind: str, **settings: Any) -> bpy.types.Node:
+    """A new node of type `kind` with its node-specific properties (operation, data_type...) set."""
+    node = nodes.new(kind)
+    for name, value in settings.items():
+        setattr(node, name, value)
+    return node
+
+
+def _required(tree: bpy.types.NodeTree | None) -> bpy.types.NodeTree:
+    if tree is None:
+        raise RuntimeError("Blender returned no node tree")
+    return tree
+
+
+def _set_default(socket: bpy.types.NodeSocket, value: Any) -> None:
+    # default_value exists on every value socket subclass, not on the NodeSocket base type.
+    setattr(socket, "default_value", value)
+
+
 def _display_node_group() -> bpy.types.NodeTree:
-    group = bpy.data.node_groups.get(NODE_GROUP_NAME)
-    if group is not None:
-        return group
-    group = bpy.data.node_groups.new(NODE_GROUP_NAME, "GeometryNodeTree")
-    group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    factor = group.interface.new_socket(RADIUS_INPUT, in_out="INPUT", socket_type="NodeSocketFloat")
+    existing = bpy.data.node_groups.get(NODE_GROUP_NAME)
+    if existing is not None:
+        return existing
+    group = _required(bpy.data.node_groups.new(NODE_GROUP_NAME, "GeometryNodeTree"))
+    interface = cast(Any, group.interface)  # fake-bpy-module types socket_type as Literal['DEFAULT'] only
+    interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    factor = interface.new_socket(RADIUS_INPUT, in_out="INPUT", socket_type="NodeSocketFloat")
     factor.default_value = 1.0
     factor.min_value = 0.0
-    group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
-    group_in = nodes.new("NodeGroupInput")
-    group_out = nodes.new("NodeGroupOutput")
-    to_points = nodes.new("GeometryNodeMeshToPoints")
+    group_in = _new(nodes, "NodeGroupInput")
+    group_out = _new(nodes, "NodeGroupOutput")
+    to_points = _new(nodes, "GeometryNodeMeshToPoints")
     links.new(group_in.outputs[0], to_points.inputs["Mesh"])
     links.new(_radius_field(group, group_in.outputs[1]), to_points.inputs["Radius"])
     geometry = _without_gaussian_attributes(group, to_points.outputs["Points"])
     # Workbench (Solid mode) colours only meshes by attribute, not point clouds: draw each point as a tiny
     # tetrahedron that carries the point's colour.
-    tetrahedron = nodes.new("GeometryNodeMeshCone")
-    tetrahedron.inputs["Vertices"].default_value = 3
-    tetrahedron.inputs["Radius Top"].default_value = 0.0
-    tetrahedron.inputs["Radius Bottom"].default_value = 1.0
-    tetrahedron.inputs["Depth"].default_value = 1.5
-    instance = nodes.new("GeometryNodeInstanceOnPoints")
-    radius = nodes.new("GeometryNodeInputRadius")
+    tetrahedron = _new(nodes, "GeometryNodeMeshCone")
+    _set_default(tetrahedron.inputs["Vertices"], 3)
+    _set_default(tetrahedron.inputs["Radius Top"], 0.0)
+    _set_default(tetrahedron.inputs["Radius Bottom"], 1.0)
+    _set_default(tetrahedron.inputs["Depth"], 1.5)
+    instance = _new(nodes, "GeometryNodeInstanceOnPoints")
+    radius = _new(nodes, "GeometryNodeInputRadius")
     links.new(geometry, instance.inputs["Points"])
     links.new(tetrahedron.outputs["Mesh"], instance.inputs["Instance"])
     links.new(radius.outputs["Radius"], instance.inputs["Scale"])
-    realize = nodes.new("GeometryNodeRealizeInstances")
+    realize = _new(nodes, "GeometryNodeRealizeInstances")
     links.new(instance.outputs["Instances"], realize.inputs["Geometry"])
     # Joined after an emptied copy of the original mesh, the result keeps the mesh's active colour attribute.
-    emptied = nodes.new("GeometryNodeDeleteGeometry")
-    emptied.domain = "POINT"
-    index = nodes.new("GeometryNodeInputIndex")
+    emptied = _new(nodes, "GeometryNodeDeleteGeometry", domain="POINT")
+    index = _new(nodes, "GeometryNodeInputIndex")
     links.new(index.outputs["Index"], emptied.inputs["Selection"])  # keeps vertex 0 only
     links.new(group_in.outputs[0], emptied.inputs["Geometry"])
-    join = nodes.new("GeometryNodeJoinGeometry")
+    join = _new(nodes, "GeometryNodeJoinGeometry")
     links.new(realize.outputs["Geometry"], join.inputs["Geometry"])
     links.new(_without_gaussian_attributes(group, emptied.outputs["Geometry"]), join.inputs["Geometry"])
-    set_material = nodes.new("GeometryNodeSetMaterial")
-    set_material.inputs["Material"].default_value = _display_material()
+    set_material = _new(nodes, "GeometryNodeSetMaterial")
+    _set_default(set_material.inputs["Material"], _display_material())
     links.new(join.outputs["Geometry"], set_material.inputs["Geometry"])
     links.new(set_material.outputs["Geometry"], group_out.inputs[0])
     return group
@@ -296,12 +323,12 @@ def _display_node_group() -> bpy.types.NodeTree:
 def _without_gaussian_attributes(group: bpy.types.NodeTree, geometry: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
     """The display geometry keeps only position, radius and colour (the copies would cost memory per vertex)."""
     for pattern in ("f_*", "scale_*", "rot_*", "opacity"):
-        remove = group.nodes.new("GeometryNodeRemoveAttribute")
+        remove = _new(group.nodes, "GeometryNodeRemoveAttribute")
         if "Pattern Mode" in remove.inputs:  # a menu socket since Blender 5.0, a node property before
-            remove.inputs["Pattern Mode"].default_value = "Wildcard"
+            _set_default(remove.inputs["Pattern Mode"], "Wildcard")
         else:
-            remove.pattern_mode = "WILDCARD"
-        remove.inputs["Name"].default_value = pattern
+            setattr(remove, "pattern_mode", "WILDCARD")
+        _set_default(remove.inputs["Name"], pattern)
         group.links.new(geometry, remove.inputs["Geometry"])
         geometry = remove.outputs["Geometry"]
     return geometry
@@ -310,28 +337,23 @@ def _without_gaussian_attributes(group: bpy.types.NodeTree, geometry: bpy.types.
 def _radius_field(group: bpy.types.NodeTree, factor: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
     """exp(mean of the three log-scales) * factor: each point as large as its Gaussian's geometric-mean sigma."""
     nodes, links = group.nodes, group.links
-    total: bpy.types.NodeSocket | None = None
+    scales = []
     for i in range(3):
-        named = nodes.new("GeometryNodeInputNamedAttribute")
-        named.data_type = "FLOAT"
-        named.inputs["Name"].default_value = f"scale_{i}"
-        if total is None:
-            total = named.outputs["Attribute"]
-            continue
-        add = nodes.new("ShaderNodeMath")
-        add.operation = "ADD"
+        named = _new(nodes, "GeometryNodeInputNamedAttribute", data_type="FLOAT")
+        _set_default(named.inputs["Name"], f"scale_{i}")
+        scales.append(named.outputs["Attribute"])
+    total = scales[0]
+    for scale in scales[1:]:
+        add = _new(nodes, "ShaderNodeMath", operation="ADD")
         links.new(total, add.inputs[0])
-        links.new(named.outputs["Attribute"], add.inputs[1])
+        links.new(scale, add.inputs[1])
         total = add.outputs[0]
-    mean = nodes.new("ShaderNodeMath")
-    mean.operation = "MULTIPLY"
-    mean.inputs[1].default_value = 1.0 / 3.0
+    mean = _new(nodes, "ShaderNodeMath", operation="MULTIPLY")
+    _set_default(mean.inputs[1], 1.0 / 3.0)
     links.new(total, mean.inputs[0])
-    exponent = nodes.new("ShaderNodeMath")
-    exponent.operation = "EXPONENT"
+    exponent = _new(nodes, "ShaderNodeMath", operation="EXPONENT")
     links.new(mean.outputs[0], exponent.inputs[0])
-    scaled = nodes.new("ShaderNodeMath")
-    scaled.operation = "MULTIPLY"
+    scaled = _new(nodes, "ShaderNodeMath", operation="MULTIPLY")
     links.new(exponent.outputs[0], scaled.inputs[0])
     links.new(factor, scaled.inputs[1])
     return scaled.outputs[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import bpy
 import numpy as np
@@ -34,6 +35,7 @@ UP_AXIS_ITEMS = [
     ("-Z", "-Z", "The file's -Z is up"),
 ]
 EXPORT_EXTENSIONS = {"PLY": ".ply", "SPLAT": ".splat", "EXGS": ".exgs"}
+OperatorResult = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
 IMPORT_GLOB = "*.ply;*.splat;*.exgs;*.sog;meta.json"
 
 
@@ -51,6 +53,9 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
     bl_label = "Import Gaussian Splats"
     bl_options = {"REGISTER", "UNDO", "PRESET"}
 
+    if TYPE_CHECKING:  # declared by ImportHelper as a Blender property
+        filepath: str
+
     filter_glob: StringProperty(default=IMPORT_GLOB, options={"HIDDEN"})  # type: ignore[valid-type]
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
     files: CollectionProperty(  # type: ignore[valid-type]
@@ -63,11 +68,12 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
         name="Scale", default=1.0, min=1e-6, soft_max=100.0, description="Uniform scale of the imported objects"
     )
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    # The stubs of Operator (set of literals) and ImportHelper/ExportHelper (set[str]) disagree on invoke.
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> OperatorResult:  # type: ignore[override]
         # Drag-and-drop (FileHandler) sets the path: show the options, not the file browser.
-        return self.invoke_popup(context)
+        return cast(OperatorResult, self.invoke_popup(context))
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         paths = self._paths()
         scenes: list[tuple[Path, GaussianScene]] = []
         try:
@@ -122,6 +128,9 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
     bl_label = "Export Gaussian Splats"
     bl_options = {"REGISTER", "PRESET"}
 
+    if TYPE_CHECKING:  # declared by ExportHelper as a Blender property
+        filepath: str
+
     filename_ext = ".ply"
     check_extension = None  # the extension follows file_format in check(), or the typed one when recognised
     filter_glob: StringProperty(default="*.ply;*.splat;*.exgs", options={"HIDDEN"})  # type: ignore[valid-type]
@@ -152,7 +161,10 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
         self.filepath = base + wanted
         return changed
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> OperatorResult:  # type: ignore[override]
+        return cast(OperatorResult, ExportHelper.invoke(self, context, event))
+
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         objects = _objects_to_export(context)
         if not objects:
             self.report({"ERROR"}, "Select a splat object to export")
@@ -192,7 +204,7 @@ def _objects_to_export(context: bpy.types.Context) -> list[bpy.types.Object]:
     if selected:
         return selected
     active = context.active_object
-    return [active] if is_splat_object(active) else []
+    return [active] if active is not None and is_splat_object(active) else []
 
 
 class EXGS_FH_gaussian_splats(bpy.types.FileHandler):
@@ -202,15 +214,15 @@ class EXGS_FH_gaussian_splats(bpy.types.FileHandler):
     bl_file_extensions = ".ply;.splat;.exgs;.sog"
 
     @classmethod
-    def poll_drop(cls, context: bpy.types.Context) -> bool:
-        return context.area is not None and context.area.type == "VIEW_3D"
+    def poll_drop(cls, context: bpy.types.Context | None) -> bool:
+        return context is not None and context.area is not None and context.area.type == "VIEW_3D"
 
 
-def menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+def menu_import(self: Any, context: bpy.types.Context) -> None:
     self.layout.operator(EXGS_OT_import_gaussian_splats.bl_idname, text="Gaussian Splats (.ply/.splat/.compressed.ply/.exgs/SOG)")
 
 
-def menu_export(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+def menu_export(self: Any, context: bpy.types.Context) -> None:
     self.layout.operator(EXGS_OT_export_gaussian_splats.bl_idname, text="Gaussian Splats (.ply/.splat/.exgs)")
 
 
@@ -220,13 +232,14 @@ classes = (EXGS_OT_import_gaussian_splats, EXGS_OT_export_gaussian_splats, EXGS_
 def register() -> None:
     for cls in classes:
         bpy.utils.register_class(cls)
-    bpy.types.TOPBAR_MT_file_import.append(menu_import)
-    bpy.types.TOPBAR_MT_file_export.append(menu_export)
+    # fake-bpy-module types menu draw functions with one argument; Blender calls them with (self, context).
+    bpy.types.TOPBAR_MT_file_import.append(menu_import)  # type: ignore[arg-type]
+    bpy.types.TOPBAR_MT_file_export.append(menu_export)  # type: ignore[arg-type]
 
 
 def unregister() -> None:
-    bpy.types.TOPBAR_MT_file_export.remove(menu_export)
-    bpy.types.TOPBAR_MT_file_import.remove(menu_import)
+    bpy.types.TOPBAR_MT_file_export.remove(menu_export)  # type: ignore[arg-type]
+    bpy.types.TOPBAR_MT_file_import.remove(menu_import)  # type: ignore[arg-type]
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
 
