@@ -45,7 +45,10 @@ def preferences() -> Any:
 
 
 def in_process_available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "numba"))
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("torch", "numba"))
+    except (ImportError, ValueError):  # a broken or blocked install counts as missing
+        return False
 
 
 def runtime_dir() -> Path:

@@ -146,7 +146,7 @@ def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[floa
     if restore:
         painter, frame.warning = load_painter_cached(weights)
         if painter is not None:
-            from exgs_core.painter import restore as restore_frame
+            from exgs_core.painter.restore import restore as restore_frame
 
             frame.restored = np.asarray(restore_frame(frame.raw, frame.alpha, painter), dtype=np.float32)
     return frame

@@ -16,13 +16,16 @@ import numpy as np
 
 from exgs_core.camera import Camera
 from exgs_core.scene import GaussianScene
-from exgs_core.ugc.compress import SCORING_SIZE, decompress
+from exgs_core.io.exgs import decode_exgs
 from exgs_core.worker import Cancelled
 
 from .. import runtime
 from ..engine import render_camera
 from ..properties import read_stats, store_stats
 from ..splat_object import create_splat_object, is_splat_object, replace_splat_data, scene_from_object, splat_info
+
+# exgs_core.ugc.compress.SCORING_SIZE: the pixel size UGC scores at (not imported: that module needs torch).
+SCORING_SIZE = 192
 
 
 class CompressJob:
@@ -118,7 +121,7 @@ def prepare_job(context: bpy.types.Context, obj: bpy.types.Object) -> CompressJo
 def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: CompressJob, mode: str) -> bpy.types.Object:
     """Put the compressed Gaussians (object space) into a new object or into `obj`; stats on the result."""
     assert job.data is not None and job.stats is not None
-    decoded = decompress(job.data)
+    decoded = decode_exgs(job.data)
     matrix = np.array(obj.matrix_world, dtype=np.float64)
     local = decoded if np.allclose(matrix, np.eye(4), atol=0) else decoded.transformed(np.linalg.inv(matrix))
     source = splat_info(obj)["source_name"] or obj.name
