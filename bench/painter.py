@@ -289,7 +289,8 @@ def plot_curves(runs: list[Run], path: Path) -> None:
     loss_axis.legend(fontsize=7)
     psnr_axis.set_xlabel("training CPU time (min)")
     psnr_axis.set_ylabel("held-out PSNR (dB, eval subset)")
-    psnr_axis.legend(fontsize=7)
+    if psnr_axis.get_legend_handles_labels()[0]:
+        psnr_axis.legend(fontsize=7)
     for axis in (loss_axis, psnr_axis):
         axis.grid(True, alpha=0.3)
     figure.tight_layout()

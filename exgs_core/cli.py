@@ -356,7 +356,7 @@ def run_restore(args: argparse.Namespace) -> None:
     for index, camera in enumerate(progress(cameras, desc="restore", unit="frame")):
         frame = render(scene, camera, background=args.background, sh_degree=args.sh_degree, backend=backend)
         rgb, alpha = frame.rgb.numpy(), frame.alpha.numpy()
-        write_png(out_dir / f"{index:05d}.png", restore(rgb, alpha, painter))
+        write_png(out_dir / f"{index:05d}.png", np.asarray(restore(rgb, alpha, painter)))
         if args.save_raw:
             write_png(out_dir / "raw" / f"{index:05d}.png", rgb)
         if args.save_alpha:

@@ -14,8 +14,8 @@ from PIL import Image
 
 from exgs_core.camera import read_transforms
 from exgs_core.cli import build_parser, main
-from exgs_core.images import read_png, to_uint8
-from exgs_core.io import read_scene, write_scene
+from exgs_core.images import to_uint8
+from exgs_core.io import read_scene
 from exgs_core.painter import __main__ as painter_main
 from exgs_core.painter import weights as weights_module
 from exgs_core.painter.model import GaussPainter, PainterConfig
@@ -48,17 +48,26 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "weights": weights, "cameras": cameras}
 
 
-def test_restore_writes_restored_frames_and_raw_frames_identical_to_render(files, tmp_path, capsys) -> None:
+@pytest.fixture(scope="module")
+def candidate(files) -> Path:
+    """The fox compressed 100x through `exgs compress`, scored from the test cameras (quick at 40x28)."""
+    path = files["root"] / "fox.exgs"
+    assert main(["compress", str(SCENE), "-o", str(path), "--ratio", "100", "--cameras", str(files["cameras"])]) == 0
+    return path
+
+
+def test_restore_writes_restored_frames_and_raw_frames_identical_to_render(files, candidate, tmp_path, capsys
+                                                                           ) -> None:
     out, rendered = tmp_path / "restored", tmp_path / "rendered"
     common = ["--cameras", str(files["cameras"]), "--backend", "torch", "--background", "1,1,1"]
-    assert main(["restore", str(SCENE), *common, "-o", str(out), "--weights", str(files["weights"]),
+    assert main(["restore", str(candidate), *common, "-o", str(out), "--weights", str(files["weights"]),
                  "--save-raw"]) == 0
-    assert main(["render", str(SCENE), *common, "-o", str(rendered)]) == 0
+    assert main(["render", str(candidate), *common, "-o", str(rendered)]) == 0
     names = ["00000.png", "00001.png", "00002.png"]
     assert sorted(p.name for p in out.glob("*.png")) == names
     assert sorted(p.name for p in (out / "raw").glob("*.png")) == names
     painter = load_painter(files["weights"], device="cpu")
-    scene = read_scene(SCENE)
+    scene = read_scene(candidate)
     for name, camera in zip(names, read_transforms(files["cameras"])):
         assert (out / "raw" / name).read_bytes() == (rendered / name).read_bytes()
         frame = render(scene, camera, background=(1, 1, 1), backend="torch")
@@ -119,15 +128,6 @@ def test_restore_without_default_weights_says_what_to_pass(files, tmp_path, caps
     message = _one_line_error(["restore", str(SCENE), "--cameras", str(files["cameras"]), "-o",
                                str(tmp_path / "out")], capsys)
     assert "no default GaussPainter weights" in message and "--weights" in message
-
-
-@pytest.fixture(scope="module")
-def candidate(files) -> Path:
-    """A real candidate file: every third Gaussian of the fox, written as .splat."""
-    scene = read_scene(SCENE)
-    path = files["root"] / "fox_third.splat"
-    write_scene(scene.subset(np.arange(0, len(scene), 3)), path)
-    return path
 
 
 def test_eval_with_weights_adds_restored_columns(files, candidate, tmp_path, capsys) -> None:

@@ -10,8 +10,12 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from exgs_core.errors import ExgsError
+
+if TYPE_CHECKING:
+    from exgs_core.painter.train import TrainSettings
 
 SESSION_END_EXIT = 3  # stopped by the session allowance: run the same command again to resume
 
@@ -82,7 +86,7 @@ def run_pairs(args: argparse.Namespace) -> None:
     print(f"wrote {count} {args.split} pairs of {len(manifest['scenes'])} scenes to {args.out} (manifest.json)")
 
 
-def train_settings(args: argparse.Namespace):
+def train_settings(args: argparse.Namespace) -> TrainSettings:
     """TrainSettings from --settings JSON, overridden by the explicit options."""
     from exgs_core.painter.train import TrainSettings
 
