@@ -71,15 +71,16 @@ def test_fresh_painter_skips_start_closed_and_denoiser_starts_at_identity() -> N
         latent, skips = painter.encode(rgb)
         assert torch.equal(painter.denoise(latent, mask), latent)
         assert torch.allclose(painter.decode(latent, skips, mask, rgb), painter.reconstruct(rgb))
-        # the gate starts mostly closed: close to the raw render, a little towards the VAE's reconstruction
-        g = torch.sigmoid(torch.tensor(GATE_INIT_BIAS))
-        assert torch.allclose(painter(rgb, mask), rgb + g * (painter.reconstruct(rgb) - rgb), atol=1e-6)
+        assert torch.equal(painter(rgb, mask), rgb)  # the residual head starts at zero: raw frames pass unchanged
+        gated = GaussPainter.from_config(replace(TINY, output="gate")).eval()
+        g = torch.sigmoid(torch.tensor(GATE_INIT_BIAS))  # the gate starts nearly closed
+        assert torch.allclose(gated(rgb, mask), rgb + g * (gated.reconstruct(rgb) - rgb), atol=1e-6)
 
 
 def test_skip_paths_carry_full_resolution_detail() -> None:
     """A one-pixel change reaches the output near that pixel through the skips; through the 8x latent alone it
-    is smeared over the whole neighbourhood (the gate, which also passes raw pixels through, is left out)."""
-    painter = _scrambled(GaussPainter.from_config(replace(TINY, gate=False)))
+    is smeared over the whole neighbourhood (the decoded output, as the residual passes raw pixels through)."""
+    painter = _scrambled(GaussPainter.from_config(replace(TINY, output="decoded")))
     rgb, mask = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
     changed = rgb.clone()
     changed[0, :, 9, 9] = 1.0 - changed[0, :, 9, 9]

@@ -348,6 +348,11 @@ def _log(path: Path, record: dict) -> None:
 # --- evaluation ------------------------------------------------------------------------------------------
 
 
+def as_8bit(image: torch.Tensor) -> torch.Tensor:
+    """Restored frames are scored as the 8-bit PNGs `exgs restore` writes (the raw inputs already are 8-bit)."""
+    return torch.round(image * 255.0) / 255.0
+
+
 def _eval_subset(settings: TrainSettings) -> list | None:
     if not settings.eval_data:
         return None
@@ -367,7 +372,7 @@ def _evaluate_subset(model: Restorer, samples: list) -> dict:
         rgb = torch.from_numpy(raw[..., :3].copy()).permute(2, 0, 1)[None].float() / 255.0
         mask = 1.0 - torch.from_numpy(raw[..., 3:].copy()).permute(2, 0, 1)[None].float() / 255.0
         tgt = torch.from_numpy(target.copy()).permute(2, 0, 1)[None].float() / 255.0
-        out = restore_batch(rgb, mask, model)
+        out = as_8bit(restore_batch(rgb, mask, model))
         raw_psnr.append(float(psnr(rgb, tgt)))
         out_psnr.append(float(psnr(out, tgt)))
         raw_ssim.append(float(ssim(rgb, tgt)))
@@ -394,7 +399,7 @@ def evaluate(model: Restorer, data_dir: str | os.PathLike, size: int | None = No
             rgb, mask, tgt = (F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
                               for t in (rgb, mask, tgt))
         start = time.perf_counter()
-        out = restore_batch(rgb, mask, model)
+        out = as_8bit(restore_batch(rgb, mask, model))
         seconds = time.perf_counter() - start
         rows.append({"scene": record["scene"], "ratio": record["target_ratio"], "seconds": seconds,
                      "raw_psnr": float(psnr(rgb, tgt)), "psnr": float(psnr(out, tgt)),
