@@ -52,8 +52,9 @@ def world_color(scene: bpy.types.Scene) -> tuple[float, float, float]:
     if tree is not None:
         for node in tree.nodes:
             if node.type == "BACKGROUND" and not node.inputs["Color"].is_linked:
-                strength = float(node.inputs["Strength"].default_value)
-                return tuple(float(c) * strength for c in node.inputs["Color"].default_value[:3])  # type: ignore
+                color: Any = node.inputs["Color"]
+                strength: Any = node.inputs["Strength"]
+                return tuple(float(c) * float(strength.default_value) for c in color.default_value[:3])  # type: ignore
     return tuple(float(c) for c in world.color[:3])  # type: ignore[return-value]
 
 
@@ -317,14 +318,16 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
             super().__del__()  # type: ignore[misc]
 
     # --- F12 and Render Animation ---
-    def render(self, depsgraph: bpy.types.Depsgraph) -> None:
+    def render(self, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
         scene = depsgraph.scene
+        if scene is None:
+            return
         try:
             camera_object = scene.camera
             if camera_object is None:
                 raise ValueError("the scene has no active camera")
             camera = render_camera(scene, camera_object.evaluated_get(depsgraph))
-            settings = scene.exgs_render
+            settings = scene.exgs_render  # type: ignore[attr-defined]
             rt = runtime.get_runtime()
             self.update_stats("ExGS", "Reading splat objects")
             key = ensure_scene(rt, splat_objects(depsgraph))
@@ -354,7 +357,7 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         for name, pixels in pass_pixels(frame, transparent).items():
             render_pass = layer.passes.find_by_name(name, "")
             if render_pass is not None:
-                render_pass.rect.foreach_set(blender_rows(pixels))
+                render_pass.rect.foreach_set(blender_rows(pixels))  # type: ignore[arg-type]
         self.end_result(result)
 
     def update_render_passes(self, scene: bpy.types.Scene | None = None,
@@ -366,23 +369,23 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
             self.register_pass(scene, renderlayer, "Depth", 1, "Z", "VALUE")
 
     # --- viewport (Rendered shading) ---
-    def view_update(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
+    def view_update(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
         try:
             self._view_key = ensure_scene(runtime.get_runtime(), splat_objects(depsgraph, viewport=True))
         except Exception as error:
             self._view_key = None
             self.report({"ERROR"}, f"ExGS: {error}")
 
-    def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
+    def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
         region, region_3d, scene = context.region, context.region_data, depsgraph.scene
-        if self._view_key is None:
+        if self._view_key is None or region is None or region_3d is None or scene is None:
             return
         try:
             camera = camera_from_matrices(region.width, region.height, np.array(region_3d.window_matrix),
                                           np.array(region_3d.view_matrix))
         except ValueError:
             return  # orthographic view: nothing to draw
-        settings = scene.exgs_render
+        settings = scene.exgs_render  # type: ignore[attr-defined]
         request = ViewRequest(self._view_key, camera, display_background(scene), settings.use_restore,
                               bpy.path.abspath(settings.weights) if settings.weights else None,
                               settings.preview_scale, settings.still_delay)
@@ -417,7 +420,7 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         if self._texture_frame is not frame:
             pixels = blender_rows(linear_rgba(frame.combined, frame.alpha, True))
             h, w = frame.alpha.shape
-            buffer = gpu.types.Buffer("FLOAT", pixels.size, pixels)
+            buffer = gpu.types.Buffer("FLOAT", pixels.size, pixels)  # type: ignore[arg-type]
             self._texture = gpu.types.GPUTexture((w, h), format="RGBA16F", data=buffer)
             self._texture_frame = frame
         gpu.state.blend_set("ALPHA_PREMULT")

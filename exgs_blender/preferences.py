@@ -6,6 +6,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from . import runtime
+from .operators.io import OperatorResult
 
 _info_cache: dict[str, dict] = {}
 
@@ -27,6 +28,8 @@ class EXGS_AP_preferences(bpy.types.AddonPreferences):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        if layout is None:
+            return
         layout.prop(self, "runtime_mode")
         layout.prop(self, "python_path")
         problem = runtime.runtime_problem()
@@ -57,7 +60,7 @@ class EXGS_OT_check_runtime(bpy.types.Operator):
     bl_idname = "exgs.check_runtime"
     bl_label = "Check Runtime"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         try:
             _info_cache["info"] = runtime.get_runtime().info()
         except Exception as error:  # any failure is reported to the user in one line
@@ -74,7 +77,7 @@ class EXGS_OT_setup_runtime(bpy.types.Operator):
     bl_idname = "exgs.setup_runtime"
     bl_label = "Set Up Runtime"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         runtime.start_setup()
         self.report({"INFO"}, runtime.setup_status()["message"])
         return {"FINISHED"}

@@ -65,7 +65,7 @@ def write_message(stream: IO[bytes], header: dict, arrays: dict[str, np.ndarray]
                                    for n, a in arrays.items()]}
     stream.write(json.dumps(header).encode("utf-8") + b"\n")
     for array in arrays.values():
-        stream.write(memoryview(array).cast("B"))
+        stream.write(array.data.cast("B"))
     stream.flush()
 
 
@@ -109,7 +109,8 @@ def scene_arrays(scene: GaussianScene) -> dict[str, np.ndarray]:
 
 
 def scene_from_arrays(arrays: dict[str, np.ndarray], metadata: dict | None = None) -> GaussianScene:
-    return GaussianScene(*(arrays[name] for name in _SCENE_FIELDS), metadata=dict(metadata or {}))
+    return GaussianScene(arrays["means"], arrays["quats"], arrays["log_scales"], arrays["opacity_logits"],
+                         arrays["sh"], dict(metadata or {}))
 
 
 # --- the computation itself (needs torch and numba) -------------------------------------------------------

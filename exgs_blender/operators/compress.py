@@ -20,6 +20,7 @@ from exgs_core.io.exgs import decode_exgs
 from exgs_core.worker import Cancelled
 
 from .. import runtime
+from .io import OperatorResult
 from ..engine import render_camera
 from ..properties import read_stats, store_stats
 from ..splat_object import create_splat_object, is_splat_object, replace_splat_data, scene_from_object, splat_info
@@ -91,7 +92,7 @@ def _scoring_size(camera: Camera) -> Camera:
 def scoring_cameras(context: bpy.types.Context, views: str, path_views: int) -> list[Camera] | None:
     """World-space scoring views: None for the automatic orbit, the scene's cameras, or the active camera's path."""
     scene = context.scene
-    if views == "AUTO":
+    if views == "AUTO" or scene is None:
         return None
     if views == "CAMERAS":
         objects = [o for o in scene.objects if o.type == "CAMERA" and o.data.type == "PERSP"]
@@ -170,6 +171,8 @@ class EXGS_OT_compress(bpy.types.Operator):
 
     def _start(self, context: bpy.types.Context) -> CompressJob | None:
         obj = context.active_object
+        if obj is None:
+            return None
         try:
             job = prepare_job(context, obj)
         except Exception as error:  # missing runtime, bad transform, no camera: one line for the user
@@ -178,14 +181,14 @@ class EXGS_OT_compress(bpy.types.Operator):
         self._object_name = obj.name
         return job
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         job = self._start(context)
         if job is None:
             return {"CANCELLED"}
         job.run()
         return self._finish(context, job)
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> OperatorResult:
         if bpy.app.background:
             return self.execute(context)
         job = self._start(context)
@@ -201,7 +204,7 @@ class EXGS_OT_compress(bpy.types.Operator):
         window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> OperatorResult:
         job = self._job
         assert job is not None
         if event.type == "ESC" and not job.cancelled:
@@ -227,7 +230,7 @@ class EXGS_OT_compress(bpy.types.Operator):
         settings = context.scene.exgs_compress
         settings.running, settings.progress = False, 0.0
 
-    def _finish(self, context: bpy.types.Context, job: CompressJob) -> set[str]:
+    def _finish(self, context: bpy.types.Context, job: CompressJob) -> OperatorResult:
         settings = context.scene.exgs_compress
         obj = bpy.data.objects.get(self._object_name)
         if job.cancelled or job.error or obj is None:

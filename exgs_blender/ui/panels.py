@@ -33,7 +33,9 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout, settings, obj = self.layout, context.scene.exgs_compress, context.active_object
-        if not is_splat_object(obj):
+        if layout is None:
+            return
+        if obj is None or not is_splat_object(obj):
             layout.label(text="Select a splat object", icon="INFO")
             layout.label(text="File > Import > Gaussian Splats")
             return
@@ -87,6 +89,8 @@ class RENDER_PT_exgs(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout, settings, scene = self.layout, context.scene.exgs_render, context.scene
+        if layout is None or scene is None:
+            return
         layout.use_property_split = True
         _runtime_line(layout)
         layout.prop(settings, "use_restore")
