@@ -149,13 +149,16 @@ def test_eval_with_weights_adds_restored_columns(files, candidate, tmp_path, cap
     assert "restored: PSNR" in capsys.readouterr().out
 
 
-def test_eval_without_weights_skips_restoration_in_one_line(files, candidate, tmp_path, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize("why", ["no default weights", "--no-restore"])
+def test_eval_without_weights_skips_restoration_in_one_line(files, candidate, tmp_path, capsys, monkeypatch,
+                                                            why) -> None:
     monkeypatch.setattr(weights_module, "DEFAULT_WEIGHTS", tmp_path / "not_installed")
     report = tmp_path / "report"
+    extra = ["--no-restore"] if why == "--no-restore" else []
     assert main(["eval", str(SCENE), str(candidate), "--cameras", str(files["cameras"]), "-o", str(report),
-                 "--backend", "torch"]) == 0
+                 "--backend", "torch", *extra]) == 0
     skipped = [line for line in capsys.readouterr().out.splitlines() if "restoration skipped" in line]
-    assert len(skipped) == 1 and "--weights" in skipped[0]
+    assert len(skipped) == 1 and ("--weights" if why == "no default weights" else "--no-restore") in skipped[0]
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["candidates"][0]["restored_psnr"] is None
     with Image.open(report / "grid.png") as grid:
