@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import bpy
@@ -210,6 +210,7 @@ class ViewRequest:
     weights: str | None
     preview_scale: float
     still_delay: float
+    scene: GaussianScene | None = field(default=None, compare=False)  # sent to the runtime when it lacks `key`
 
 
 class ViewportRenderer:
@@ -274,6 +275,8 @@ class ViewportRenderer:
         while (request := self._next()) is not None:
             try:
                 rt = self._get_runtime()
+                if request.scene is not None and not rt.has_scene(request.key):
+                    rt.load_scene(request.key, request.scene)
                 preview = self._latest is None or self._latest[0] != request
                 if preview and request.preview_scale < 1.0:
                     camera = request.camera.scaled(request.preview_scale)
@@ -306,6 +309,7 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         super().__init__(*args, **kwargs)
         self._viewport: ViewportRenderer | None = None
         self._view_key: str | None = None
+        self._view_scene: GaussianScene | None = None
         self._frame_ready = False
         self._texture: Any = None
         self._texture_frame: Any = None
@@ -371,10 +375,11 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
     # --- viewport (Rendered shading) ---
     def view_update(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
         try:
-            self._view_key = ensure_scene(runtime.get_runtime(), splat_objects(depsgraph, viewport=True))
+            found = world_scene(splat_objects(depsgraph, viewport=True))
         except Exception as error:
-            self._view_key = None
+            found = None
             self.report({"ERROR"}, f"ExGS: {error}")
+        self._view_key, self._view_scene = found if found is not None else (None, None)
 
     def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
         region, region_3d, scene = context.region, context.region_data, depsgraph.scene
@@ -388,7 +393,7 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         settings = scene.exgs_render  # type: ignore[attr-defined]
         request = ViewRequest(self._view_key, camera, display_background(scene), settings.use_restore,
                               bpy.path.abspath(settings.weights) if settings.weights else None,
-                              settings.preview_scale, settings.still_delay)
+                              settings.preview_scale, settings.still_delay, self._view_scene)
         self._viewport_renderer().request(request)
         latest = self._viewport.latest() if self._viewport is not None else None
         if latest is not None:

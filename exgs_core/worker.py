@@ -200,8 +200,9 @@ class InProcessRuntime:
         return key in self._scenes
 
     def load_scene(self, key: str, scene: GaussianScene) -> None:
-        with self._lock:
-            self._scenes = {key: scene}
+        with self._lock:  # keeps the previous scene too: F12 and the viewport may alternate between two
+            self._scenes = {k: v for k, v in list(self._scenes.items())[-1:] if k != key}
+            self._scenes[key] = scene
 
     def render(self, key: str, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
                restore: bool = False, weights: str | None = None) -> Frame:

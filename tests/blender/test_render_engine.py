@@ -3,8 +3,8 @@
 One Blender process imports a real scene with the operator, renders it with F12, compresses it with the
 operator (after a cancelled compress job that must leave it untouched), renders again and saves the .blend.
 The renders must match exgs_core's own render of the same camera; a fresh process reloads the .blend and must
-render identically; another renders a two-frame camera animation, GaussPainter restoration from a weights
-folder, and the viewport's frame computation.
+render identically and then renders two frames of an animated camera and object (test_runtime_blender.py
+covers restoration, the worker inside Blender and the viewport's frame computation).
 """
 
 from __future__ import annotations
@@ -210,17 +210,24 @@ def test_reload_renders_identically_and_animation(session: dict, blender_extensi
             cam.matrix_world = Matrix(matrix)
             cam.keyframe_insert("location", frame=frame)
             cam.keyframe_insert("rotation_euler", frame=frame)
+        # The object moves too: frame 2 is rendered with its evaluated transform.
+        obj = [o for o in scene.objects if splat_object.is_splat_object(o) and not o.hide_render][0]
+        obj.keyframe_insert("location", frame=1)
+        obj.location.x += args["shift"]
+        obj.keyframe_insert("location", frame=2)
         scene.frame_start, scene.frame_end = 1, 2
         scene.render.filepath = args["dir"] + "/anim_"
         assert bpy.ops.render.render(animation=True) == {"FINISHED"}
     """), blender_extension, args={"dir": str(tmp), "camera": CAMERA, "world": list(WORLD),
-                                   "matrices": [m.tolist() for m in matrices]})
+                                   "matrices": [m.tolist() for m in matrices], "shift": 0.1})
     first, again = read_exr(tmp / "compressed.exr"), read_exr(tmp / "reloaded.exr")
     assert first.keys() == again.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], again[name], err_msg=name)
     compressed = _load(tmp / "compressed.npz")
     frames = [tmp / "anim_0001.exr", tmp / "anim_0002.exr"]
-    for path, matrix in zip(frames, matrices):
-        _assert_matches(path, compressed, matrix)
+    moved = np.eye(4)
+    moved[0, 3] = 0.1
+    for path, matrix, scene in zip(frames, matrices, (compressed, compressed.transformed(moved))):
+        _assert_matches(path, scene, matrix)
     assert _psnr(read_exr(frames[0])["ViewLayer.ExGS Raw.G"], read_exr(frames[1])["ViewLayer.ExGS Raw.G"]) < 30

@@ -99,10 +99,11 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         view_camera = engine.camera_from_matrices(w, h, projection, np.array(cam.matrix_world.inverted()))
         result["same_camera"] = view_camera.isclose(engine.render_camera(scene, cam), atol=1e-3)
         rt = runtime.get_runtime()
-        key = engine.ensure_scene(rt, engine.splat_objects(depsgraph, viewport=True))
+        objects = engine.splat_objects(depsgraph, viewport=True)
+        key, world = engine.world_scene(objects)
         published = []
         renderer = engine.ViewportRenderer(runtime.get_runtime, lambda: published.append(renderer.latest()[2]))
-        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), False, None, 0.5, 0.05))
+        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), False, None, 0.5, 0.05, world))
         assert renderer.wait_final(120), renderer.error
         renderer.stop()
         result["published"] = published
@@ -110,6 +111,14 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         direct = rt.render(key, view_camera, (0.1, 0.2, 0.3))
         result["viewport_shape"] = list(frame.raw.shape)
         result["viewport_equal"] = bool(np.array_equal(frame.raw, direct.raw))
+
+        # Per-object cache: unchanged data is not read again; new data is.
+        obj = objects[0].original
+        cached = engine._object_cache[obj.name_full].local
+        result["cache_kept"] = engine.world_scene(objects)[0] == key and engine._object_cache[obj.name_full].local is cached
+        splat_object.replace_splat_data(obj, splat_object.scene_from_object(obj, world_space=False).subset(slice(0, 100)))
+        new_key, new_world = engine.world_scene(engine.splat_objects(bpy.context.evaluated_depsgraph_get()))
+        result["cache_refreshed"] = new_key != key and len(new_world) == 100
     """), blender_extension,
         args={"source": str(small_splat), "dir": str(tmp_path), "camera": CAMERA, "world": list(WORLD),
               "matrix": matrix.tolist(), "weights": str(tmp_path / "weights")})
@@ -124,3 +133,4 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
     assert out["same_camera"]
     assert out["published"][0] is False and out["published"][-1] is True  # quick raw frame first, then full
     assert out["viewport_shape"] == [64, 96, 3] and out["viewport_equal"]
+    assert out["cache_kept"] and out["cache_refreshed"]
