@@ -106,7 +106,9 @@ class RENDER_PT_exgs(bpy.types.Panel):
         layout.separator()
         layout.prop(settings, "preview_scale")
         layout.prop(settings, "still_delay")
-        layout.label(text="Passes: Combined, ExGS Raw, ExGS Alpha, Depth (View Layer > Z)")
+        if context.view_layer is not None:
+            layout.prop(context.view_layer, "use_pass_z", text="Depth Pass")
+        layout.label(text="Passes: Combined (restored), ExGS Raw, ExGS Alpha, Depth")
 
 
 def _background_node(world: bpy.types.World | None) -> bpy.types.Node | None:
