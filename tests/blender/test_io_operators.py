@@ -15,7 +15,7 @@ from exgs_core.scene import GaussianScene
 from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR, requires_data
 
-SH3_PLY = SCENES_DIR / "gs3d_lod1_tile_0_0.5x.ply"  # 14k Gaussians, SH degree 3
+SH_PLY = SCENES_DIR / "pcengine_playbot_3_0.inria.ply"  # 31k Gaussians, SH degree 2 with non-zero bands
 SOG_FOLDER = SCENES_DIR / "pcengine_playbot_3_0"
 SMALL_SPLAT = MESH2SPLAT_DIR / "spot.splat"
 # -Y up in the file becomes +Z in Blender: a -90 degree rotation about X.
@@ -56,8 +56,8 @@ def _aligned_quats(quats: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 @requires_data
 def test_import_export_save_reload(blender_extension: InstalledExtension, tmp_path: Path) -> None:
-    source = tmp_path / SH3_PLY.name
-    shutil.copyfile(SH3_PLY, source)
+    source = tmp_path / SH_PLY.name
+    shutil.copyfile(SH_PLY, source)
     out = run_blender(
         SAVE_OBJECTS
         + dedent(
@@ -83,7 +83,7 @@ def test_import_export_save_reload(blender_extension: InstalledExtension, tmp_pa
     )
     assert out["import"] == ["FINISHED"] and out["objects"] == [source.stem] == [out["active"]]
     assert out["modifiers"] == ["NODES"]
-    reference = read_scene(SH3_PLY)
+    reference = read_scene(SH_PLY)
     # The display: one tetrahedron per Gaussian, coloured by the active colour attribute.
     assert out["display_faces"] == 4 * len(reference) and out["display_color"] == "exgs_color"
     imported = _saved(tmp_path / "imported.npz", source.stem)
@@ -92,7 +92,7 @@ def test_import_export_save_reload(blender_extension: InstalledExtension, tmp_pa
 
     # Export with the default -Y up undoes the import rotation: the file's own coordinates come back.
     ply = read_scene(tmp_path / "out.ply")
-    assert ply.sh_degree == 3 and len(ply) == len(reference)
+    assert ply.sh_degree == 2 and len(ply) == len(reference)
     np.testing.assert_allclose(ply.means, reference.means, atol=1e-5)
     np.testing.assert_allclose(ply.sh, reference.sh, atol=1e-5)
     np.testing.assert_allclose(ply.log_scales, reference.log_scales, atol=1e-6)
@@ -133,7 +133,7 @@ def test_import_export_save_reload(blender_extension: InstalledExtension, tmp_pa
 @requires_data
 def test_broken_files_leave_the_scene_unchanged(blender_extension: InstalledExtension, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.ply"
-    truncated.write_bytes(SH3_PLY.read_bytes()[:5000])
+    truncated.write_bytes(SH_PLY.read_bytes()[:5000])
     good = tmp_path / "good.splat"
     shutil.copyfile(SMALL_SPLAT, good)
     out = run_blender(

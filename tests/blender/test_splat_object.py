@@ -1,0 +1,66 @@
+"""The splat object contract (exgs_blender.splat_object) inside real Blender: world space, replace, info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exgs_core.io import read_scene
+from tests.blender.blender_runner import InstalledExtension, run_blender
+from tests.conftest import SCENES_DIR, requires_data
+
+SH_PLY = SCENES_DIR / "pcengine_playbot_3_0.inria.ply"  # 31k Gaussians, SH degree 2, non-zero bands
+
+
+@requires_data
+def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp_path: Path) -> None:
+    out = run_blender(
+        """
+        import numpy as np
+        from bl_ext.user_default.exgs.exgs_blender import splat_object as so
+        from exgs_core.io import read_scene
+
+        scene = read_scene(args["ply"])
+        obj = so.create_splat_object(scene, "Splat")
+        obj.location, obj.rotation_euler, obj.scale = (1.0, -2.0, 0.5), (0.4, -0.3, 1.2), (1.5, 1.5, 1.5)
+        bpy.context.view_layer.update()
+        world = so.scene_from_object(obj)
+        np.savez(args["out"], matrix=np.array(obj.matrix_world), means=world.means, quats=world.quats,
+                 log_scales=world.log_scales, sh=world.sh)
+        result["info"] = so.splat_info(obj)
+        result["not_splat"] = [so.is_splat_object(None), so.is_splat_object(bpy.data.objects["Camera"])]
+        obj.scale = (1.0, 2.0, 1.0)
+        bpy.context.view_layer.update()
+        try:
+            so.scene_from_object(obj)
+            result["non_uniform"] = ""
+        except ValueError as error:
+            result["non_uniform"] = str(error)
+        material = obj.data.materials[0].name
+        so.replace_splat_data(obj, scene.subset(slice(0, 500)).with_sh_degree(1))
+        small = so.scene_from_object(obj, world_space=False)
+        result["replaced"] = [obj.name, len(small), small.sh_degree, obj.data.materials[0].name == material,
+                              tuple(round(v, 6) for v in obj.scale), so.splat_info(obj)["count"],
+                              sorted(a.name for a in obj.data.attributes if a.name.startswith("f_rest")) ]
+        result["same_data"] = bool(np.array_equal(small.sh, scene.subset(slice(0, 500)).with_sh_degree(1).sh))
+        """,
+        blender_extension,
+        args={"ply": str(SH_PLY), "out": str(tmp_path / "world.npz")},
+    )
+    reference = read_scene(SH_PLY)
+    with np.load(tmp_path / "world.npz") as saved:
+        expected = reference.transformed(saved["matrix"])
+        np.testing.assert_allclose(saved["means"], expected.means, atol=1e-5)
+        np.testing.assert_allclose(saved["log_scales"], expected.log_scales, atol=1e-6)
+        np.testing.assert_allclose(saved["quats"], expected.quats, atol=1e-6)
+        np.testing.assert_allclose(saved["sh"], expected.sh, atol=1e-5)
+        assert not np.allclose(saved["sh"][:, 1:], reference.sh[:, 1:], atol=1e-3), "SH must rotate with the object"
+    assert out["info"] == {"count": len(reference), "sh_degree": 2, "source_name": SH_PLY.name,
+                           "source_bytes": SH_PLY.stat().st_size}
+    assert out["not_splat"] == [False, False]
+    assert "'Splat'" in out["non_uniform"] and "scale" in out["non_uniform"]
+    name, count, degree, same_material, scale, info_count, rest = out["replaced"]
+    assert [name, count, degree, same_material, scale, info_count] == ["Splat", 500, 1, True, [1.0, 2.0, 1.0], 500]
+    assert rest == sorted(f"f_rest_{i}" for i in range(9)), "attributes of the old SH degree must go"
+    assert out["same_data"]
