@@ -161,3 +161,11 @@ def test_baseline_trains_in_one_stage(pairs: Path, tmp_path: Path) -> None:
     weights = train(pairs, tmp_path / "baseline", settings)
     assert type(load_painter(weights, device="cpu")).__name__ == "PixelUNet"
     assert load_checkpoint(tmp_path / "baseline")[2].stage == "pixel"
+
+
+def test_crops_are_cut_to_the_model_grid_when_pairs_are_smaller_than_the_crop(pairs: Path) -> None:
+    bank = PairBank(pairs, "train")  # 40 px pairs, a 128 px crop, a 32 px model grid
+    rgb, mask, target = bank.batch(np.random.default_rng(0), 3, crop=128, multiple=32)
+    assert rgb.shape == (3, 3, 32, 32) and mask.shape == (3, 1, 32, 32) and target.shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match="smaller than the model's 64 px grid"):
+        bank.batch(np.random.default_rng(0), 1, crop=128, multiple=64)

@@ -97,16 +97,22 @@ class PairBank:
     def __len__(self) -> int:
         return len(self.records)
 
-    def batch(self, rng: np.random.Generator, size: int, crop: int, hard_fraction: float = 0.0
+    def batch(self, rng: np.random.Generator, size: int, crop: int, hard_fraction: float = 0.0, multiple: int = 1
               ) -> tuple[torch.Tensor, ...]:
-        """(rgb, mask, target) float tensors (B, C, crop, crop); a `hard_fraction` of draws weighted by raw error."""
+        """(rgb, mask, target) float tensors (B, C, c, c); a `hard_fraction` of draws weighted by raw error.
+
+        c is `crop`, or less for smaller pairs, rounded down to a multiple of `multiple` (the model's grid).
+        """
         raws, targets = [], []
         uniform = rng.integers(0, len(self), size)
         hard = rng.choice(len(self), size=size, p=self.hard_weights)
         for index in np.where(rng.uniform(size=size) < hard_fraction, hard, uniform):
             raw, target = self.inputs[index], self.targets[index]
             h, w = raw.shape[:2]
-            c = min(crop, h, w)
+            c = min(crop, h, w) // multiple * multiple
+            if c == 0:
+                raise ValueError(f"{self.records[index]['input']}: {w}x{h} pairs are smaller than the model's "
+                                 f"{multiple} px grid; make pairs with a larger --size")
             y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
             pair = np.concatenate([raw[y:y + c, x:x + c], target[y:y + c, x:x + c]], axis=2)
             pair = np.rot90(pair, int(rng.integers(0, 4)))
@@ -283,6 +289,7 @@ def _run_stage(model: Restorer, optimizer_state: dict | None, state: Progress, b
         optimizer.load_state_dict(optimizer_state)
     model.train()
     model, optimizer = accelerator.prepare(model, optimizer)
+    model_grid = accelerator.unwrap_model(model).pad_multiple
     last_save = time.monotonic()
     cpu_mark = time.process_time()
     bar = progress(range(state.step, max_steps), desc=f"{settings.model}:{stage}", unit="step", total=max_steps)
@@ -298,7 +305,8 @@ def _run_stage(model: Restorer, optimizer_state: dict | None, state: Progress, b
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, step, fraction)
         rng = np.random.default_rng([settings.seed, state.stage_index, step, accelerator.process_index])
-        batch = [t.to(accelerator.device) for t in bank.batch(rng, settings.batch_size, settings.crop, settings.hard_fraction)]
+        batch = [t.to(accelerator.device) for t in bank.batch(rng, settings.batch_size, settings.crop, settings.hard_fraction,
+                                                                  model_grid)]
         wall = time.perf_counter()
         with accelerator.autocast():
             loss, parts = stage_loss(model, accelerator.unwrap_model(model), stage, batch, settings)
