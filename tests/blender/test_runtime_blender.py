@@ -54,6 +54,15 @@ def test_without_torch_then_worker(blender_extension: InstalledExtension, small_
         scene.exgs_compress.target, scene.exgs_compress.keep, scene.exgs_compress.views = "KEEP", 0.5, "CAMERAS"
         result["compress"] = sorted(bpy.ops.exgs.compress())
         result["count"] = splat_object.splat_info(bpy.context.active_object)["count"]
+        # Again, in place and scored along the active camera's path (frames 1-3, 2 sampled views).
+        compressed, objects_before = bpy.context.active_object, len(bpy.data.objects)
+        scene.frame_start, scene.frame_end = 1, 3
+        s = scene.exgs_compress
+        s.views, s.path_views, s.result = "ACTIVE_PATH", 2, "REPLACE"
+        result["replace"] = sorted(bpy.ops.exgs.compress())
+        result["replaced"] = (bpy.context.active_object == compressed, len(bpy.data.objects) == objects_before,
+                              splat_object.splat_info(compressed)["count"])
+        result["replace_stats"] = json.loads(compressed["exgs_compression"])
         runtime.shutdown()
     """), blender_extension, block_heavy=True,
         args={"source": str(small_splat), "dir": str(tmp_path), "camera": CAMERA, "world": list(WORLD),
@@ -66,6 +75,8 @@ def test_without_torch_then_worker(blender_extension: InstalledExtension, small_
     expected = _expected(scene, matrix)
     assert _psnr(_srgb(_pass(channels, "ExGS Raw", "RGB")), expected.rgb.numpy()) >= 40
     assert out["compress"] == ["FINISHED"] and out["count"] == 750
+    assert out["replace"] == ["FINISHED"] and out["replaced"] == [True, True, 375]
+    assert out["replace_stats"]["scoring_views"] == 2 and out["replace_stats"]["gaussians_before"] == 750
 
 
 def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, small_splat: Path,
