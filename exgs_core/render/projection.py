@@ -1,7 +1,8 @@
 """EWA projection of 3D Gaussians to the image plane, and their tile intersections.
 
-Same maths and float32 operations as gsplat's `_fully_fused_projection` and `_isect_tiles` (pinhole camera),
-vectorised; tests compare against those references. With `opacities` given, the screen-space box is the
+Same maths as gsplat's `_fully_fused_projection` and `_isect_tiles` (pinhole camera), one numba pass per
+Gaussian (float64 inside, so conics of thin Gaussians are a little more exact than gsplat's float32) and a
+counting sort for the intersections; tests compare against those references. With `opacities` given, the screen-space box is the
 opacity-aware one of gsplat's CUDA kernel (same pixels above the 1/255 alpha threshold, fewer tiles).
 """
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from exgs_core.render import cpu_kernels
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 TILE_SIZE = 16
@@ -52,7 +56,37 @@ def project(
     far_plane: float = 1e10,
     opacities: torch.Tensor | None = None,
 ) -> Projection:
-    """Project Gaussians (N,3 means, N,3,3 covariances) through a pinhole camera (4x4 world-to-camera, 3x3 K)."""
+    """Project Gaussians (N,3 means, N,3,3 covariances) through a pinhole camera (4x4 world-to-camera, 3x3 K).
+
+    Computed per Gaussian by a numba kernel (float64 inside, float32 out); `project_reference` is the same
+    maths as tensor operations, kept as the readable statement of it.
+    """
+    means2d, conics, depths, radii = cpu_kernels.project_gaussians(
+        _as_array(means, (-1, 3)), _as_array(covars, (-1, 3, 3)), viewmat.detach().double().numpy(),
+        K.detach().double().numpy(), width, height, eps2d, near_plane, far_plane,
+        _as_array(opacities, (-1,)) if opacities is not None else np.zeros(0, np.float32), ALPHA_THRESHOLD,
+    )
+    return Projection(torch.from_numpy(means2d), torch.from_numpy(conics), torch.from_numpy(depths),
+                      torch.from_numpy(radii))
+
+
+def _as_array(t: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().reshape(shape).numpy(), dtype=np.float32)
+
+
+def project_reference(
+    means: torch.Tensor,
+    covars: torch.Tensor,
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    opacities: torch.Tensor | None = None,
+) -> Projection:
+    """project() as tensor operations, in gsplat's float32 order."""
     rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
     means_c = means @ rotation.T + translation
     covars_c = torch.einsum("ij,njk,lk->nil", rotation, covars, rotation)
@@ -130,22 +164,13 @@ def intersect_tiles(
     limits = torch.tensor([tiles_x, tiles_y], dtype=torch.int32)
     lo = torch.minimum(lo.clamp(min=0), limits)
     hi = torch.minimum(hi.clamp(min=0), limits)
-    span = (hi - lo).long()
-    counts = span[:, 0] * span[:, 1] * (radii > 0).all(dim=-1)
-
-    gaussian_ids = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    first = torch.cumsum(counts, 0) - counts
-    local = torch.arange(len(gaussian_ids)) - first[gaussian_ids]
-    span_x = span[gaussian_ids, 0]
-    tile_x = lo[gaussian_ids, 0].long() + local % span_x
-    tile_y = lo[gaussian_ids, 1].long() + local // span_x
-    tile_ids = tile_y * tiles_x + tile_x
-
-    depth_bits = depths.contiguous().view(torch.int32).long() & 0xFFFFFFFF
-    keys = (tile_ids << 32) | depth_bits[gaussian_ids]
-    isect_ids, order = torch.sort(keys, stable=True)
-    flatten_ids = gaussian_ids[order]
-    per_tile = torch.bincount(isect_ids >> 32, minlength=tiles_x * tiles_y)
-    tile_offsets = torch.zeros(tiles_x * tiles_y + 1, dtype=torch.int64)
-    tile_offsets[1:] = torch.cumsum(per_tile, 0)
+    hi = torch.where((radii > 0).all(dim=-1, keepdim=True), hi, lo)  # no tiles for a culled Gaussian
+    signed_bits = depths.contiguous().view(torch.int32)
+    depth_bits = signed_bits.numpy().astype(np.int64) & 0xFFFFFFFF
+    # Stable sort by the depth bits (as unsigned: flipping the sign bit maps that order onto int32's; torch
+    # radix-sorts int32), then a stable counting sort by tile: gsplat's (tile, depth) key order with ties
+    # kept in index order, as one stable sort of the keys would give.
+    order = torch.sort(signed_bits ^ torch.tensor(-(2**31), dtype=torch.int32), stable=True).indices.numpy()
+    isect_ids, flatten_ids, tile_offsets = (torch.from_numpy(a) for a in cpu_kernels.bin_tiles(
+        lo.numpy(), hi.numpy(), order, depth_bits, tiles_x, tiles_x * tiles_y))
     return TileIntersections(isect_ids, flatten_ids, tile_offsets, tiles_x, tiles_y)

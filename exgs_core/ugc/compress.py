@@ -18,7 +18,7 @@ from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, encode_exgs
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.amplify import Amplification, amplify
-from exgs_core.ugc.sampling import local_prune_ratio, voxel_sample, voxel_size_for
+from exgs_core.ugc.sampling import VoxelGrid, voxel_size_for
 from exgs_core.ugc.significance import significance
 
 INRIA_BYTES_PER_GAUSSIAN = 248  # x y z, normals, f_dc, 45 f_rest, opacity, 3 scales, 4 rotations; float32
@@ -160,7 +160,7 @@ class _Encoder:
                  cameras: Sequence):
         self.scene, self.scores, self.settings, self.target = scene, scores, settings, target
         self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
-        self.voxel_sizes: dict[float, float] = {}
+        self.grids: dict[float, VoxelGrid] = {}  # per voxel coverage; the voxel size is fixed at the first K
         self.coverage = settings.voxel_coverage
         self.proportional = settings.voxel_proportional
         # Amplification is tried on and off when it is enabled and the sampling is chosen by measurement.
@@ -204,20 +204,20 @@ class _Encoder:
         keep = self._voxel_keep(count, self.coverage, self.proportional)
         return self._kept(keep, self.amplified, self.coverage, count)
 
-    def _voxel_size(self, coverage: float, count: int) -> float:
-        if coverage not in self.voxel_sizes:
-            self.voxel_sizes[coverage] = voxel_size_for(self.scene.means, max(1, int(coverage * count)))
-        return self.voxel_sizes[coverage]
+    def _grid(self, coverage: float, count: int) -> VoxelGrid:
+        if coverage not in self.grids:
+            size = voxel_size_for(self.scene.means, max(1, int(coverage * count)))
+            self.grids[coverage] = VoxelGrid(self.scene.means, self.scores, size)
+        return self.grids[coverage]
 
     def _voxel_keep(self, count: int, coverage: float, proportional: float) -> np.ndarray:
-        return voxel_sample(self.scene.means, self.scores, count, voxel_size=self._voxel_size(coverage, count),
-                            proportional=proportional).keep
+        return self._grid(coverage, count).sample(count, proportional=proportional).keep
 
     def _kept(self, keep: np.ndarray, amplified: bool, coverage: float, count: int
               ) -> tuple[np.ndarray, GaussianScene]:
         kept_scene = self.scene.subset(keep)
         if amplified:
-            ratio = local_prune_ratio(self.scene.means, keep, self._voxel_size(coverage, count))
+            ratio = self._grid(coverage, count).prune_ratio(keep)
             kept_scene = amplify(kept_scene, ratio, self.settings.amplification)
         return keep, kept_scene
 
@@ -235,11 +235,16 @@ class _Encoder:
 
         references = [render(self.scene, c, backend="torch").rgb for c in self.check_cameras]
 
+        errors: dict[tuple[tuple[float, float], bool], float] = {}
+
         def error(option: tuple[tuple[float, float], bool]) -> float:
-            (coverage, proportional), amplified = option
-            _, candidate = self._kept(self._voxel_keep(count, coverage, proportional), amplified, coverage, count)
-            return sum(float(((render(candidate, c, backend="torch").rgb - ref) ** 2).mean())
-                       for c, ref in zip(self.check_cameras, references))
+            if option not in errors:
+                (coverage, proportional), amplified = option
+                keep = self._voxel_keep(count, coverage, proportional)
+                _, candidate = self._kept(keep, amplified, coverage, count)
+                errors[option] = sum(float(((render(candidate, c, backend="torch").rgb - ref) ** 2).mean())
+                                     for c, ref in zip(self.check_cameras, references))
+            return errors[option]
 
         best = min(((option, amplify_option) for option in SAMPLING_CANDIDATES), key=error)
         if amplify_option:

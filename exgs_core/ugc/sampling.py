@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 _CELL_OFFSET = 1 << 20  # cells span [-2^20, 2^20) voxels around the scene's corner
@@ -40,9 +41,25 @@ def _origin(means: np.ndarray) -> np.ndarray:
 
 
 def _cell_keys(means: np.ndarray, origin: np.ndarray, voxel_size: float) -> np.ndarray:
-    cells = np.floor((means - origin) / voxel_size) + _CELL_OFFSET
-    cells = np.clip(cells, 0, 2 * _CELL_OFFSET - 1).astype(np.int64)
-    return (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+    return _cell_keys_kernel(np.ascontiguousarray(means), np.asarray(origin, np.float64), float(voxel_size))
+
+
+@numba.njit(cache=True)
+def _cell_keys_kernel(means, origin, voxel_size):
+    """floor((means - origin) / voxel_size) + offset, clipped, packed 21 bits per axis into one int64 key.
+
+    numpy's float64 steps one point at a time (the array expression makes several (N, 3) temporaries and
+    took most of the time of a unique-count on 1.5M Gaussians).
+    """
+    keys = np.empty(len(means), np.int64)
+    top = 2.0 * _CELL_OFFSET - 1.0
+    for i in range(len(means)):
+        key = 0
+        for axis in range(3):
+            cell = np.floor((np.float64(means[i, axis]) - origin[axis]) / voxel_size) + _CELL_OFFSET
+            key = (key << 21) | np.int64(min(max(cell, 0.0), top))
+        keys[i] = key
+    return keys
 
 
 def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 16) -> float:
@@ -61,6 +78,52 @@ def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 16
     return float(np.exp(large))
 
 
+class VoxelGrid:
+    """Gaussians binned into voxels of one size, with their rank by score inside their voxel.
+
+    Binning and ranking cost a sort each; build one grid per voxel size and sample from it many times.
+    """
+
+    def __init__(self, means: np.ndarray, scores: np.ndarray, voxel_size: float):
+        self.means, self.scores, self.voxel_size = means, scores, float(voxel_size)
+        self.voxel_of, self.counts = voxel_keys(means, voxel_size)
+        self.best_first = np.argsort(-scores, kind="stable")
+        self.rank = _rank_within_voxel(self.voxel_of, self.best_first)
+
+    def sample(self, keep_count: int, min_points: int = 2, proportional: float = 1.0) -> VoxelSample:
+        """Indices of exactly `keep_count` Gaussians (see voxel_sample)."""
+        n, counts, voxel_of = len(self.means), self.counts, self.voxel_of
+        if not 0 < keep_count <= n:
+            raise ValueError(f"keep_count must be in 1..{n}, got {keep_count}")
+
+        def kept_per_voxel(rho: float) -> np.ndarray:
+            k = np.floor(counts * rho).astype(np.int64)
+            return np.where(counts >= min_points, np.maximum(k, 1), k)
+
+        budget = max(int(proportional * keep_count), int(kept_per_voxel(0.0).sum()))
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            middle = 0.5 * (lo + hi)
+            if kept_per_voxel(middle).sum() <= budget:
+                lo = middle
+            else:
+                hi = middle
+        per_voxel = kept_per_voxel(lo)
+        if per_voxel.sum() > keep_count:
+            per_voxel = _best_voxels_only(voxel_of, self.scores, self.rank, counts, keep_count)
+        selected = self.rank < per_voxel[voxel_of]
+        selected = _fill_with_best(selected, self.best_first, keep_count)
+        keep = np.flatnonzero(selected)
+        kept_counts = np.bincount(voxel_of[keep], minlength=len(counts))
+        return VoxelSample(keep, voxel_of, counts, kept_counts, self.voxel_size, lo)
+
+    def prune_ratio(self, keep: np.ndarray) -> np.ndarray:
+        """For each kept Gaussian, n_V / k_V of its voxel (see local_prune_ratio)."""
+        kept_counts = np.bincount(self.voxel_of[keep], minlength=len(self.counts))
+        voxels = self.voxel_of[keep]
+        return self.counts[voxels] / np.maximum(kept_counts[voxels], 1)
+
+
 def voxel_sample(means: np.ndarray, scores: np.ndarray, keep_count: int, voxel_size: float | None = None,
                  coverage: float = 0.25, min_points: int = 2, proportional: float = 1.0) -> VoxelSample:
     """Indices of exactly `keep_count` Gaussians chosen per voxel by score.
@@ -76,34 +139,12 @@ def voxel_sample(means: np.ndarray, scores: np.ndarray, keep_count: int, voxel_s
         raise ValueError(f"keep_count must be in 1..{n}, got {keep_count}")
     if voxel_size is None:
         voxel_size = voxel_size_for(means, max(1, int(coverage * keep_count)))
-    voxel_of, counts = voxel_keys(means, voxel_size)
-    rank = _rank_within_voxel(voxel_of, scores)
-
-    def kept_per_voxel(rho: float) -> np.ndarray:
-        k = np.floor(counts * rho).astype(np.int64)
-        return np.where(counts >= min_points, np.maximum(k, 1), k)
-
-    budget = max(int(proportional * keep_count), int(kept_per_voxel(0.0).sum()))
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        middle = 0.5 * (lo + hi)
-        if kept_per_voxel(middle).sum() <= budget:
-            lo = middle
-        else:
-            hi = middle
-    per_voxel = kept_per_voxel(lo)
-    if per_voxel.sum() > keep_count:
-        per_voxel = _best_voxels_only(voxel_of, scores, rank, counts, keep_count)
-    selected = rank < per_voxel[voxel_of]
-    selected = _fill_with_best(selected, scores, keep_count)
-    keep = np.flatnonzero(selected)
-    kept_counts = np.bincount(voxel_of[keep], minlength=len(counts))
-    return VoxelSample(keep, voxel_of, counts, kept_counts, float(voxel_size), lo)
+    return VoxelGrid(means, scores, voxel_size).sample(keep_count, min_points, proportional)
 
 
-def _rank_within_voxel(voxel_of: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """0 for the best-scoring Gaussian of each voxel, 1 for the next, ..."""
-    order = np.lexsort((-scores, voxel_of))
+def _rank_within_voxel(voxel_of: np.ndarray, best_first: np.ndarray) -> np.ndarray:
+    """0 for the best-scoring Gaussian of each voxel, 1 for the next, ... (`best_first`: indices by score)."""
+    order = best_first[np.argsort(voxel_of[best_first], kind="stable")]  # by voxel, then by score
     sorted_voxels = voxel_of[order]
     starts = np.flatnonzero(np.r_[True, sorted_voxels[1:] != sorted_voxels[:-1]])
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -123,13 +164,13 @@ def _best_voxels_only(voxel_of, scores, rank, counts, keep_count) -> np.ndarray:
     return per_voxel
 
 
-def _fill_with_best(selected: np.ndarray, scores: np.ndarray, keep_count: int) -> np.ndarray:
+def _fill_with_best(selected: np.ndarray, best_first: np.ndarray, keep_count: int) -> np.ndarray:
+    """Select the best-scoring unselected Gaussians (`best_first`: all indices by score, stable) up to the count."""
     missing = keep_count - int(selected.sum())
     if missing > 0:
-        candidates = np.flatnonzero(~selected)
-        best = candidates[np.argsort(-scores[candidates], kind="stable")[:missing]]
+        candidates = best_first[~selected[best_first]]
         selected = selected.copy()
-        selected[best] = True
+        selected[candidates[:missing]] = True
     return selected
 
 
