@@ -130,6 +130,16 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         splat_object.replace_splat_data(obj, splat_object.scene_from_object(obj, world_space=False).subset(slice(0, 100)))
         new_key, new_world = engine.world_scene(engine.splat_objects(bpy.context.evaluated_depsgraph_get()))
         result["cache_refreshed"] = new_key != key and len(new_world) == 100
+        # Several splat objects render as one scene, each with its own transform.
+        twin = bpy.data.objects.new("twin", obj.data)
+        scene.collection.objects.link(twin)
+        twin.matrix_world = Matrix.Translation((0.5, 0.0, 0.0)) @ obj.matrix_world
+        both = engine.world_scene(engine.splat_objects(bpy.context.evaluated_depsgraph_get()))[1]
+        single = splat_object.scene_from_object(obj)
+        halves = [both.means[:100] - single.means, both.means[100:] - single.means]  # in depsgraph order
+        moved = [np.allclose(h, [0.5, 0.0, 0.0], atol=1e-5) for h in halves]
+        still = [np.allclose(h, 0.0, atol=1e-6) for h in halves]
+        result["two_objects"] = [len(both), sorted(moved) == [False, True] and moved == [not m for m in still]]
     """), blender_extension,
         args={"source": str(small_splat), "dir": str(tmp_path), "camera": CAMERA, "world": list(WORLD),
               "matrix": matrix.tolist(), "weights": str(tmp_path / "weights")})
@@ -145,3 +155,4 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
     assert out["published"][0] is False and out["published"][-1] is True  # quick raw frame first, then full
     assert out["viewport_shape"] == [64, 96, 3] and out["viewport_equal"]
     assert out["cache_kept"] and out["cache_refreshed"]
+    assert out["two_objects"] == [200, True]
