@@ -134,3 +134,23 @@ def test_voxel_sampling_without_proportional_share_fills_by_global_score():
     share_in_slab = np.mean(means[sample.keep, 0] > 0.5)
     proportional = voxel_sample(means, scores, 2000, voxel_size=0.5, proportional=1.0)
     assert share_in_slab > 0.9 and np.mean(means[proportional.keep, 0] > 0.5) < 0.4
+
+
+def test_a_voxel_grid_reused_for_many_counts_samples_like_a_fresh_one():
+    from exgs_core.ugc.sampling import VoxelGrid, _cell_keys, _origin
+
+    rng = np.random.default_rng(3)
+    means = np.concatenate([rng.normal(size=(6000, 3)), rng.normal(size=(5, 3)) * 1e6]).astype(np.float32)
+    scores = np.round(rng.uniform(size=len(means)), 2)  # ties: the order among equal scores must hold too
+    grid = VoxelGrid(means, scores, 0.4)
+    for keep, proportional in ((10, 1.0), (700, 0.5), (2500, 0.0), (6005, 1.0)):
+        sample = grid.sample(keep, proportional=proportional)
+        fresh = voxel_sample(means, scores, keep, voxel_size=0.4, proportional=proportional)
+        assert np.array_equal(sample.keep, fresh.keep) and len(sample.keep) == keep
+        np.testing.assert_array_equal(grid.prune_ratio(sample.keep), local_prune_ratio(means, sample.keep, 0.4))
+    # The compiled voxel keys are the numpy formula, floaters clipped into the border cells.
+    origin = _origin(means)
+    for size in (1e-6, 0.4, 1e7):
+        cells = np.clip(np.floor((means - origin) / size) + (1 << 20), 0, (1 << 21) - 1).astype(np.int64)
+        expected = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+        assert np.array_equal(_cell_keys(means, origin, size), expected)

@@ -146,6 +146,7 @@ def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: 
 
     decoded = decode_exgs(data)
     stats = _stats(scene, decoded, data, score_time, time.perf_counter() - start, len(cameras), target)
+    stats["selection_seconds"] = round(encoder.selection_seconds, 3)  # choosing the sampling on check views
     report("done", 1.0)
     return CompressResult(data, decoded, kept, stats)
 
@@ -160,6 +161,7 @@ class _Encoder:
                  cameras: Sequence):
         self.scene, self.scores, self.settings, self.target = scene, scores, settings, target
         self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
+        self.selection_seconds = 0.0
         self.grids: dict[float, VoxelGrid] = {}  # per voxel coverage; the voxel size is fixed at the first K
         self.coverage = settings.voxel_coverage
         self.proportional = settings.voxel_proportional
@@ -200,7 +202,9 @@ class _Encoder:
             keep = np.sort(np.argsort(-self.scores, kind="stable")[:count])
             return self._kept(keep, self.settings.amplification.enabled, self.settings.voxel_coverage, count)
         if self.proportional is None:
+            start = time.perf_counter()
             (self.coverage, self.proportional), self.amplified = self._best_selection(count)
+            self.selection_seconds = time.perf_counter() - start
         keep = self._voxel_keep(count, self.coverage, self.proportional)
         return self._kept(keep, self.amplified, self.coverage, count)
 
