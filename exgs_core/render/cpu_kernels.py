@@ -293,3 +293,28 @@ def bin_tiles(lo, hi, order, depth_bits, tiles_x, n_tiles):
                 flatten_ids[fill[tile]] = g
                 fill[tile] += 1
     return isect_ids, flatten_ids, offsets
+
+
+@numba.njit(cache=True)
+def stable_argsort_uint32(keys):
+    """Indices that sort `keys` (int64 holding values in [0, 2^32)), equal keys in index order.
+
+    LSD radix sort, four 8-bit passes: several times faster than a comparison sort on millions of depths,
+    and single-threaded (torch's parallel sort stalls on a busy machine).
+    """
+    n = len(keys)
+    order = np.arange(n)
+    scratch = np.empty(n, np.int64)
+    for shift in range(0, 32, 8):
+        counts = np.zeros(257, np.int64)
+        for i in range(n):
+            counts[((keys[i] >> shift) & 0xFF) + 1] += 1
+        for b in range(256):
+            counts[b + 1] += counts[b]
+        for i in range(n):
+            g = order[i]
+            digit = (keys[g] >> shift) & 0xFF
+            scratch[counts[digit]] = g
+            counts[digit] += 1
+        order, scratch = scratch, order
+    return order

@@ -165,12 +165,10 @@ def intersect_tiles(
     lo = torch.minimum(lo.clamp(min=0), limits)
     hi = torch.minimum(hi.clamp(min=0), limits)
     hi = torch.where((radii > 0).all(dim=-1, keepdim=True), hi, lo)  # no tiles for a culled Gaussian
-    signed_bits = depths.contiguous().view(torch.int32)
-    depth_bits = signed_bits.numpy().astype(np.int64) & 0xFFFFFFFF
-    # Stable sort by the depth bits (as unsigned: flipping the sign bit maps that order onto int32's; torch
-    # radix-sorts int32), then a stable counting sort by tile: gsplat's (tile, depth) key order with ties
-    # kept in index order, as one stable sort of the keys would give.
-    order = torch.sort(signed_bits ^ torch.tensor(-(2**31), dtype=torch.int32), stable=True).indices.numpy()
+    depth_bits = depths.contiguous().view(torch.int32).numpy().astype(np.int64) & 0xFFFFFFFF
+    # Stable sort by the depth bits, then a stable counting sort by tile: gsplat's (tile, depth) key order
+    # with ties kept in index order, as one stable sort of the keys would give.
+    order = cpu_kernels.stable_argsort_uint32(depth_bits)
     isect_ids, flatten_ids, tile_offsets = (torch.from_numpy(a) for a in cpu_kernels.bin_tiles(
         lo.numpy(), hi.numpy(), order, depth_bits, tiles_x, tiles_x * tiles_y))
     return TileIntersections(isect_ids, flatten_ids, tile_offsets, tiles_x, tiles_y)

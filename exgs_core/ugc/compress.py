@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, encode_exgs
@@ -121,9 +123,27 @@ def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: 
 
     `scores` replaces the significance computation (benchmarks pass baseline scores through it).
     """
-    settings = settings or CompressSettings()
     if len(cameras) == 0 and scores is None:
         raise ExgsError("compression needs at least one scoring view")
+    with _torch_single_threaded():
+        return _compress(scene, target, cameras, settings or CompressSettings(), on_progress, scores)
+
+
+@contextmanager
+def _torch_single_threaded() -> Iterator[None]:
+    """torch on one thread for the duration: its work here is glue between the numba kernels (which have
+    their own threads), and its parallel ops on millions of elements ran 2-3x slower, not faster, on a busy
+    2-core machine (docs/results.md)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings,
+              on_progress: ProgressCallback | None, scores: np.ndarray | None) -> CompressResult:
     report = on_progress or (lambda stage, fraction: None)
     start = time.perf_counter()
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import torch
 
 _CELL_OFFSET = 1 << 20  # cells span [-2^20, 2^20) voxels around the scene's corner
 
@@ -39,13 +38,6 @@ def voxel_keys(means: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.nda
 
 def _origin(means: np.ndarray) -> np.ndarray:
     return np.percentile(means, 0.5, axis=0).astype(np.float64)
-
-
-def _count_distinct(keys: np.ndarray) -> int:
-    if len(keys) == 0:
-        return 0
-    ordered = torch.sort(torch.from_numpy(keys)).values  # radix sort: about twice numpy's on int64
-    return int((ordered[1:] != ordered[:-1]).sum()) + 1
 
 
 def _cell_keys(means: np.ndarray, origin: np.ndarray, voxel_size: float) -> np.ndarray:
@@ -78,7 +70,7 @@ def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 16
     origin = _origin(means)
     for _ in range(iterations):
         middle = 0.5 * (small + large)
-        count = _count_distinct(_cell_keys(means, origin, float(np.exp(middle))))
+        count = len(np.unique(_cell_keys(means, origin, float(np.exp(middle)))))
         if count > occupied_voxels:
             small = middle
         else:
