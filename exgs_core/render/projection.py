@@ -2,8 +2,9 @@
 
 Same maths as gsplat's `_fully_fused_projection` and `_isect_tiles` (pinhole camera), one numba pass per
 Gaussian (float64 inside, so conics of thin Gaussians are a little more exact than gsplat's float32) and a
-counting sort for the intersections; tests compare against those references. With `opacities` given, the screen-space box is the
-opacity-aware one of gsplat's CUDA kernel (same pixels above the 1/255 alpha threshold, fewer tiles).
+counting sort for the intersections; tests compare against those references. With `opacities` given, the
+screen-space box is the opacity-aware one of gsplat's CUDA kernel (same pixels above the 1/255 alpha
+threshold, fewer tiles).
 """
 
 from __future__ import annotations

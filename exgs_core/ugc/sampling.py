@@ -54,7 +54,7 @@ def _cell_keys_kernel(means, origin, voxel_size):
     keys = np.empty(len(means), np.int64)
     top = 2.0 * _CELL_OFFSET - 1.0
     for i in range(len(means)):
-        key = 0
+        key = np.int64(0)
         for axis in range(3):
             cell = np.floor((np.float64(means[i, axis]) - origin[axis]) / voxel_size) + _CELL_OFFSET
             key = (key << 21) | np.int64(min(max(cell, 0.0), top))
