@@ -62,6 +62,27 @@ def test_keep_target_keeps_exactly_that_many_and_decompresses(fox, fox_views):
 
 
 @requires_data
+def test_every_stage_reports_progress_and_can_be_cancelled(fox, fox_views):
+    import torch
+
+    class Cancelled(Exception):
+        pass
+
+    stages = []
+    threads = torch.get_num_threads()
+    compress(fox, Target("ratio", 100.0), fox_views, on_progress=lambda stage, f: stages.append(stage))
+    assert {"scoring", "sampling", "done"} <= set(stages)
+
+    def cancel_while_sampling(stage, fraction):
+        if stage == "sampling":
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        compress(fox, Target("ratio", 100.0), fox_views, on_progress=cancel_while_sampling)
+    assert torch.get_num_threads() == threads  # compress() ran torch on one thread and gave the rest back
+
+
+@requires_data
 def test_ugc_keeps_what_the_views_see(fox, fox_views):
     """Gaussians hidden from every view (opacity ~0) are the first to go."""
     scene = fox.subset(slice(None))

@@ -151,7 +151,7 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
         scores = significance(scene, cameras, settings.variant,
                               on_view=lambda i: report("scoring", (i + 1) / len(cameras)))
     score_time = time.perf_counter() - start
-    encoder = _Encoder(scene, scores, settings, target, cameras)
+    encoder = _Encoder(scene, scores, settings, target, cameras, report)
     count = encoder.initial_count()
     data, kept = encoder.encode(count)
     byte_budget = target.size_in_bytes(len(scene))
@@ -178,8 +178,8 @@ class _Encoder:
     """
 
     def __init__(self, scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target,
-                 cameras: Sequence):
-        self.scene, self.scores, self.settings, self.target = scene, scores, settings, target
+                 cameras: Sequence, report: ProgressCallback):
+        self.scene, self.scores, self.settings, self.target, self.report = scene, scores, settings, target, report
         self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
         self.selection_seconds = 0.0
         self.grids: dict[float, VoxelGrid] = {}  # per voxel coverage; the voxel size is fixed at the first K
@@ -268,6 +268,7 @@ class _Encoder:
                 _, candidate = self._kept(keep, amplified, coverage, count)
                 errors[option] = sum(float(((render(candidate, c, backend="torch").rgb - ref) ** 2).mean())
                                      for c, ref in zip(self.check_cameras, references))
+                self.report("sampling", len(errors) / (len(SAMPLING_CANDIDATES) + 1))
             return errors[option]
 
         best = min(((option, amplify_option) for option in SAMPLING_CANDIDATES), key=error)
