@@ -9,6 +9,7 @@ covers restoration, the worker inside Blender and the viewport's frame computati
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from textwrap import dedent
 
@@ -17,6 +18,8 @@ import pytest
 
 from exgs_core.camera import Camera, blender_camera_to_camera, look_at
 from exgs_core.io import read_scene, write_scene
+from exgs_core.painter.restore import restore
+from exgs_core.painter.weights import load_painter
 from exgs_core.render import render
 from exgs_core.scene import GaussianScene
 from tests.blender.blender_runner import InstalledExtension, run_blender
@@ -109,13 +112,20 @@ def _load(path: Path) -> GaussianScene:
         return GaussianScene(data["means"], data["quats"], data["log_scales"], data["opacity_logits"], data["sh"])
 
 
+@functools.cache
+def default_painter():
+    return load_painter()
+
+
 def _assert_matches(exr: Path, scene: GaussianScene, matrix: np.ndarray) -> None:
     channels = read_exr(exr)
     expected = _expected(scene, matrix)
     raw, combined = _pass(channels, "ExGS Raw", "RGBA"), _pass(channels, "Combined", "RGBA")
     assert raw.shape == (64, 96, 4)
     assert _psnr(_srgb(raw[..., :3]), expected.rgb.numpy()) >= 40
-    np.testing.assert_array_equal(combined, raw)  # no weights: restoration skipped, Combined is the raw render
+    # restoration is on by default with the shipped weights: Combined is the raw pass restored
+    restored = restore(expected.rgb.numpy(), expected.alpha.numpy(), default_painter())
+    assert _psnr(_srgb(combined[..., :3]), restored) >= 40
     alpha = channels["ViewLayer.ExGS Alpha.X"]
     assert _psnr(alpha, expected.alpha.numpy()) >= 40 and alpha.max() > 0.9 and alpha.min() < 0.01
     hit = expected.alpha.numpy() > 0.5
