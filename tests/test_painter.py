@@ -80,6 +80,7 @@ def test_fresh_painter_skips_start_closed_and_denoiser_starts_at_identity() -> N
 def test_skip_paths_carry_full_resolution_detail() -> None:
     """A one-pixel change reaches the output near that pixel through the skips; through the 8x latent alone it
     is smeared over the whole neighbourhood (the decoded output, as the residual passes raw pixels through)."""
+    torch.manual_seed(0)  # the margin is 8-20x over seeds; the fixed seed keeps the test order-independent
     painter = _scrambled(GaussPainter.from_config(replace(TINY, output="decoded")))
     rgb, mask = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
     changed = rgb.clone()
