@@ -1,11 +1,14 @@
 """File > Import / Export of Gaussian splats, and drag-and-drop into the viewport.
 
 A thin layer: every format is read and written by exgs_core.io; this module only moves the scene into or out
-of a splat object (exgs_blender.splat_object) and converts between the file's and Blender's up axis.
+of a splat object (exgs_blender.splat_object) and converts between the file's and Blender's up axis. SOG's WebP
+images are decoded by Blender itself (decode_image_with_blender): Blender's own Python has no Pillow.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -44,6 +47,31 @@ def file_to_blender(up_axis: str, scale: float) -> np.ndarray:
     matrix = np.eye(4)
     matrix[:3, :3] = np.array(UP_AXES[up_axis], dtype=np.float64) * scale
     return matrix
+
+
+def decode_image_with_blender(data: bytes, name: str) -> np.ndarray:
+    """An image file's bytes as (height, width, 4) uint8 RGBA, top row first, exactly as stored (exgs_core's
+    ImageDecoder). The temporary image datablock is removed, so bpy.data is left as it was."""
+    with tempfile.TemporaryDirectory(prefix="exgs_image_") as folder:
+        path = os.path.join(folder, "image" + Path(name).suffix)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        try:
+            image = bpy.data.images.load(path, check_existing=False)
+        except RuntimeError as error:
+            raise ValueError(str(error)) from None
+        try:
+            image.colorspace_settings.name = "Non-Color"  # the bytes are data: no colour transform
+            image.alpha_mode = "CHANNEL_PACKED"  # never premultiply RGB by alpha
+            width, height = int(image.size[0]), int(image.size[1])  # type: ignore[index]  # (stubs lack __getitem__)
+            if not image.has_data or width * height == 0:
+                raise ValueError("Blender cannot read it as an image")
+            pixels = np.empty(width * height * 4, np.float32)
+            image.pixels.foreach_get(pixels)
+        finally:
+            bpy.data.images.remove(image)
+    # Blender gives 8-bit images as byte / 255 floats, bottom row first.
+    return np.round(pixels * 255.0).astype(np.uint8).reshape(height, width, 4)[::-1]
 
 
 class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
@@ -94,7 +122,7 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
     def _read(self, path: Path) -> GaussianScene:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            scene = read_scene(path)
+            scene = read_scene(path, decode_image=decode_image_with_blender)
         for warning in caught:
             self.report({"WARNING"}, str(warning.message))
         return scene
@@ -244,4 +272,11 @@ def unregister() -> None:
         bpy.utils.unregister_class(cls)
 
 
-__all__ = ["EXGS_OT_import_gaussian_splats", "EXGS_OT_export_gaussian_splats", "file_to_blender", "register", "unregister"]
+__all__ = [
+    "EXGS_OT_import_gaussian_splats",
+    "EXGS_OT_export_gaussian_splats",
+    "decode_image_with_blender",
+    "file_to_blender",
+    "register",
+    "unregister",
+]

@@ -17,7 +17,7 @@ from exgs_core.errors import SceneFormatError
 from exgs_core.io.exgs import is_exgs, read_exgs, write_exgs
 from exgs_core.io.pcply import read_compressed_ply, write_compressed_ply
 from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, write_ply
-from exgs_core.io.sog import read_sog
+from exgs_core.io.sog import ImageDecoder, read_sog
 from exgs_core.io.splat import read_splat, write_splat
 from exgs_core.scene import GaussianScene
 
@@ -46,9 +46,8 @@ _READERS: dict[str, Callable[[Path], GaussianScene]] = {
     "ply": read_ply,
     "compressed-ply": read_compressed_ply,
     "splat": read_splat,
-    "sog": read_sog,
     "exgs": read_exgs,
-}
+}  # and "sog", read by read_sog, the one reader that takes an image decoder
 _WRITERS: dict[str, Callable[[GaussianScene, Path], None]] = {
     "ply": write_ply,
     "compressed-ply": write_compressed_ply,
@@ -59,6 +58,7 @@ _WRITERS: dict[str, Callable[[GaussianScene, Path], None]] = {
 __all__ = [
     "FileFormat",
     "FormatWarning",
+    "ImageDecoder",
     "READABLE_FORMATS",
     "WRITABLE_FORMATS",
     "detect_format",
@@ -102,12 +102,15 @@ def detect_format(path: str | os.PathLike) -> str:
     raise SceneFormatError(path, f"unknown scene format; readable formats are {known}")
 
 
-def read_scene(path: str | os.PathLike) -> GaussianScene:
-    """Read a scene file (format by content and extension); SceneFormatError if it is unreadable or broken."""
+def read_scene(path: str | os.PathLike, decode_image: ImageDecoder | None = None) -> GaussianScene:
+    """Read a scene file (format by content and extension); SceneFormatError if it is unreadable or broken.
+
+    decode_image decodes SOG's WebP images (Pillow by default; the Blender extension passes Blender's decoder).
+    """
     path = Path(path)
     format = detect_format(path)
     try:
-        scene = _READERS[format](path)
+        scene = read_sog(path, decode_image) if format == "sog" else _READERS[format](path)
     except SceneFormatError:
         raise
     except OSError as error:

@@ -7,6 +7,9 @@ smallest components of the unit quaternion (w, x, y, z) mapped from [-1/sqrt2, 1
 alpha is sigmoid(opacity) * 255). shN_labels holds a 16-bit palette index (R | G << 8); palette entry L is
 `coefficients` consecutive pixels at x = (L % 64) * coefficients, y = L // 64 of shN_centroids, whose RGB are
 indices into the shN codebook for the R, G and B coefficient.
+
+The WebP images are decoded by Pillow unless the caller passes its own `decode_image` (Blender's own Python
+has no Pillow; the Blender extension decodes them with Blender).
 """
 
 from __future__ import annotations
@@ -18,12 +21,9 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.io.ply import FormatWarning
@@ -33,12 +33,17 @@ SH_COEFFICIENTS_FOR_BANDS = {1: 3, 2: 8, 3: 15}
 PALETTE_ROW = 64  # palette entries per row of shN_centroids
 MAX_ZIP_RATIO = 1000  # refuse zip members that claim to inflate more than this (zip bombs)
 
+# Decodes an image file's bytes (the str is its file name) to (height, width, 4) uint8 RGBA, top row first,
+# channels as stored (not premultiplied); raises ValueError or OSError when it cannot.
+ImageDecoder = Callable[[bytes, str], np.ndarray]
+
 
 class _SogFiles:
     """The files of a SOG scene, by name: beside meta.json in a folder, or at the root of a .sog zip."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, decode_image: ImageDecoder | None):
         self.path = path
+        self.decode_image = decode_image
         self.bytes_read = 0
         self._zip: zipfile.ZipFile | None = None
         self.folder, self.meta_name = path, "meta.json"
@@ -94,9 +99,9 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise SceneFormatError(path, f"not a valid .sog file: {error}") from None
 
 
-def read_sog(path: str | os.PathLike) -> GaussianScene:
-    """Read a SOG v2 scene from its folder, its meta.json, or a .sog zip."""
-    files = _SogFiles(Path(path))
+def read_sog(path: str | os.PathLike, decode_image: ImageDecoder | None = None) -> GaussianScene:
+    """Read a SOG v2 scene from its folder, its meta.json, or a .sog zip; images decoded by Pillow by default."""
+    files = _SogFiles(Path(path), decode_image)
     try:
         meta = _parse_meta(files)
         scene = _decode(files, meta)
@@ -230,46 +235,77 @@ def _lookup(files: _SogFiles, codebook: list, indices: np.ndarray, what: str) ->
     return table[indices]
 
 
-def _open_image(files: _SogFiles, name: str) -> Image.Image:
-    # Pillow is imported here, not at module level: Blender's own Python lacks it and must still import exgs_core.io.
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise SceneFormatError(
-            files.path, "reading SOG needs Pillow (WebP images), which this Python lacks; `pip install pillow`"
-        ) from None
-    try:
-        return Image.open(io.BytesIO(files.read(name)))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise SceneFormatError(files.path, f"{name} is not a readable image: {error}") from None
+def _webp_size(files: _SogFiles, name: str, data: bytes) -> tuple[int, int]:
+    """Width and height from the WebP header, so a lying header is refused before anything is decoded."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise SceneFormatError(files.path, f"{name} is not a WebP image")
+    declared = 8 + int.from_bytes(data[4:8], "little")
+    if len(data) < declared:
+        # Blender's decoder logs an error and returns an image anyway: refuse truncated files here.
+        raise SceneFormatError(files.path, f"{name} is truncated ({len(data)} of {declared} bytes)")
+    head = data[:30].ljust(30, b"\0")
+    chunk = head[12:16]
+    if chunk == b"VP8L" and head[20] == 0x2F:  # lossless: 14-bit width - 1, 14-bit height - 1
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit canvas width - 1, height - 1
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    raise SceneFormatError(files.path, f"{name} has an unrecognised WebP header")
 
 
-def _rgba(files: _SogFiles, name: str, image: Image.Image) -> np.ndarray:
+def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
     from PIL import Image
 
     try:
-        return np.asarray(image.convert("RGBA")).reshape(-1, 4)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
+    except Image.DecompressionBombError as error:
+        raise ValueError(str(error)) from None
+
+
+def _pillow_decoder(path: Path) -> ImageDecoder:
+    # Pillow is imported here, not at module level: Blender's own Python lacks it and must still import exgs_core.io.
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError:
+        raise SceneFormatError(
+            path, "reading SOG needs Pillow (WebP images), which this Python lacks; `pip install pillow`"
+        ) from None
+    return _decode_with_pillow
+
+
+def _rgba(files: _SogFiles, name: str, data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """All pixels (width * height, 4) of an image whose header says `size`, row-major from the top."""
+    decode = files.decode_image or _pillow_decoder(files.path)
+    try:
+        rgba = decode(data, name)
+    except (ValueError, OSError) as error:
         raise SceneFormatError(files.path, f"{name} cannot be decoded: {error}") from None
+    width, height = size
+    if rgba.shape != (height, width, 4) or rgba.dtype != np.uint8:
+        raise SceneFormatError(
+            files.path, f"{name} decoded to a {rgba.dtype} array of shape {rgba.shape}, not {height}x{width} RGBA bytes"
+        )
+    return rgba.reshape(-1, 4)
 
 
 def _pixels(files: _SogFiles, name: str, count: int) -> np.ndarray:
     """The first `count` RGBA pixels (count, 4) of a per-Gaussian texture."""
-    image = _open_image(files, name)
-    width, height = image.size
+    data = files.read(name)
+    width, height = _webp_size(files, name, data)
     # The writer makes textures about sqrt(count) square; check before decoding so a lying header cannot
     # make us allocate a huge image.
     if width * height < count or width * height > 2 * count + 65536:
         raise SceneFormatError(
             files.path, f"{name} is {width}x{height} pixels, which does not fit the {count} Gaussians of meta.json"
         )
-    return _rgba(files, name, image)[:count]
+    return _rgba(files, name, data, (width, height))[:count]
 
 
 def _palette_pixels(files: _SogFiles, name: str, width: int, rows: int) -> tuple[np.ndarray, int]:
-    image = _open_image(files, name)
-    if image.size[0] != width or not rows <= image.size[1] <= rows + 1:
-        raise SceneFormatError(
-            files.path, f"{name} is {image.size[0]}x{image.size[1]} pixels; the palette needs {width}x{rows}"
-        )
-    return _rgba(files, name, image), width
+    data = files.read(name)
+    size = _webp_size(files, name, data)
+    if size[0] != width or not rows <= size[1] <= rows + 1:
+        raise SceneFormatError(files.path, f"{name} is {size[0]}x{size[1]} pixels; the palette needs {width}x{rows}")
+    return _rgba(files, name, data, size), width

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 from textwrap import dedent
 
@@ -183,3 +184,48 @@ def test_sog_compressed_ply_and_exgs_import(blender_extension: InstalledExtensio
         saved = _saved(tmp_path / "out.npz", name)
         _assert_exact(saved, read_scene(path))
         np.testing.assert_allclose(saved["matrix_world"], np.diag([2.0, 2.0, 2.0, 1.0]), atol=1e-7)
+
+
+@requires_data
+def test_sog_import_decodes_webp_with_blender_without_pillow(
+    blender_extension: InstalledExtension, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "playbot.sog"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for file in SOG_FOLDER.iterdir():
+            archive.write(file, file.name)
+    broken = tmp_path / "broken"
+    shutil.copytree(SOG_FOLDER, broken)
+    (broken / "sh0.webp").write_bytes((SOG_FOLDER / "sh0.webp").read_bytes()[:5000])
+    out = run_blender(
+        SAVE_OBJECTS
+        + dedent(
+            """
+        images = sorted(bpy.data.images.keys())
+        for path in (args["folder"], args["bundle"]):
+            result[path] = sorted(bpy.ops.import_scene.gaussian_splats(filepath=path))
+        try:
+            bpy.ops.import_scene.gaussian_splats(filepath=args["broken"])
+            result["broken"] = ""
+        except RuntimeError as error:
+            result["broken"] = str(error)
+        result["images"] = [images, sorted(bpy.data.images.keys())]
+        result["PIL"] = "PIL" in sys.modules
+        save_objects(args["out"])
+        """
+        ),
+        blender_extension,
+        args={"folder": str(SOG_FOLDER), "bundle": str(bundle), "broken": str(broken / "meta.json"),
+              "out": str(tmp_path / "out.npz")},
+        block_heavy=True,
+    )
+    assert out[str(SOG_FOLDER)] == out[str(bundle)] == ["FINISHED"]
+    assert not out["PIL"]
+    assert out["images"][0] == out["images"][1], "the temporary images must be removed"
+    assert "sh0.webp" in out["broken"] and "truncated" in out["broken"]
+    assert out["objects"] == sorted([SOG_FOLDER.name, bundle.stem])
+    reference = read_scene(SOG_FOLDER)  # decoded by Pillow
+    for name in out["objects"]:
+        saved = _saved(tmp_path / "out.npz", name)
+        _assert_exact(saved, reference)
+        np.testing.assert_allclose(saved["matrix_world"], MINUS_Y_UP, atol=1e-7)
