@@ -19,10 +19,12 @@ import bpy
 import numpy as np
 
 from exgs_core.camera import Camera, FLIP_YZ, blender_camera_to_camera
+from exgs_core.painter.strength import strength_for_ratio
 from exgs_core.scene import GaussianScene
 from exgs_core.worker import Frame
 
 from . import runtime
+from . import splat_object
 from .splat_object import is_splat_object, scene_from_object
 
 RAW_PASS = "ExGS Raw"
@@ -173,6 +175,20 @@ def splat_objects(depsgraph: bpy.types.Depsgraph, viewport: bool = False) -> lis
     return list(seen.values())
 
 
+def restoration_strength(settings: Any, objects: Iterable[bpy.types.Object]) -> float:
+    """The share of GaussPainter's correction for a frame of these objects (0: no restoration).
+
+    "By Compression": the strength for the most compressed object (strength_for_ratio); objects that were never
+    compressed need no restoration.
+    """
+    if not settings.use_restore:
+        return 0.0
+    if settings.strength_mode == "MANUAL":
+        return float(settings.strength)
+    ratios = [splat_object.splat_info(obj)["inria_ratio"] for obj in objects]
+    return max((strength_for_ratio(ratio) for ratio in ratios if ratio is not None), default=0.0)
+
+
 def world_scene(objects: Iterable[bpy.types.Object]) -> tuple[str, GaussianScene] | None:
     """(key, scene): all objects in world space; the key changes when any data or transform changes."""
     parts, scenes = [], []
@@ -206,7 +222,7 @@ class ViewRequest:
     key: str
     camera: Camera
     background: tuple[float, float, float]
-    restore: bool
+    restore: float  # restoration strength, 0: raw only
     weights: str | None
     preview_scale: float
     still_delay: float
@@ -341,7 +357,8 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
             if key is None:
                 frame = _empty_frame(camera, display_background(scene))
             else:
-                frame = rt.render(key, camera, display_background(scene), settings.use_restore,
+                strength = restoration_strength(settings, splat_objects(depsgraph))
+                frame = rt.render(key, camera, display_background(scene), strength,
                                   bpy.path.abspath(settings.weights) if settings.weights else None)
         except Exception as error:  # reported in Blender's render report, like other engines' errors
             self.report({"ERROR"}, f"ExGS: {error}")
@@ -391,7 +408,8 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         except ValueError:
             return  # orthographic view: nothing to draw
         settings = scene.exgs_render  # type: ignore[attr-defined]
-        request = ViewRequest(self._view_key, camera, display_background(scene), settings.use_restore,
+        request = ViewRequest(self._view_key, camera, display_background(scene),
+                              restoration_strength(settings, splat_objects(depsgraph, viewport=True)),
                               bpy.path.abspath(settings.weights) if settings.weights else None,
                               settings.preview_scale, settings.still_delay, self._view_scene)
         self._viewport_renderer().request(request)

@@ -50,6 +50,17 @@ class ExgsRenderSettings(bpy.types.PropertyGroup):
         name="GaussPainter Restoration", default=True,
         description="Restore each rendered frame with GaussPainter (the raw render stays in the ExGS Raw pass)",
     )
+    strength_mode: EnumProperty(  # type: ignore[valid-type]
+        name="Strength",
+        items=[("AUTO", "By Compression", "Full strength from 100x, none below 60x or on objects never "
+                "compressed: the shipped weights only help heavily compressed frames (docs/painter.md)"),
+               ("MANUAL", "Manual", "The same strength for every frame")],
+        default="AUTO",
+    )
+    strength: FloatProperty(  # type: ignore[valid-type]
+        name="Strength Value", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+        description="Share of GaussPainter's correction applied to the raw frame",
+    )
     weights: StringProperty(  # type: ignore[valid-type]
         name="Weights", subtype="DIR_PATH",
         description="GaussPainter weights folder (empty: the weights shipped with ExGS)",

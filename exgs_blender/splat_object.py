@@ -27,6 +27,7 @@ from typing import Any, cast
 import bpy
 import numpy as np
 
+from exgs_core.io.exgs import inria_ratio
 from exgs_core.scene import GaussianScene
 from exgs_core.sh import num_sh_bases, sh0_to_rgb
 
@@ -105,9 +106,12 @@ def replace_splat_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
 
 
 def splat_info(obj: bpy.types.Object) -> dict[str, Any]:
-    """Facts for panels: count, sh_degree, source_name, source_bytes (0 when unknown)."""
+    """Facts for panels and the render engine: count, sh_degree, source_name, source_bytes (0 when unknown),
+    inria_ratio (how compressed the Gaussians are against the INRIA .ply, None when never compressed)."""
     mesh = _mesh_of(obj)
+    ratio = mesh.get("exgs_inria_ratio")
     return {
+        "inria_ratio": float(ratio) if ratio is not None else None,
         "count": len(mesh.vertices),
         "sh_degree": int(mesh.get("exgs_sh_degree", 0)),
         "source_name": str(mesh.get("exgs_source_name", "")),
@@ -183,6 +187,11 @@ def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
     mesh.color_attributes.default_color_name = COLOR_ATTRIBUTE
     mesh["exgs_splat"] = SPLAT_VERSION
     mesh["exgs_sh_degree"] = scene.sh_degree
+    ratio = inria_ratio(scene)  # set by .exgs files made by compression; gone when other data replaces them
+    if ratio is not None:
+        mesh["exgs_inria_ratio"] = ratio
+    elif mesh.get("exgs_inria_ratio") is not None:
+        del mesh["exgs_inria_ratio"]
     for key, value in _source_properties(scene).items():
         mesh[key] = value
 

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--sh-degree", type=int, default=None, help="render with at most this SH degree")
     restore.add_argument("--save-raw", action="store_true", help="also write the raw renders as raw/00000.png, ...")
     restore.add_argument("--save-alpha", action="store_true", help="also write alpha/00000.png, ...")
+    restore.add_argument("--strength", default="auto", type=parse_strength,
+                         help="share of GaussPainter's correction to apply, 0-1; auto (default): from the .exgs "
+                              "file's compression ratio (none below 60x, all from 100x), 1 for other formats")
 
     pairs = _command(commands, "painter-data", painter_commands.run_pairs,
                      "render GaussPainter training/evaluation pairs through real UGC compression")
@@ -138,6 +141,19 @@ def parse_color(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"background {text!r} must be three numbers in [0, 1], like 1,1,1")
     return values  # type: ignore[return-value]
+
+
+def parse_strength(text: str) -> float | None:
+    """None for "auto", else a number in [0, 1]."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"strength {text!r} is not auto or a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"strength {text!r} must be in [0, 1]")
+    return value
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -336,32 +352,40 @@ def _eval_restorer(args: argparse.Namespace) -> tuple[Callable | None, str]:
     from exgs_core.painter.weights import default_weights_path, load_painter
 
     painter = load_painter(args.weights)
-    return (lambda rgb, alpha: restore(rgb, alpha, painter)), f"GaussPainter {args.weights or default_weights_path()}"
+    from exgs_core.painter.strength import strength_for_ratio
+
+    def restore_fn(rgb: np.ndarray, alpha: np.ndarray, ratio: float | None) -> np.ndarray:
+        return restore(rgb, alpha, painter, strength_for_ratio(ratio))
+
+    return restore_fn, f"GaussPainter {args.weights or default_weights_path()}, strength by ratio"
 
 
 def run_restore(args: argparse.Namespace) -> None:
     from exgs_core.camera import read_transforms
     from exgs_core.images import write_png
     from exgs_core.io import read_scene
+    from exgs_core.io.exgs import inria_ratio
     from exgs_core.painter.restore import restore
+    from exgs_core.painter.strength import strength_for_ratio
     from exgs_core.painter.weights import load_painter
     from exgs_core.progress import progress
     from exgs_core.render import render, resolve_backend
 
     painter = load_painter(args.weights)  # a bad weights folder fails before any rendering
     scene = read_scene(args.scene)
+    strength = strength_for_ratio(inria_ratio(scene)) if args.strength is None else args.strength
     cameras = read_transforms(args.cameras)
     backend = resolve_backend(args.backend)
     out_dir = Path(args.output)
     for index, camera in enumerate(progress(cameras, desc="restore", unit="frame")):
         frame = render(scene, camera, background=args.background, sh_degree=args.sh_degree, backend=backend)
         rgb, alpha = frame.rgb.numpy(), frame.alpha.numpy()
-        write_png(out_dir / f"{index:05d}.png", np.asarray(restore(rgb, alpha, painter)))
+        write_png(out_dir / f"{index:05d}.png", np.asarray(restore(rgb, alpha, painter, strength)))
         if args.save_raw:
             write_png(out_dir / "raw" / f"{index:05d}.png", rgb)
         if args.save_alpha:
             write_png(out_dir / "alpha" / f"{index:05d}.png", alpha)
-    print(f"wrote {len(cameras)} restored frames to {out_dir}")
+    print(f"wrote {len(cameras)} restored frames to {out_dir} (restoration strength {strength:.2f})")
 
 
 def run_cameras(args: argparse.Namespace) -> None:

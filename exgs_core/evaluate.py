@@ -20,7 +20,7 @@ from exgs_core.fileio import atomic_write
 from exgs_core.images import to_uint8
 from exgs_core.metrics import psnr, ssim
 from exgs_core.scene import GaussianScene
-from exgs_core.ugc.compress import INRIA_BYTES_PER_GAUSSIAN
+from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 
 GRID_VIEWS = 4  # rows in grid.png
 
@@ -41,7 +41,7 @@ class CandidateResult:
 
 
 RenderFn = Callable[[GaussianScene, object], tuple[np.ndarray, np.ndarray]]  # -> rgb (H, W, 3), alpha (H, W)
-RestoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rgb, alpha) -> restored rgb
+RestoreFn = Callable[[np.ndarray, np.ndarray, float | None], np.ndarray]  # (rgb, alpha, ratio vs INRIA .ply)
 
 
 def evaluate(reference: GaussianScene, candidates: Sequence[tuple[str, GaussianScene]], cameras: Sequence,
@@ -57,10 +57,12 @@ def evaluate(reference: GaussianScene, candidates: Sequence[tuple[str, GaussianS
         columns = {"reference": target}
         for name, scene in candidates:
             image, alpha = render_fn(scene, camera)
+            size = int(scene.metadata.get("source_bytes") or 0)
+            ratio = INRIA_BYTES_PER_GAUSSIAN * len(reference) / size if size else None
             _score(scores[name], "", image, target)
             columns[name] = image
             if restore_fn is not None:
-                restored = restore_fn(image, alpha)
+                restored = restore_fn(image, alpha, ratio)
                 _score(scores[name], "restored_", restored, target)
                 columns[f"{name} restored"] = restored
                 columns[f"{name} mask"] = 1.0 - alpha

@@ -138,18 +138,22 @@ def load_painter_cached(weights: str | None) -> tuple[Any, str | None]:
 
 
 def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-                 restore: bool = False, weights: str | None = None) -> Frame:
-    """Raw render of `scene` from `camera`, and the GaussPainter restoration of it when asked and possible."""
+                 restore: float = 0.0, weights: str | None = None) -> Frame:
+    """Raw render of `scene` from `camera`, and the GaussPainter restoration of it when asked and possible.
+
+    `restore` is the restoration strength in [0, 1] (0: none; True means 1).
+    """
     from exgs_core.render import render
 
     out = render(scene, camera, background=tuple(background))
     frame = Frame(out.rgb.numpy(), out.alpha.numpy(), out.depth.numpy())
-    if restore:
+    if restore > 0:
         painter, frame.warning = load_painter_cached(weights)
         if painter is not None:
             from exgs_core.painter.restore import restore as restore_frame
 
-            frame.restored = np.asarray(restore_frame(frame.raw, frame.alpha, painter), dtype=np.float32)
+            frame.restored = np.asarray(restore_frame(frame.raw, frame.alpha, painter, float(restore)),
+                                        dtype=np.float32)
     return frame
 
 
@@ -205,7 +209,7 @@ class InProcessRuntime:
             self._scenes[key] = scene
 
     def render(self, key: str, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-               restore: bool = False, weights: str | None = None) -> Frame:
+               restore: float = 0.0, weights: str | None = None) -> Frame:
         with self._lock:
             scene = self._scenes[key]
             return render_frame(scene, camera, background, restore, weights)
@@ -283,12 +287,12 @@ class WorkerRuntime:
             self._scene_key = key
 
     def render(self, key: str, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-               restore: bool = False, weights: str | None = None) -> Frame:
+               restore: float = 0.0, weights: str | None = None) -> Frame:
         with self._lock:
             if self._scene_key != key:
                 raise WorkerError(f"the worker does not hold scene {key!r}; call load_scene first")
             reply, out = self._request({"cmd": "render", "camera": camera_to_json(camera),
-                                        "background": list(background), "restore": restore, "weights": weights})
+                                        "background": list(background), "restore": float(restore), "weights": weights})
         return Frame(out["raw"], out["alpha"], out["depth"], out.get("restored"), reply.get("warning"))
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
@@ -333,7 +337,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 if scene is None:
                     raise ExgsError("no scene loaded")
                 frame = render_frame(scene, camera_from_json(header["camera"]), header.get("background", (0, 0, 0)),
-                                     bool(header.get("restore")), header.get("weights"))
+                                     float(header.get("restore") or 0.0), header.get("weights"))
                 out = {"raw": frame.raw, "alpha": frame.alpha, "depth": frame.depth}
                 if frame.restored is not None:
                     out["restored"] = frame.restored

@@ -283,3 +283,14 @@ def test_psnr_and_ssim_on_known_values() -> None:
     noisy = np.clip(image + rng.normal(0, 0.2, image.shape), 0, 1).astype(np.float32)
     assert 0.0 < float(ssim(image, noisy)) < 0.9
     assert float(ssim(image[:3, :3], noisy[:3, :3])) <= 1.0  # smaller than the window
+
+
+def test_strength_scales_the_correction() -> None:
+    torch.manual_seed(0)
+    painter = _scrambled(GaussPainter.from_config(TINY))
+    rgb, alpha = np.random.default_rng(0).uniform(size=(24, 40, 3)).astype(np.float32), np.ones((24, 40), np.float32)
+    full, half = restore(rgb, alpha, painter), restore(rgb, alpha, painter, strength=0.5)
+    assert np.array_equal(restore(rgb, alpha, painter, strength=0.0), rgb)
+    assert not np.allclose(full, rgb, atol=1e-3)
+    unclamped = (full > 0) & (full < 1)
+    np.testing.assert_allclose(half[unclamped], ((rgb + full) / 2)[unclamped], atol=1e-5)

@@ -20,6 +20,8 @@ from exgs_core.painter import __main__ as painter_main
 from exgs_core.painter import weights as weights_module
 from exgs_core.painter.model import GaussPainter, PainterConfig
 from exgs_core.painter.restore import restore
+from exgs_core.painter.strength import strength_for_ratio
+from exgs_core.io.exgs import inria_ratio
 from exgs_core.painter.weights import load_painter, save_painter
 from exgs_core.render import render
 from tests.conftest import SCENES_DIR
@@ -208,3 +210,33 @@ def test_train_painter_rejects_unknown_settings(tmp_path, capsys) -> None:
     message = _one_line_error(["train-painter", "--data", str(tmp_path), "-o", str(tmp_path / "run"),
                                "--settings", '{"no_such_field": 1}'], capsys)
     assert "no_such_field" in message
+
+
+def test_restoration_strength_follows_the_exgs_files_compression(files, candidate, tmp_path, capsys) -> None:
+    compressed, original = read_scene(candidate), read_scene(SCENE)
+    ratio = inria_ratio(compressed)
+    assert ratio is not None and 100 <= ratio <= 103  # --ratio 100 lands within 2% below the size target
+    assert inria_ratio(original) is None  # not made by compression: unknown
+    assert strength_for_ratio(ratio) == 1.0 and strength_for_ratio(None) == 1.0
+    assert strength_for_ratio(30) == 0.0 and strength_for_ratio(60) == 0.0
+    assert strength_for_ratio(np.sqrt(60 * 100)) == pytest.approx(0.5)
+    common = ["--cameras", str(files["cameras"]), "--backend", "torch", "--weights", str(files["weights"]),
+              "--save-raw"]
+    assert main(["restore", str(candidate), *common, "-o", str(tmp_path / "none"), "--strength", "0"]) == 0
+    assert main(["restore", str(candidate), *common, "-o", str(tmp_path / "half"), "--strength", "0.5"]) == 0
+    assert main(["restore", str(candidate), *common, "-o", str(tmp_path / "full")]) == 0
+    assert "strength 1.00" in capsys.readouterr().out
+    for name in ["00000.png", "00001.png"]:
+        raw, none, half, full = (np.asarray(Image.open(tmp_path / f / name)).astype(int)
+                                 for f in ("none/raw", "none", "half", "full"))
+        assert np.array_equal(none, raw) and not np.array_equal(full, raw)
+        inside = (full > 0) & (full < 255)  # where the full correction was not clipped
+        assert np.abs(half - (raw + full) / 2)[inside].max() <= 1.0  # halfway, up to 8-bit rounding
+
+
+def test_bad_strength_is_a_one_line_error(files, candidate, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["restore", str(candidate), "--cameras", str(files["cameras"]), "-o", str(tmp_path / "x"),
+              "--strength", "2"])
+    assert exit_info.value.code != 0 and "must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

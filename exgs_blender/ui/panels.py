@@ -94,9 +94,12 @@ class RENDER_PT_exgs(bpy.types.Panel):
         layout.use_property_split = True
         _runtime_line(layout)
         layout.prop(settings, "use_restore")
-        row = layout.row()
-        row.enabled = settings.use_restore
-        row.prop(settings, "weights")
+        column = layout.column()
+        column.enabled = settings.use_restore
+        column.prop(settings, "strength_mode")
+        if settings.strength_mode == "MANUAL":
+            column.prop(settings, "strength")
+        column.prop(settings, "weights")
         layout.prop(scene.render, "film_transparent", text="Transparent Film")
         background = _background_node(scene.world)
         if background is not None:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
+from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.pack import PackSettings, check_pack_header, expected_section_sizes, pack_scene, unpack_scene
 
@@ -360,6 +361,15 @@ def read_exgs(path: str | os.PathLike) -> GaussianScene:
         data = handle.read()
     return decode_exgs(data, path)
 
+
+def inria_ratio(scene: GaussianScene) -> float | None:
+    """How many times smaller this scene's .exgs file is than the INRIA .ply of the Gaussians it was compressed
+    from (248 bytes each), or None when the scene was not read from an .exgs file made by compression."""
+    compression = (scene.metadata.get("exgs") or {}).get("compression") or {}
+    count, size = compression.get("input_count"), scene.metadata.get("source_bytes")
+    if not isinstance(count, int) or not isinstance(size, int) or size <= 0:
+        return None
+    return INRIA_BYTES_PER_GAUSSIAN * count / size
 
 def decode_exgs(data: bytes, path: str | os.PathLike | None = None) -> GaussianScene:
     """The scene stored in .exgs bytes (see read_exgs); errors name `path` when given."""

@@ -31,6 +31,9 @@ PLY_TYPES = {
 }
 PLY_FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 MAX_HEADER_BYTES = 1 << 20
+# the standard INRIA .ply at SH degree 3, the basis of "100x": x y z, normals, f_dc, 45 f_rest, opacity,
+# 3 scales, 4 rotations; float32
+INRIA_BYTES_PER_GAUSSIAN = 248
 
 POSITION = ["x", "y", "z"]
 NORMALS = ["nx", "ny", "nz"]

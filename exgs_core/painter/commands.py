@@ -64,6 +64,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="pairs folder (its eval split)")
     parser.add_argument("--size", type=int, help="resize frames to this size (speed checks only)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--strength-by-ratio", action="store_true",
+                        help="scale each frame's correction by its compression ratio, as exgs restore does")
 
 
 def run_pairs(args: argparse.Namespace) -> None:
@@ -128,5 +130,5 @@ def run_eval(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     model = load_painter(args.weights, device="cpu")
-    report = evaluate(model, args.data, size=args.size)
+    report = evaluate(model, args.data, size=args.size, strength_by_ratio=args.strength_by_ratio)
     print(json.dumps(report, indent=1))

@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from exgs_core.painter.weights import Restorer
 
 
-def restore(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor, painter: Restorer
-            ) -> np.ndarray | torch.Tensor:
+def restore(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor, painter: Restorer,
+            strength: float = 1.0) -> np.ndarray | torch.Tensor:
     """Restore a raw render (H, W, 3) in [0, 1] of a compressed scene, given its alpha (H, W).
+
+    `strength` scales the painter's correction (0: the raw render, 1: the painter's output); see
+    strength_for_ratio().
 
     Any size works: the frame is padded (reflect, or edge-replicate when too small to reflect) to the model's
     grid and cropped back. Returns (H, W, 3) in [0, 1]: a numpy float32 array for numpy input, otherwise a
@@ -21,7 +24,7 @@ def restore(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor,
     """
     as_numpy = isinstance(render, np.ndarray)
     rgb, mask = frame_tensors(render, alpha)
-    out = restore_batch(rgb[None], mask[None], painter)[0]
+    out = restore_batch(rgb[None], mask[None], painter, strength)[0]
     out = out.permute(1, 2, 0).contiguous()
     return out.numpy() if as_numpy else out
 
@@ -42,8 +45,10 @@ def frame_tensors(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.T
     return rgb, mask
 
 
-def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer) -> torch.Tensor:
+def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer, strength: float = 1.0) -> torch.Tensor:
     """(B, 3, H, W) colour + (B, 1, H, W) mask -> (B, 3, H, W) restored in [0, 1], float32 on rgb's device."""
+    if strength <= 0.0:
+        return rgb.float().clamp(0.0, 1.0)
     param = next(painter.parameters())
     height, width = rgb.shape[-2:]
     x = pad_to_multiple(torch.cat([rgb, mask], dim=1), painter.pad_multiple)
@@ -52,7 +57,10 @@ def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer) -> t
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         out = painter(x[:, :3], x[:, 3:])
-    return out[..., :height, :width].float().clamp(0.0, 1.0).to(rgb.device)
+    out = out[..., :height, :width].float().to(rgb.device)
+    if strength < 1.0:
+        out = rgb.float() + strength * (out - rgb.float())
+    return out.clamp(0.0, 1.0)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

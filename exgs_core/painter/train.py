@@ -34,6 +34,7 @@ from exgs_core.painter.baseline import PixelUNet
 from exgs_core.painter.data import load_samples
 from exgs_core.painter.model import GaussPainter, PainterConfig
 from exgs_core.painter.restore import restore_batch
+from exgs_core.painter.strength import strength_for_ratio
 from exgs_core.painter.weights import Restorer, load_painter_folder, save_painter
 from exgs_core.progress import progress
 
@@ -392,10 +393,11 @@ def _evaluate_subset(model: Restorer, samples: list) -> dict:
 
 
 def evaluate(model: Restorer, data_dir: str | os.PathLike, size: int | None = None,
-             scenes: Sequence[str] | None = None, split: str = "eval") -> dict:
+             scenes: Sequence[str] | None = None, split: str = "eval", strength_by_ratio: bool = False) -> dict:
     """PSNR/SSIM of raw and restored frames on a pairs folder's `split`, per scene and per target ratio.
 
-    `size` resizes frames (bilinear, for speed checks only); None keeps the stored size.
+    `size` resizes frames (bilinear, for speed checks only); None keeps the stored size. With
+    `strength_by_ratio` each frame gets restore's strength_for_ratio() of its scene's compression ratio.
     """
     model.eval()
     rows = []
@@ -407,7 +409,8 @@ def evaluate(model: Restorer, data_dir: str | os.PathLike, size: int | None = No
             rgb, mask, tgt = (F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
                               for t in (rgb, mask, tgt))
         start = time.perf_counter()
-        out = as_8bit(restore_batch(rgb, mask, model))
+        strength = strength_for_ratio(record.get("ratio")) if strength_by_ratio else 1.0
+        out = as_8bit(restore_batch(rgb, mask, model, strength))
         seconds = time.perf_counter() - start
         rows.append({"scene": record["scene"], "ratio": record["target_ratio"], "seconds": seconds,
                      "raw_psnr": float(psnr(rgb, tgt)), "psnr": float(psnr(out, tgt)),

@@ -18,12 +18,12 @@ import torch
 
 from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, encode_exgs
+from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.amplify import Amplification, amplify
 from exgs_core.ugc.sampling import VoxelGrid, voxel_size_for
 from exgs_core.ugc.significance import significance
 
-INRIA_BYTES_PER_GAUSSIAN = 248  # x y z, normals, f_dc, 45 f_rest, opacity, 3 scales, 4 rotations; float32
 SIZE_TOLERANCE = 0.02
 # Defaults chosen by bench/compress.py and the measurements in docs/method.md.
 DEFAULT_SH_DEGREE = 0

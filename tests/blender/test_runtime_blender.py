@@ -99,6 +99,16 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         assert bpy.ops.import_scene.gaussian_splats(filepath=args["source"]) == {"FINISHED"}
         setup_render(scene, args["matrix"])
         scene.exgs_render.weights = args["weights"]
+        f12(args["dir"] + "/auto.exr")  # strength by compression: a never-compressed object is not restored
+        imported = bpy.context.active_object
+        strengths = []
+        for ratio in (None, 30.0, (60.0 * 100.0) ** 0.5, 200.0):
+            if ratio is not None:
+                imported.data["exgs_inria_ratio"] = ratio
+            strengths.append(engine.restoration_strength(scene.exgs_render, [imported]))
+        del imported.data["exgs_inria_ratio"]
+        result["auto_strengths"] = strengths
+        scene.exgs_render.strength_mode, scene.exgs_render.strength = "MANUAL", 1.0
         f12(args["dir"] + "/restored.exr")
 
         # Viewport: the camera from region-style matrices equals the render camera; frames come from a thread.
@@ -143,6 +153,9 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
     """), blender_extension,
         args={"source": str(small_splat), "dir": str(tmp_path), "camera": CAMERA, "world": list(WORLD),
               "matrix": matrix.tolist(), "weights": str(tmp_path / "weights")})
+    auto = read_exr(tmp_path / "auto.exr")
+    np.testing.assert_array_equal(_pass(auto, "Combined", "RGBA"), _pass(auto, "ExGS Raw", "RGBA"))
+    assert out["auto_strengths"] == pytest.approx([0.0, 0.0, 0.5, 1.0])
     channels = read_exr(tmp_path / "restored.exr")
     expected = _expected(scene, matrix)
     raw = _srgb(_pass(channels, "ExGS Raw", "RGB"))

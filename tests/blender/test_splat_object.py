@@ -57,7 +57,7 @@ def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp
         np.testing.assert_allclose(saved["sh"], expected.sh, atol=1e-5)
         assert not np.allclose(saved["sh"][:, 1:], reference.sh[:, 1:], atol=1e-3), "SH must rotate with the object"
     assert out["info"] == {"count": len(reference), "sh_degree": 2, "source_name": SH_PLY.name,
-                           "source_bytes": SH_PLY.stat().st_size}
+                           "source_bytes": SH_PLY.stat().st_size, "inria_ratio": None}
     assert out["not_splat"] == [False, False]
     assert "'Splat'" in out["non_uniform"] and "scale" in out["non_uniform"]
     name, count, degree, same_material, scale, info_count, rest = out["replaced"]
