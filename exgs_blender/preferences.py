@@ -85,12 +85,4 @@ class EXGS_OT_setup_runtime(bpy.types.Operator):
 
 classes = (EXGS_AP_preferences, EXGS_OT_check_runtime, EXGS_OT_setup_runtime)
 
-
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

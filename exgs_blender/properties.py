@@ -87,9 +87,11 @@ def read_stats(obj: bpy.types.Object | None) -> dict | None:
 classes = (ExgsCompressSettings, ExgsRenderSettings)
 
 
+register_classes, unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    register_classes()
     bpy.types.Scene.exgs_compress = PointerProperty(type=ExgsCompressSettings)  # type: ignore[attr-defined]
     bpy.types.Scene.exgs_render = PointerProperty(type=ExgsRenderSettings)  # type: ignore[attr-defined]
 
@@ -97,5 +99,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.exgs_render  # type: ignore[attr-defined]
     del bpy.types.Scene.exgs_compress  # type: ignore[attr-defined]
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    unregister_classes()

@@ -248,12 +248,4 @@ class EXGS_OT_compress(bpy.types.Operator):
 
 classes = (EXGS_OT_compress,)
 
-
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -257,9 +257,11 @@ def menu_export(self: Any, context: bpy.types.Context) -> None:
 classes = (EXGS_OT_import_gaussian_splats, EXGS_OT_export_gaussian_splats, EXGS_FH_gaussian_splats)
 
 
+register_classes, unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    register_classes()
     # fake-bpy-module types menu draw functions with one argument; Blender calls them with (self, context).
     bpy.types.TOPBAR_MT_file_import.append(menu_import)  # type: ignore[arg-type]
     bpy.types.TOPBAR_MT_file_export.append(menu_export)  # type: ignore[arg-type]
@@ -268,8 +270,7 @@ def register() -> None:
 def unregister() -> None:
     bpy.types.TOPBAR_MT_file_export.remove(menu_export)  # type: ignore[arg-type]
     bpy.types.TOPBAR_MT_file_import.remove(menu_import)  # type: ignore[arg-type]
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    unregister_classes()
 
 
 __all__ = [

@@ -126,12 +126,4 @@ def _background_node(world: bpy.types.World | None) -> bpy.types.Node | None:
 
 classes = (VIEW3D_PT_exgs_compress, RENDER_PT_exgs)
 
-
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)
