@@ -57,12 +57,10 @@ def evaluate(reference: GaussianScene, candidates: Sequence[tuple[str, GaussianS
         columns = {"reference": target}
         for name, scene in candidates:
             image, alpha = render_fn(scene, camera)
-            size = int(scene.metadata.get("source_bytes") or 0)
-            ratio = INRIA_BYTES_PER_GAUSSIAN * len(reference) / size if size else None
             _score(scores[name], "", image, target)
             columns[name] = image
             if restore_fn is not None:
-                restored = restore_fn(image, alpha, ratio)
+                restored = restore_fn(image, alpha, _inria_ratio(reference, scene))
                 _score(scores[name], "restored_", restored, target)
                 columns[f"{name} restored"] = restored
                 columns[f"{name} mask"] = 1.0 - alpha
@@ -79,16 +77,22 @@ def _score(scores: dict[str, list[float]], prefix: str, image: np.ndarray, targe
     scores[f"{prefix}ssim"].append(float(ssim(image, target)))
 
 
+def _inria_ratio(reference: GaussianScene, scene: GaussianScene) -> float | None:
+    """How many times smaller the candidate's file is than the reference as an INRIA .ply (None: no file)."""
+    size = int(scene.metadata.get("source_bytes") or 0)
+    return INRIA_BYTES_PER_GAUSSIAN * len(reference) / size if size else None
+
+
 def _result(reference: GaussianScene, name: str, scene: GaussianScene, scores: dict[str, list[float]]
             ) -> CandidateResult:
     reference_bytes = reference.metadata.get("source_bytes") or 0
-    inria_bytes = INRIA_BYTES_PER_GAUSSIAN * len(reference)
     size = int(scene.metadata.get("source_bytes") or 0)
+    inria_ratio = _inria_ratio(reference, scene)
     restored = bool(scores["restored_psnr"])
     return CandidateResult(
         name=name, gaussians=len(scene), bytes=size,
         ratio_vs_reference_file=(reference_bytes / size) if size else math.nan,
-        ratio_vs_inria_ply=(inria_bytes / size) if size else math.nan,
+        ratio_vs_inria_ply=inria_ratio if inria_ratio is not None else math.nan,
         psnr=float(np.mean(scores["psnr"])), ssim=float(np.mean(scores["ssim"])), per_view_psnr=scores["psnr"],
         restored_psnr=float(np.mean(scores["restored_psnr"])) if restored else None,
         restored_ssim=float(np.mean(scores["restored_ssim"])) if restored else None,

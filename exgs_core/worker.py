@@ -159,10 +159,10 @@ def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[floa
 
 def compress_scene(scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None, sh_degree: int | None,
                    on_progress: ProgressCallback | None = None) -> tuple[bytes, dict]:
-    """UGC compression: (.exgs bytes, stats). `cameras` None means the automatic scoring views."""
-    from exgs_core.ugc.compress import CompressSettings, Target, compress, scoring_cameras
+    """UGC compression: (.exgs bytes, stats). `cameras` (scored at SCORING_SIZE) or None for the automatic views."""
+    from exgs_core.ugc.compress import CompressSettings, Target, at_scoring_size, compress, scoring_cameras
 
-    views = list(cameras) if cameras else scoring_cameras(scene)
+    views = at_scoring_size(cameras) if cameras else scoring_cameras(scene)
     settings = CompressSettings(sh_degree=sh_degree)
     result = compress(scene, Target(target["kind"], float(target["value"])), views, settings,
                       on_progress=on_progress)

@@ -154,3 +154,16 @@ def test_cli_compress_never_overwrites_its_input(tmp_path, capsys):
     assert main(["compress", str(source), "-o", str(source), "--keep", "0.5"]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
     assert source.read_bytes() == before
+
+
+def test_given_scoring_views_are_scaled_to_the_scoring_size() -> None:
+    from exgs_core.camera import Camera
+    from exgs_core.ugc.compress import SCORING_SIZE, at_scoring_size
+
+    big = Camera(np.eye(4), 1000.0, 1000.0, 960.0, 540.0, 1920, 1080)
+    small = Camera(np.eye(4), 50.0, 50.0, 48.0, 27.0, 96, 54)
+    scaled, same = at_scoring_size([big, small])
+    factor = SCORING_SIZE / 1920
+    assert (scaled.width, scaled.height) == (SCORING_SIZE, 108)
+    assert np.allclose([scaled.fx, scaled.fy, scaled.cx, scaled.cy], [1000 * factor, 1000 * factor, 96, 54])
+    assert same.isclose(small)

@@ -25,8 +25,6 @@ from ..engine import render_camera
 from ..properties import read_stats, store_stats
 from ..splat_object import create_splat_object, is_splat_object, replace_splat_data, scene_from_object, splat_info
 
-# exgs_core.ugc.compress.SCORING_SIZE: the pixel size UGC scores at (not imported: that module needs torch).
-SCORING_SIZE = 192
 
 
 class CompressJob:
@@ -85,10 +83,6 @@ def target_of(settings: Any) -> dict:
     return {"kind": "ratio", "value": float(settings.ratio)}
 
 
-def _scoring_size(camera: Camera) -> Camera:
-    return camera.scaled(min(1.0, SCORING_SIZE / max(camera.width, camera.height)))
-
-
 def scoring_cameras(context: bpy.types.Context, views: str, path_views: int) -> list[Camera] | None:
     """World-space scoring views: None for the automatic orbit, the scene's cameras, or the active camera's path."""
     scene = context.scene
@@ -98,7 +92,7 @@ def scoring_cameras(context: bpy.types.Context, views: str, path_views: int) -> 
         objects = [o for o in scene.objects if o.type == "CAMERA" and o.data.type == "PERSP"]
         if not objects:
             raise ValueError("the scene has no perspective camera to score from")
-        return [_scoring_size(render_camera(scene, o)) for o in objects]
+        return [render_camera(scene, o) for o in objects]
     if scene.camera is None:
         raise ValueError("the scene has no active camera")
     frames = np.unique(np.linspace(scene.frame_start, scene.frame_end, path_views).round().astype(int))
@@ -106,7 +100,7 @@ def scoring_cameras(context: bpy.types.Context, views: str, path_views: int) -> 
     try:
         for frame in frames:
             scene.frame_set(int(frame))
-            cameras.append(_scoring_size(render_camera(scene, scene.camera)))
+            cameras.append(render_camera(scene, scene.camera))
     finally:
         scene.frame_set(current)
     return cameras

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
+
 from .. import runtime
 from ..properties import read_stats
 from ..splat_object import is_splat_object, splat_info
@@ -69,7 +71,7 @@ def _draw_stats(layout: bpy.types.UILayout, stats: dict | None) -> None:
     for text in ("", "Before", "After",
                  "Gaussians", f"{stats['gaussians_before']:,}", f"{stats['gaussians_after']:,}",
                  "Bytes", _size(stats.get("bytes_before")), _size(stats.get("bytes_after")),
-                 "INRIA .ply", _size(248 * stats["gaussians_before"]), ""):
+                 "INRIA .ply", _size(INRIA_BYTES_PER_GAUSSIAN * stats["gaussians_before"]), ""):
         grid.label(text=text)
     ratio_input = f"{stats['ratio_vs_input']:.1f}x" if stats.get("ratio_vs_input") else "n/a"
     box.label(text=f"Ratio: {ratio_input} vs input file, {stats['ratio_vs_inria_ply']:.1f}x vs INRIA .ply")

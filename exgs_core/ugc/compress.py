@@ -77,6 +77,11 @@ def scoring_cameras(scene: GaussianScene, views: int | None = None, inside_out: 
     return sphere_cameras(scene.means, n, size, size, opacities=scene.opacities())
 
 
+def at_scoring_size(cameras: Sequence, size: int = SCORING_SIZE) -> list:
+    """The given views, scaled down (intrinsics included) so the larger side is at most `size` pixels."""
+    return [c.scaled(min(1.0, size / max(c.width, c.height))) for c in cameras]
+
+
 def parse_size(text: str) -> int:
     """'3MB', '500 kB', '2.5MiB', '1200000' -> bytes (kB/MB/GB are decimal, KiB/MiB/GiB binary)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]i?[bB]|[bB])?\s*", text)
