@@ -169,3 +169,14 @@ def test_crops_are_cut_to_the_model_grid_when_pairs_are_smaller_than_the_crop(pa
     assert rgb.shape == (3, 3, 32, 32) and mask.shape == (3, 1, 32, 32) and target.shape == (3, 3, 32, 32)
     with pytest.raises(ValueError, match="smaller than the model's 64 px grid"):
         bank.batch(np.random.default_rng(0), 1, crop=128, multiple=64)
+
+
+def test_pair_bank_keeps_only_pairs_compressed_at_least_min_ratio(pairs: Path) -> None:
+    ratios = sorted(float(record["ratio"]) for record, _, _ in load_samples(pairs, "train"))
+    assert ratios[0] < ratios[-1]  # the fixture's pairs span several ratios
+    middle = ratios[len(ratios) // 2]
+    bank = PairBank(pairs, "train", min_ratio=middle)
+    assert len(bank) == sum(r >= middle for r in ratios) < len(ratios)
+    assert all(float(record["ratio"]) >= middle for record in bank.records)
+    with pytest.raises(ValueError, match=f"no train samples compressed at least {ratios[-1] + 1:g}x"):
+        PairBank(pairs, "train", min_ratio=ratios[-1] + 1)

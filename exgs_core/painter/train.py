@@ -61,6 +61,7 @@ class TrainSettings:
     warmup_steps: int = 100
     min_lr_fraction: float = 0.05
     hard_fraction: float = 0.5  # share of training draws weighted by the pair's raw error
+    min_ratio: float = 0.0  # train only on pairs compressed at least this much (strength_for_ratio skips lighter ones)
     latent_weight: float = 0.1
     ssim_weight: float = 0.2
     train_encoder: bool = False  # stage 2: fine-tune the encoder too (the latent targets stay frozen)
@@ -83,11 +84,15 @@ class TrainSettings:
 class PairBank:
     """All training pairs in memory as uint8, and seeded random crops/flips/rotations from them."""
 
-    def __init__(self, data_dirs: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train"):
+    def __init__(self, data_dirs: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train",
+                 min_ratio: float = 0.0):
         data_dirs = [data_dirs] if isinstance(data_dirs, (str, os.PathLike)) else list(data_dirs)
-        samples = [sample for folder in data_dirs for sample in load_samples(folder, split)]
+        samples = [sample for folder in data_dirs for sample in load_samples(folder, split)
+                   if float(sample[0].get("ratio") or 0.0) >= min_ratio]
         if not samples:
-            raise ValueError(f"{', '.join(map(str, data_dirs))}: no {split} samples (run the pairs command first)")
+            at_least = f" compressed at least {min_ratio:g}x" if min_ratio > 0 else ""
+            raise ValueError(f"{', '.join(map(str, data_dirs))}: no {split} samples{at_least} "
+                             "(run the pairs command first)")
         self.records = [s[0] for s in samples]
         self.inputs = [s[1] for s in samples]
         self.targets = [s[2] for s in samples]
@@ -247,7 +252,7 @@ def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
     accelerator = accelerator or Accelerator()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bank = PairBank(data_dir, "train")
+    bank = PairBank(data_dir, "train", settings.min_ratio)
     eval_set = _eval_subset(settings) if accelerator.is_main_process else None
 
     resumed = load_checkpoint(out)
