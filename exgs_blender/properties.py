@@ -7,11 +7,13 @@ import json
 import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
 
+from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
+
 
 class ExgsCompressSettings(bpy.types.PropertyGroup):
     target: EnumProperty(  # type: ignore[valid-type]
         name="Target",
-        items=[("RATIO", "Ratio", "Compression ratio against the standard INRIA .ply (248 bytes per Gaussian)"),
+        items=[("RATIO", "Ratio", f"Compression ratio against the standard INRIA .ply ({INRIA_BYTES_PER_GAUSSIAN} bytes per Gaussian)"),
                ("SIZE", "Size", "File size of the compressed scene in MB"),
                ("KEEP", "Keep", "Fraction of the Gaussians to keep")],
         default="RATIO",

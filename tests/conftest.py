@@ -27,6 +27,16 @@ def captured_scene_paths() -> list[Path]:
     return [p for p in real_scene_paths() if p.parent != MESH2SPLAT_DIR]
 
 
+def random_gaussians(path: Path, count: int, seed: int):
+    """`count` Gaussians drawn at random (seeded) from the scene file at `path`: small real scenes for slow paths."""
+    import numpy as np
+
+    from exgs_core.io import read_scene
+
+    scene = read_scene(path)
+    return scene.subset(np.random.default_rng(seed).permutation(len(scene))[:count])
+
+
 requires_data = pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=f"real data folder {DATA_ROOT} is absent")
 
 

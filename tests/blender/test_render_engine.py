@@ -25,7 +25,7 @@ from exgs_core.render import render
 from exgs_core.scene import GaussianScene
 from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.blender.exr import read_exr
-from tests.conftest import MESH2SPLAT_DIR, requires_data
+from tests.conftest import MESH2SPLAT_DIR, random_gaussians, requires_data
 
 pytestmark = requires_data
 
@@ -141,9 +141,7 @@ def _assert_matches(exr: Path, scene: GaussianScene, matrix: np.ndarray, strengt
 def session(blender_extension: InstalledExtension, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Import -> F12 -> cancelled job -> compress (operator) -> F12 -> save, in one Blender process."""
     tmp = tmp_path_factory.mktemp("render_engine")
-    full = read_scene(MESH2SPLAT_DIR / "spot.splat")
-    source = full.subset(np.random.default_rng(1).permutation(len(full))[:2000])
-    write_scene(source, tmp / "spot2k.splat")
+    write_scene(random_gaussians(MESH2SPLAT_DIR / "spot.splat", 2000, seed=1), tmp / "spot2k.splat")
     world_source = read_scene(tmp / "spot2k.splat").transformed(MINUS_Y_UP)
     matrix = _camera_matrix(world_source, 0.6)
     out = run_blender(SETUP + dedent("""

@@ -15,16 +15,15 @@ from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.blender.exr import read_exr
 from tests.blender.test_render_engine import (CAMERA, MINUS_Y_UP, SETUP, WORLD, _camera_matrix, _expected, _pass,
                                               _psnr, _srgb)
-from tests.conftest import MESH2SPLAT_DIR, requires_data
+from tests.conftest import MESH2SPLAT_DIR, random_gaussians, requires_data
 
 pytestmark = requires_data
 
 
 @pytest.fixture(scope="module")
 def small_splat(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    full = read_scene(MESH2SPLAT_DIR / "cat.splat")
     path = tmp_path_factory.mktemp("runtime") / "cat1500.splat"
-    write_scene(full.subset(np.random.default_rng(2).permutation(len(full))[:1500]), path)
+    write_scene(random_gaussians(MESH2SPLAT_DIR / "cat.splat", 1500, seed=2), path)
     return path
 
 

@@ -8,18 +8,16 @@ import numpy as np
 import pytest
 
 from exgs_core.camera import orbit_cameras
-from exgs_core.io import read_scene
 from exgs_core.render import render
 from exgs_core.worker import Cancelled, InProcessRuntime, WorkerError, WorkerRuntime
-from tests.conftest import MESH2SPLAT_DIR, requires_data
+from tests.conftest import MESH2SPLAT_DIR, random_gaussians, requires_data
 
 pytestmark = requires_data
 
 
 @pytest.fixture(scope="module")
 def small_scene():
-    scene = read_scene(MESH2SPLAT_DIR / "spot.splat")
-    return scene.subset(np.random.default_rng(0).permutation(len(scene))[:3000])
+    return random_gaussians(MESH2SPLAT_DIR / "spot.splat", 3000, seed=0)
 
 
 @pytest.fixture()
