@@ -19,12 +19,19 @@ from exgs_core.errors import ExgsError
 from exgs_core.painter import commands as painter_commands
 
 
+FILTER_NAN_HELP = ("drop Gaussians with NaN or infinite values (but +-inf opacity and -inf scales) or a zero "
+                   "rotation, instead of refusing the input")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run_parsed(build_parser(), argv)
 
 
 def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` and run the chosen command (`args.run`), reporting failures as one line; the exit code."""
+    """Parse `argv` and run the chosen command (`args.run`), reporting failures as one line; the exit code.
+
+    An unexpected exception is one line too, naming the command's input; `--debug` shows its traceback.
+    """
     warnings.formatwarning = _one_line_warning
     args = parser.parse_args(argv)
     try:
@@ -32,13 +39,39 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     except ExgsError as error:
         print(f"exgs: error: {error}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"exgs: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("exgs: cancelled", file=sys.stderr)
         return 130
+    except Exception as error:
+        if getattr(args, "debug", False):
+            raise
+        print(f"exgs: error: {_describe_failure(args, error)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _describe_failure(args: argparse.Namespace, error: Exception) -> str:
+    """One line for an exception that is not an ExgsError: OSError, ValueError and RuntimeError carry their
+    own message; anything else (a bug, or memory) names the input and suggests --debug."""
+    if isinstance(error, MemoryError):
+        return f"{_main_input(args)}: not enough memory for this request"
+    text = " ".join(str(error).split())
+    if isinstance(error, (OSError, ValueError, RuntimeError)) and text:
+        paths = [getattr(args, name, None) for name in (*_INPUTS, "output", "cameras", "weights")]
+        named = any(isinstance(path, str) and path and path in text for path in paths)
+        return text if named else f"{_main_input(args)}: {text}"
+    return f"{_main_input(args)}: unexpected {type(error).__name__}: {text[:300]} (rerun with --debug for details)"
+
+
+_INPUTS = ("input", "scene", "file", "reference")
+
+
+def _main_input(args: argparse.Namespace) -> str:
+    for name in _INPUTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            return value
+    return f"exgs {getattr(args, 'command', '')}".strip()
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -47,6 +80,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exgs", description="Extreme 3D Gaussian Splatting compression.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = _command(commands, "info", run_info, "print a scene file's format, size and bounds")
@@ -56,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = _command(commands, "convert", run_convert, "convert between splat formats (by extension)")
     convert.add_argument("input")
     convert.add_argument("output")
+    convert.add_argument("--filter-nan", action="store_true", help=FILTER_NAN_HELP)
 
     render = _command(commands, "render", run_render, "render frames from a transforms.json to PNG")
     render.add_argument("scene")
@@ -79,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     views.add_argument("--cameras", help="score from these views (transforms.json), e.g. your shots")
     compress.add_argument("--inside-out", action="store_true", help="automatic views from inside (rooms)")
     compress.add_argument("--score", choices=["alpha_t", "sigma_t"], default=None, help="significance variant")
+    compress.add_argument("--filter-nan", action="store_true", help=FILTER_NAN_HELP)
 
     decompress = _command(commands, "decompress", run_decompress, "expand an .exgs file to .ply or .splat")
     decompress.add_argument("input")
@@ -130,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _command(commands, name: str, run: Callable, help_text: str) -> argparse.ArgumentParser:
     sub = commands.add_parser(name, help=help_text, description=help_text)
     sub.set_defaults(run=run)
+    # SUPPRESS: `exgs --debug CMD` must not be reset by the subcommand's default
+    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                     help="show the traceback of an unexpected error")
     return sub
 
 
@@ -201,7 +240,7 @@ def run_convert(args: argparse.Namespace) -> None:
     from exgs_core.io import read_scene, write_scene
 
     _refuse_overwriting_input(args.input, args.output)
-    scene = read_scene(args.input)
+    scene = read_scene(args.input, filter_nan=args.filter_nan)
     write_scene(scene, args.output)
     print(f"wrote {args.output}: {len(scene):,} Gaussians, {Path(args.output).stat().st_size:,} bytes")
 
@@ -236,13 +275,16 @@ def run_compress(args: argparse.Namespace) -> None:
     from exgs_core.ugc.compress import CompressSettings, Target, compress, parse_size, scoring_cameras
 
     _refuse_overwriting_input(args.input, args.output)
+    if not args.output.lower().endswith(".exgs"):
+        raise ExgsError(f"{args.output}: compress writes an .exgs file; name the output *.exgs "
+                        "(`exgs decompress` then writes .ply, .splat or .compressed.ply)")
     if args.keep is not None:
         target = Target("keep", args.keep)
     elif args.size is not None:
         target = Target("size", parse_size(args.size))
     else:
         target = Target("ratio", args.ratio)
-    scene = read_scene(args.input)
+    scene = read_scene(args.input, filter_nan=args.filter_nan)
     if args.cameras:
         from exgs_core.camera import read_transforms
 

@@ -227,7 +227,7 @@ def test_sog_zip_without_meta_json_or_member(tmp_path: Path) -> None:
         (lambda meta: meta.update(version=3), "version 3"),
         (lambda meta: meta.pop("quats"), "no 'quats' section"),
         (lambda meta: meta["means"].update(mins=[0, 0]), "means.mins"),
-        (lambda meta: meta.update(count=10**9), "does not fit the 1000000000 Gaussians"),
+        (lambda meta: meta.update(count=10**9), "declares 1000000000 Gaussians"),
         (lambda meta: meta["scales"].update(codebook=[0.0] * 10), "beyond its 10-entry codebook"),
         (lambda meta: meta["shN"].update(bands=5), "shN.bands"),
         (lambda meta: meta["sh0"].update(files=["../secret.webp"]), "not a plain file name"),

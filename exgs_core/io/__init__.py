@@ -8,6 +8,7 @@ then by its extension.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -20,6 +21,7 @@ from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, write_ply
 from exgs_core.io.sog import ImageDecoder, read_sog
 from exgs_core.io.splat import read_splat, write_splat
 from exgs_core.scene import GaussianScene
+from exgs_core.validate import describe_non_finite, drop_non_finite, non_finite_rows
 
 
 class FileFormat(NamedTuple):
@@ -102,10 +104,14 @@ def detect_format(path: str | os.PathLike) -> str:
     raise SceneFormatError(path, f"unknown scene format; readable formats are {known}")
 
 
-def read_scene(path: str | os.PathLike, decode_image: ImageDecoder | None = None) -> GaussianScene:
+def read_scene(
+    path: str | os.PathLike, decode_image: ImageDecoder | None = None, filter_nan: bool = False
+) -> GaussianScene:
     """Read a scene file (format by content and extension); SceneFormatError if it is unreadable or broken.
 
     decode_image decodes SOG's WebP images (Pillow by default; the Blender extension passes Blender's decoder).
+    Gaussians with NaN or infinite values (but +-inf opacity logits and -inf log-scales) are an error, or with
+    `filter_nan` are dropped with a FormatWarning saying how many.
     """
     path = Path(path)
     format = detect_format(path)
@@ -115,19 +121,28 @@ def read_scene(path: str | os.PathLike, decode_image: ImageDecoder | None = None
         raise
     except OSError as error:
         raise SceneFormatError(path, f"cannot read the file: {error.strerror or error}") from None
-    _check_read_scene(path, scene)
+    except MemoryError:
+        raise SceneFormatError(path, "not enough memory to read this scene") from None
+    scene = _check_read_scene(path, scene, filter_nan)
     scene.metadata["source_name"] = path.parent.name if path.name == "meta.json" else path.name
     return scene
 
 
-def _check_read_scene(path: Path, scene: GaussianScene) -> None:
+def _check_read_scene(path: Path, scene: GaussianScene, filter_nan: bool) -> GaussianScene:
     if len(scene) == 0:
         raise SceneFormatError(path, "the scene holds no Gaussians (0 rows)")
-    bad = ~np.isfinite(scene.means).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        counted = "1 Gaussian has" if len(rows) == 1 else f"{len(rows)} Gaussians have"
-        raise SceneFormatError(path, f"{counted} NaN or infinite positions (x, y, z), the first at index {rows[0]}")
+    if filter_nan:
+        scene, dropped = drop_non_finite(scene)
+        if dropped:
+            warnings.warn(f"{path}: dropped {dropped} Gaussians with NaN or infinite values or a zero rotation "
+                          "(--filter-nan)", FormatWarning, stacklevel=3)
+        if len(scene) == 0:
+            raise SceneFormatError(path, "no Gaussian is left after dropping those with NaN or infinite values")
+        return scene
+    found = non_finite_rows(scene)
+    if found:
+        raise SceneFormatError(path, f"{describe_non_finite(found)}; --filter-nan drops such Gaussians")
+    return scene
 
 
 def write_scene(scene: GaussianScene, path: str | os.PathLike, format: str | None = None) -> None:
@@ -136,7 +151,7 @@ def write_scene(scene: GaussianScene, path: str | os.PathLike, format: str | Non
     format = format or _format_for_extension(path)
     if format not in _WRITERS:
         raise SceneFormatError(path, f"cannot write format {format!r}; {_writable_list()}")
-    _check_scene_to_write(scene)
+    _check_scene_to_write(scene, path)
     _WRITERS[format](scene, path)
 
 
@@ -157,11 +172,12 @@ def _writable_list() -> str:
     return "writable formats are " + ", ".join(f"{f.name} ({', '.join(f.extensions)})" for f in WRITABLE_FORMATS)
 
 
-def _check_scene_to_write(scene: GaussianScene) -> None:
+def _check_scene_to_write(scene: GaussianScene, path: Path) -> None:
     """Refuse, before any file is touched, a scene no reader would accept back."""
     # Re-running the constructor re-checks the array shapes, which callers may have replaced since.
     GaussianScene(scene.means, scene.quats, scene.log_scales, scene.opacity_logits, scene.sh)
     if len(scene) == 0:
-        raise ValueError("cannot write a scene with no Gaussians")
-    if not np.isfinite(scene.means).all():
-        raise ValueError("cannot write a scene with NaN or infinite positions")
+        raise ValueError(f"{path}: not written: the scene has no Gaussians")
+    found = non_finite_rows(scene)
+    if found:
+        raise ValueError(f"{path}: not written: {describe_non_finite(found)}")

@@ -28,10 +28,16 @@ import numpy as np
 from exgs_core.errors import SceneFormatError
 from exgs_core.io.ply import FormatWarning
 from exgs_core.scene import GaussianScene
+from exgs_core.validate import JsonError, is_number, parse_json
 
 SH_COEFFICIENTS_FOR_BANDS = {1: 3, 2: 8, 3: 15}
 PALETTE_ROW = 64  # palette entries per row of shN_centroids
 MAX_ZIP_RATIO = 1000  # refuse zip members that claim to inflate more than this (zip bombs)
+# A count in meta.json beyond this many Gaussians per byte of the scene's images (+ the allowance) is refused
+# before any image is decoded: real SOG files take 25 bytes per Gaussian, and a one-colour WebP of 8192^2
+# pixels takes a few hundred bytes.
+MAX_GAUSSIANS_PER_BYTE = 1
+GAUSSIAN_ALLOWANCE = 1 << 18
 
 # Decodes an image file's bytes (the str is its file name) to (height, width, 4) uint8 RGBA, top row first,
 # channels as stored (not premultiplied); raises ValueError or OSError when it cannot.
@@ -69,6 +75,18 @@ class _SogFiles:
         data = file.read_bytes()
         self.bytes_read += len(data)
         return data
+
+    def stored_size(self, name: str) -> int:
+        """The stored (compressed) size of a referenced file, 0 if it is missing (read() reports that)."""
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+            return 0
+        if self._zip is not None:
+            try:
+                return self._zip.getinfo(name).compress_size
+            except KeyError:
+                return 0
+        file = self.folder / name
+        return file.stat().st_size if file.is_file() else 0
 
     def _read_member(self, archive: zipfile.ZipFile, name: str) -> bytes:
         try:
@@ -113,8 +131,8 @@ def read_sog(path: str | os.PathLike, decode_image: ImageDecoder | None = None) 
 
 def _parse_meta(files: _SogFiles) -> dict:
     try:
-        meta = json.loads(files.read(files.meta_name))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        meta = parse_json(files.read(files.meta_name))
+    except JsonError as error:
         raise SceneFormatError(files.path, f"meta.json is not valid JSON: {error}") from None
     if not isinstance(meta, dict):
         raise SceneFormatError(files.path, "meta.json does not hold a JSON object")
@@ -122,7 +140,7 @@ def _parse_meta(files: _SogFiles) -> dict:
         if "means" in meta:
             raise SceneFormatError(files.path, "meta.json has no 'version': legacy SOG v1 is not supported (only v2)")
         raise SceneFormatError(files.path, f"{files.meta_name} is not a SOG meta.json (it has no 'version' or 'means')")
-    if meta["version"] != 2:
+    if not is_number(meta["version"]) or meta["version"] != 2:
         raise SceneFormatError(files.path, f"SOG version {meta['version']!r} is not supported (only version 2)")
     count = meta.get("count")
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
@@ -135,12 +153,25 @@ def _parse_meta(files: _SogFiles) -> dict:
     _require(files, meta, "sh0", {"codebook": None, "files": 1})
     if "shN" in meta:
         _require(files, meta, "shN", {"codebook": None, "files": 2})
-        if meta["shN"].get("bands") not in SH_COEFFICIENTS_FOR_BANDS:
+        if not is_number(meta["shN"].get("bands")) or meta["shN"].get("bands") not in SH_COEFFICIENTS_FOR_BANDS:
             raise SceneFormatError(files.path, f"meta.json shN.bands must be 1, 2 or 3, not {meta['shN'].get('bands')!r}")
         palette = meta["shN"].get("count")
-        if not isinstance(palette, int) or not 0 < palette <= 1 << 16:
+        if not isinstance(palette, int) or isinstance(palette, bool) or not 0 < palette <= 1 << 16:
             raise SceneFormatError(files.path, f"meta.json shN.count must be 1..65536, not {palette!r}")
+    _check_count_fits(files, meta)
     return meta
+
+
+def _check_count_fits(files: _SogFiles, meta: dict) -> None:
+    """Refuse a count the images cannot plausibly hold (a decompression bomb) before decoding any of them."""
+    names = {name for key in ("means", "scales", "quats", "sh0", "shN") for name in meta.get(key, {}).get("files", [])}
+    stored = sum(files.stored_size(name) for name in names)
+    most = MAX_GAUSSIANS_PER_BYTE * stored + GAUSSIAN_ALLOWANCE
+    if meta["count"] > most:
+        raise SceneFormatError(
+            files.path, f"meta.json declares {meta['count']} Gaussians, but its {stored} bytes of images can hold "
+            f"at most {most}: refused as a decompression bomb"
+        )
 
 
 def _require(files: _SogFiles, meta: dict, key: str, lists: dict[str, int | None]) -> None:
