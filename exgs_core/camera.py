@@ -25,6 +25,7 @@ import numpy as np
 
 from exgs_core.errors import CameraFormatError
 from exgs_core.fileio import atomic_write
+from exgs_core.validate import MAX_JSON_BYTES, JsonError, check_frame_count, check_image_size, parse_json
 
 # Flips camera y and z: OpenCV camera axes <-> OpenGL/Blender camera axes (its own inverse).
 FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -267,6 +268,7 @@ def read_transforms(
         raise CameraFormatError(path, "has no 'frames' list")
     if not frames:
         raise CameraFormatError(path, "'frames' is empty: no cameras")
+    check_frame_count(len(frames), lambda problem: CameraFormatError(path, problem))
     return [_frame_camera(path, index, data, frame, default_size) for index, frame in enumerate(frames)]
 
 
@@ -315,17 +317,15 @@ def _intrinsics_dict(camera: Camera) -> dict[str, Any]:
 
 def _load_json(path: str | os.PathLike) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if os.path.getsize(path) > MAX_JSON_BYTES:
+            raise CameraFormatError(path, f"is larger than {MAX_JSON_BYTES} bytes: not a camera file")
+        data = Path(path).read_bytes()
     except OSError as error:
         raise CameraFormatError(path, f"cannot be read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise CameraFormatError(path, "is not UTF-8 text (expected JSON)") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CameraFormatError(
-            path, f"is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
-        ) from None
+        return parse_json(data, allow_constants=True)
+    except JsonError as error:
+        raise CameraFormatError(path, f"is not valid JSON: {error}") from None
 
 
 def _frame_camera(
@@ -374,6 +374,7 @@ def _frame_size(
         if not (value > 0 and value.is_integer()):
             raise CameraFormatError(path, f"{where}: '{key}' must be a positive whole number of pixels, got {raw!r}")
         size.append(int(value))
+    check_image_size(size[0], size[1], lambda problem: CameraFormatError(path, f"{where}: {problem}"))
     return size[0], size[1]
 
 

@@ -253,12 +253,13 @@ def _refuse_overwriting_input(source: str, target: str) -> None:
 def run_render(args: argparse.Namespace) -> None:
     from exgs_core.camera import read_transforms
     from exgs_core.io import read_scene
+
+    scene = read_scene(args.scene)
+    cameras = read_transforms(args.cameras)  # bad inputs fail before torch and numba load
     from exgs_core.images import write_png
     from exgs_core.progress import progress
     from exgs_core.render import render, resolve_backend
 
-    scene = read_scene(args.scene)
-    cameras = read_transforms(args.cameras)
     backend = resolve_backend(args.backend)
     out_dir = Path(args.output)
     for index, camera in enumerate(progress(cameras, desc="render", unit="frame")):
@@ -270,14 +271,14 @@ def run_render(args: argparse.Namespace) -> None:
 
 
 def run_compress(args: argparse.Namespace) -> None:
+    if not args.output.lower().endswith(".exgs"):  # checked before the slow imports
+        raise ExgsError(f"{args.output}: compress writes an .exgs file; name the output *.exgs "
+                        "(`exgs decompress` then writes .ply, .splat or .compressed.ply)")
     from exgs_core.fileio import atomic_write
     from exgs_core.io import read_scene
     from exgs_core.ugc.compress import CompressSettings, Target, compress, parse_size, scoring_cameras
 
     _refuse_overwriting_input(args.input, args.output)
-    if not args.output.lower().endswith(".exgs"):
-        raise ExgsError(f"{args.output}: compress writes an .exgs file; name the output *.exgs "
-                        "(`exgs decompress` then writes .ply, .splat or .compressed.ply)")
     if args.keep is not None:
         target = Target("keep", args.keep)
     elif args.size is not None:

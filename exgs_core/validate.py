@@ -35,9 +35,10 @@ class JsonError(ValueError):
     """A JSON document is malformed; the message says what and where (callers prefix "X is not valid JSON: ")."""
 
 
-def parse_json(data: bytes | str) -> Any:
-    """A JSON document, refusing what Python's json accepts but no other reader does: NaN/Infinity constants,
-    duplicate object keys, nesting too deep for the parser; JsonError with a one-line reason."""
+def parse_json(data: bytes | str, allow_constants: bool = False) -> Any:
+    """A JSON document, refusing what Python's json accepts but no other reader does: NaN/Infinity constants
+    (unless `allow_constants`: Python tools write them in transforms.json), duplicate object keys, nesting too
+    deep for the parser; JsonError with a one-line reason."""
     if len(data) > MAX_JSON_BYTES:
         raise JsonError(f"{len(data)} bytes of JSON, more than the {MAX_JSON_BYTES} allowed")
     if isinstance(data, bytes):
@@ -50,7 +51,8 @@ def parse_json(data: bytes | str) -> Any:
         raise JsonError(f"{name} is not a JSON number")
 
     try:
-        return json.loads(data, parse_constant=reject_constant, object_pairs_hook=_unique_keys)
+        constant = float if allow_constants else reject_constant
+        return json.loads(data, parse_constant=constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise JsonError(f"{error.msg} at line {error.lineno}, column {error.colno}") from None
     except RecursionError:

@@ -33,6 +33,7 @@ from exgs_core.errors import ExgsError
 from exgs_core.fileio import atomic_write
 from exgs_core.painter.baseline import PixelUNet
 from exgs_core.painter.model import GaussPainter, PainterConditioning, check_components
+from exgs_core.validate import JsonError, is_number, parse_json
 
 INDEX_NAME = "model_index.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -49,6 +50,13 @@ LAYOUTS: dict[str, dict[str, tuple[str, type]]] = {
 }
 
 Restorer = GaussPainter | PixelUNet
+
+# Bounds on config values, checked before anything is built: our models use widths <= 128, and a config
+# asking for a million channels or 1024x upsampling could only exhaust memory.
+MAX_CONFIG_INTEGER = 2048
+CONFIG_INTEGER_LIMITS = {"upsampling_scaling_factor": 8, "layers_per_block": 16, "timestep": 100_000,
+                         "num_train_timesteps": 100_000, "num_class_embeds": 100_000}
+MAX_CONFIG_LIST = 16
 
 
 class PainterWeightsError(ExgsError):
@@ -193,12 +201,26 @@ def _read_json(path: Path) -> dict:
         raise PainterWeightsError(path, "missing (a GaussPainter weights folder holds model_index.json, and "
                                         "config.json + diffusion_pytorch_model.safetensors per component)")
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        value = parse_json(path.read_bytes())
+    except JsonError as error:
         raise PainterWeightsError(path, f"is not valid JSON ({error})") from None
     if not isinstance(value, dict):
         raise PainterWeightsError(path, "must hold a JSON object")
     return value
+
+
+def _check_config(path: Path, config: dict) -> None:
+    """Refuse absurd sizes (whole numbers above the limits, long lists, non-finite numbers) before building."""
+    for key, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        if len(values) > MAX_CONFIG_LIST:
+            raise PainterWeightsError(path, f"'{key}' lists {len(values)} values; at most {MAX_CONFIG_LIST} are allowed")
+        most = CONFIG_INTEGER_LIMITS.get(key, MAX_CONFIG_INTEGER)
+        for item in values:
+            if isinstance(item, list) or isinstance(item, dict):
+                raise PainterWeightsError(path, f"'{key}' must hold numbers, strings or a flat list of them")
+            if is_number(item) and not (-most <= item <= most):
+                raise PainterWeightsError(path, f"'{key}' is {item}; values above {most} are refused")
 
 
 def _load_component(folder: Path, cls: type) -> nn.Module:
@@ -206,14 +228,24 @@ def _load_component(folder: Path, cls: type) -> nn.Module:
     if config.get("_class_name", cls.__name__) != cls.__name__:
         raise PainterWeightsError(folder / CONFIG_NAME, f"describes a {config['_class_name']}, expected {cls.__name__}")
     accepted = set(inspect.signature(cls.__init__).parameters)
-    try:
-        module = cls.from_config({k: v for k, v in config.items() if k in accepted})
-    except Exception as error:
-        raise PainterWeightsError(folder / CONFIG_NAME, f"cannot build a {cls.__name__} from it ({error})") from None
+    config = {k: v for k, v in config.items() if k in accepted}
+    _check_config(folder / CONFIG_NAME, config)
+    # Built first without memory (meta tensors), so a config that does not match the file fails before
+    # any parameter is allocated.
+    with torch.device("meta"):
+        shapes = _build(folder, cls, config).state_dict()
     state = _read_safetensors(folder / WEIGHTS_NAME)
-    _check_state(folder / WEIGHTS_NAME, module.state_dict(), state)
+    _check_state(folder / WEIGHTS_NAME, shapes, state)
+    module = _build(folder, cls, config)
     module.load_state_dict(state, strict=True)
     return module
+
+
+def _build(folder: Path, cls: type, config: dict) -> nn.Module:
+    try:
+        return cls.from_config(config)
+    except Exception as error:
+        raise PainterWeightsError(folder / CONFIG_NAME, f"cannot build a {cls.__name__} from it ({error})") from None
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -223,9 +255,14 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                  if pickles else "")
         raise PainterWeightsError(path, f"missing{extra}")
     try:
-        return load_safetensors(path.read_bytes())
+        tensors = load_safetensors(path.read_bytes())
     except (SafetensorError, ValueError, OSError) as error:
         raise PainterWeightsError(path, f"is not a valid safetensors file ({error})") from None
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise PainterWeightsError(path, f"tensor {key!r} holds {bad} NaN or infinite values of {tensor.numel()}")
+    return tensors
 
 
 def _check_state(path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:

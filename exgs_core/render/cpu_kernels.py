@@ -21,6 +21,10 @@ import os
 import numba
 import numpy as np
 
+from exgs_core.numba_cache import configure_numba_cache
+
+configure_numba_cache(__file__)
+
 # numba's default OpenMP threading layer leaves its threads spin-waiting after a parallel kernel, which slows
 # every later torch op 10-100x on a 2-core machine; workqueue does not. It must be set before the first launch.
 if "NUMBA_THREADING_LAYER" not in os.environ:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from exgs_core.numba_cache import configure_numba_cache
+
+configure_numba_cache(__file__)
+
 _CELL_OFFSET = 1 << 20  # cells span [-2^20, 2^20) voxels around the scene's corner
 
 
