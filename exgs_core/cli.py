@@ -80,7 +80,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exgs", description="Extreme 3D Gaussian Splatting compression.")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    add_debug_option(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = _command(commands, "info", run_info, "print a scene file's format, size and bounds")
@@ -163,12 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_debug_option(parser: argparse.ArgumentParser, subcommand: bool = False) -> None:
+    """--debug, before or after the command name (a subcommand's default must not reset `exgs --debug CMD`)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if subcommand else False,
+                        help="show the traceback of an unexpected error")
+
+
 def _command(commands, name: str, run: Callable, help_text: str) -> argparse.ArgumentParser:
     sub = commands.add_parser(name, help=help_text, description=help_text)
     sub.set_defaults(run=run)
-    # SUPPRESS: `exgs --debug CMD` must not be reset by the subcommand's default
-    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                     help="show the traceback of an unexpected error")
+    add_debug_option(sub, subcommand=True)
     return sub
 
 
@@ -434,7 +438,12 @@ def run_restore(args: argparse.Namespace) -> None:
 def run_cameras(args: argparse.Namespace) -> None:
     from exgs_core.camera import inside_out_cameras, orbit_cameras, write_transforms
     from exgs_core.io import read_scene
+    from exgs_core.validate import check_frame_count
 
+    views = args.orbit if args.orbit is not None else args.inside_out
+    if views <= 0:
+        raise ExgsError(f"{args.output}: the number of views must be positive, not {views}")
+    check_frame_count(views, lambda problem: ExgsError(f"{args.output}: {problem}"))
     scene = read_scene(args.scene)
     width, height = args.size
     if args.orbit is not None:

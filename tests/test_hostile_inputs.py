@@ -97,25 +97,32 @@ class Unchanged:
 # --- 1. decompression bombs ---------------------------------------------------------------------------------
 
 
-def exgs_bomb(folder: Path, count: int = 12_000_000) -> Path:
-    """A valid .exgs (all checksums right) whose zstd sections decode to `count` Gaussians: 300 MB of zeros,
-    then gigabytes of float64 arrays. A 700 kB random section it does not need made it pass the old
-    1024 x file size budget."""
+def exgs_bomb(folder: Path, count: int = 10_000_000) -> Path:
+    """A valid .exgs (all checksums right) whose zstd sections decode to `count` SH-3 Gaussians: 1 GB of
+    zeros, then gigabytes of arrays. A random section it does not need, of a thousandth of that, made it
+    pass the former 1024 x file size budget (and exhaust 4 GiB)."""
     small = folder / "small.exgs"
-    write_exgs(random_gaussians(FOX, 300, 0), small, codec="zstd")
+    write_exgs(random_gaussians(SCENES_DIR / "gs3d_lod1_tile_0_0.5x.ply", 300, 0), small, codec="zstd")
     version, header, records = split_file(small.read_bytes())
     small.unlink()
     parsed = json.loads(header)
     parsed["count"] = count
-    compressor = zstandard.ZstdCompressor(level=1, write_content_size=True)
-    records = [[name, b"zstd", compressor.compress(bytes(size)), size]
-               for name, size in scene_section_sizes(parsed).items()]
-    padding = np.random.default_rng(0).integers(0, 256, 700_000, dtype=np.uint8).tobytes()
+    sizes = scene_section_sizes(parsed)
+    records = [[name, b"zstd", zstd_zeros(size), size] for name, size in sizes.items()]
+    padding = np.random.default_rng(0).integers(0, 256, sum(sizes.values()) // 1000, dtype=np.uint8).tobytes()
     records.append(["padding", b"raw\0", padding, len(padding)])
     path = folder / "bomb.exgs"
     path.write_bytes(join_file(version, json.dumps(parsed).encode(), records))
-    assert path.stat().st_size < 1_000_000
+    assert path.stat().st_size < 2_000_000
     return path
+
+
+def zstd_zeros(size: int, chunk: int = 1 << 24) -> bytes:
+    """A zstd frame of `size` zero bytes, made without holding them."""
+    compressor = zstandard.ZstdCompressor(level=1).compressobj(size=size)
+    zeros = bytes(chunk)
+    parts = [compressor.compress(zeros[: min(chunk, size - start)]) for start in range(0, size, chunk)]
+    return b"".join(parts) + compressor.flush()
 
 
 def one_colour_webp(width: int, height: int) -> bytes:
@@ -247,6 +254,13 @@ def test_camera_limits_have_an_override(tmp_path: Path) -> None:
     cameras = transforms(tmp_path / "transforms.json", 3)
     error_line(run_exgs("render", FOX, "--cameras", cameras, "-o", tmp_path / "frames",
                         env={"EXGS_MAX_FRAMES": "2"}), cameras, "3 frames exceed the limit of 2")
+
+
+@pytest.mark.parametrize("views", ["100000000", "-3"])
+def test_absurd_view_counts_are_refused(tmp_path: Path, views: str) -> None:
+    out = tmp_path / "orbit.json"
+    with Unchanged(tmp_path):
+        error_line(run_exgs("cameras", FOX, "--orbit", views, "-o", out), out)
 
 
 def test_memory_error_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:

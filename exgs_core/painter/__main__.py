@@ -21,11 +21,15 @@ COMMANDS = {  # name -> (add arguments, run, help)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from exgs_core.cli import add_debug_option
+
     parser = argparse.ArgumentParser(prog="python -m exgs_core.painter")
+    add_debug_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, run, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(command)
+        add_debug_option(command, subcommand=True)
         command.set_defaults(run=run)
     return parser
 
