@@ -81,6 +81,8 @@ def non_finite_rows(scene: Any) -> dict[str, np.ndarray]:
     found = {}
     for name in SCENE_ATTRIBUTES:
         values = getattr(scene, name).reshape(len(scene), -1)
+        if np.isfinite(values.sum(dtype=np.float64)):  # fast path: one NaN or inf anywhere makes the sum non-finite
+            continue
         bad = ~np.isfinite(values)
         if name in _ALLOWED_INFINITY and bad.any():
             negative_ok, positive_ok = _ALLOWED_INFINITY[name]

@@ -15,7 +15,6 @@ has no Pillow; the Blender extension decodes them with Blender).
 from __future__ import annotations
 
 import io
-import json
 import os
 import warnings
 import zipfile
