@@ -30,21 +30,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the chosen command (`args.run`), reporting failures as one line; the exit code.
 
-    An unexpected exception is one line too, naming the command's input; `--debug` shows its traceback.
+    An unexpected exception is one line too, naming the command's input; `--debug` shows the traceback of
+    any error instead.
     """
     warnings.formatwarning = _one_line_warning
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except ExgsError as error:
-        print(f"exgs: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("exgs: cancelled", file=sys.stderr)
         return 130
     except Exception as error:
         if getattr(args, "debug", False):
             raise
+        if isinstance(error, ExgsError):
+            print(f"exgs: error: {error}", file=sys.stderr)
+            return 1
         print(f"exgs: error: {_describe_failure(args, error)}", file=sys.stderr)
         return 1
     return 0
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_debug_option(parser: argparse.ArgumentParser, subcommand: bool = False) -> None:
     """--debug, before or after the command name (a subcommand's default must not reset `exgs --debug CMD`)."""
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if subcommand else False,
-                        help="show the traceback of an unexpected error")
+                        help="show the traceback of an error")
 
 
 def _command(commands, name: str, run: Callable, help_text: str) -> argparse.ArgumentParser:
