@@ -44,7 +44,7 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
         if getattr(args, "debug", False):
             raise
         if isinstance(error, ExgsError):
-            print(f"exgs: error: {error}", file=sys.stderr)
+            print(f"exgs: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
             return 1
         print(f"exgs: error: {_describe_failure(args, error)}", file=sys.stderr)
         return 1
