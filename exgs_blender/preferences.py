@@ -63,9 +63,13 @@ class EXGS_AP_preferences(bpy.types.AddonPreferences):
 
     def _draw_state(self, box: bpy.types.UILayout) -> None:
         state, message = runtime.runtime_status()
-        icons = {"ready": "CHECKMARK", "checking": "TIME", "installing": "TIME"}
-        box.label(text=f"Runtime: {state}" + ("" if state in ("missing", "broken") else f" ({message})"),
-                  icon=icons.get(state, "ERROR"))
+        text = f"Runtime: {state}" + ("" if state in ("missing", "broken") else f" ({message})")
+        if state == "ready":
+            box.label(text=text, icon="CHECKMARK")
+        elif state in ("checking", "installing"):
+            box.label(text=text, icon="TIME")
+        else:
+            box.label(text=text, icon="ERROR")
         if state in ("missing", "broken"):
             for line in message.split(": ", 1):
                 box.label(text=line)
@@ -172,7 +176,7 @@ class EXGS_OT_remove_runtime(bpy.types.Operator):
     bl_label = "Remove Runtime"
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> OperatorResult:
-        return context.window_manager.invoke_confirm(self, event)  # type: ignore[return-value]
+        return context.window_manager.invoke_confirm(self, event)
 
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         runtime.start_remove()

@@ -12,12 +12,12 @@ from ..operators.compress import already_compressed, camera_path_animated
 from ..splat_object import is_splat_object, splat_info, splat_problem
 
 
-def _lines(layout: bpy.types.UILayout, text: str, icon: str = "NONE", width: int = 60) -> None:
-    """A long message as several labels (Blender labels do not wrap)."""
+def _lines(layout: bpy.types.UILayout, text: str, width: int = 60) -> None:
+    """A long warning as several labels (Blender labels do not wrap), the first with the error icon."""
     import textwrap
 
     for index, line in enumerate(textwrap.wrap(text, width)):
-        layout.label(text=line, icon=icon if index == 0 else "BLANK1")
+        layout.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
 
 
 def _size(num_bytes: float | None) -> str:
@@ -54,7 +54,7 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         layout.label(text=f"{obj.name}: {info['count']:,} Gaussians, SH {info['sh_degree']}", icon="POINTCLOUD_DATA")
         problem = splat_problem(obj)
         if problem:
-            _lines(layout.box(), problem, "ERROR")
+            _lines(layout.box(), problem)
             return
         _runtime_line(layout)
         column = layout.column()
@@ -64,7 +64,7 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         column.prop(settings, "sh_degree")
         column.prop(settings, "views")
         if settings.views == "AUTO":
-            animated = context.scene.camera is not None and camera_path_animated(context.scene)
+            animated = context.scene is not None and camera_path_animated(context.scene)
             column.label(text="Scoring from the active camera's path" if animated
                          else "Scoring from 24 orbit views (no animated camera)", icon="CAMERA_DATA")
         if settings.views in ("AUTO", "ACTIVE_PATH"):
@@ -72,7 +72,7 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         column.prop(settings, "result", expand=True)
         warning = already_compressed(obj)
         if warning:
-            _lines(layout.box(), warning, "ERROR")
+            _lines(layout.box(), warning)
         if settings.running:
             layout.progress(factor=settings.progress, type="BAR", text=settings.status)
         else:
@@ -118,7 +118,7 @@ class RENDER_PT_exgs(bpy.types.Panel):
         if scene.view_settings.view_transform != "Standard":
             box = layout.box()
             _lines(box, f"The {scene.view_settings.view_transform} view transform changes the splats' colours; "
-                        "Standard shows them as in the file", "INFO")
+                        "Standard shows them as in the file")
             box.prop(scene.view_settings, "view_transform")
         layout.prop(settings, "use_restore")
         column = layout.column()

@@ -100,12 +100,11 @@ def _painted_tiles(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer, til
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering [0, size) with at least `overlap` shared pixels; the last ends at size."""
+    """Start offsets of the fewest tiles covering [0, size) with at least `overlap` shared pixels at each seam."""
     if size <= tile:
         return [0]
-    step = tile - overlap
-    starts = list(range(0, size - tile, step))
-    return starts + [size - tile]
+    count = math.ceil((size - tile) / (tile - overlap)) + 1  # evenly spread: every seam shares >= overlap
+    return [round(i * (size - tile) / (count - 1)) for i in range(count)]
 
 
 def _ramp(length: int, rise: bool, fall: bool, overlap: int) -> torch.Tensor:
