@@ -127,6 +127,8 @@ def check_python(python: str, wait: bool = False) -> dict[str, Any]:
             check = {"state": "checking", "detail": "", "done": threading.Event()}
             _checks[python] = check
             threading.Thread(target=_run_check, args=(python, check), name="exgs-runtime-check", daemon=True).start()
+            if not wait and not bpy.app.background and threading.current_thread() is threading.main_thread():
+                bpy.app.timers.register(_redraw_when_checked, first_interval=0.5)
     if wait:
         check["done"].wait()
     return check
@@ -142,6 +144,18 @@ def _run_check(python: str, check: dict[str, Any]) -> None:
         ok, detail = False, str(error)
     check.update(state="ready" if ok else "broken", detail="" if ok else detail)
     check["done"].set()
+
+
+def _redraw_when_checked() -> float | None:
+    """Timer (main thread): redraw every area once no check is running, so panels show the answer."""
+    with _checks_lock:
+        running = any(check["state"] == "checking" for check in _checks.values())
+    if running:
+        return 0.5
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            area.tag_redraw()
+    return None
 
 
 def forget_checks() -> None:
