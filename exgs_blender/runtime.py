@@ -321,7 +321,7 @@ def _run_steps(steps: list[tuple[str, list[str], bool]], kind: str) -> None:
         note = f" ({', '.join(skipped)} failed: frames are computed on the CPU)" if skipped else ""
         _job.update(message=f"runtime ready: {venv_python()}{note}", fraction=1.0)
     except (OSError, RuntimeError) as error:
-        _job["message"] = (f"runtime {kind} {error}; press 'Repair Runtime' to finish it (offline: set a wheels "
+        _job["message"] = (f"runtime {kind}: {error}; press 'Repair Runtime' to finish it (offline: set a wheels "
                            f"folder); log: {log}")
     finally:
         _job.update(running=False, process=None)
