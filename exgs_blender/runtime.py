@@ -257,6 +257,10 @@ def setup_commands(base_python: str | None = None, wheels: str | None = None,
     steps.append(("installing numba, diffusers and the rest", [*pip, *source, *RUNTIME_PACKAGES], True))
     if plan.gsplat:
         steps.append(("installing gsplat (optional)", [*pip, *source, GSPLAT_PACKAGE], False))
+    # Compile ahead: the first F12 or compress would otherwise wait for numba (20 s to a minute).
+    root = str(Path(__file__).resolve().parents[1])  # the folder holding exgs_core
+    warm_up = f"import sys; sys.path.insert(0, {root!r}); from exgs_core.worker import warm_up; warm_up()"
+    steps.append(("compiling kernels (first run only, optional)", [python, "-c", warm_up], False))
     return steps
 
 
@@ -315,10 +319,10 @@ def _run_steps(steps: list[tuple[str, list[str], bool]], kind: str) -> None:
                 if not _run_step(handle, index, len(steps), label, command) and not _job["cancel"]:
                     if required:
                         raise RuntimeError(f"{label} failed")
-                    skipped.append(label.replace(" (optional)", ""))
+                    skipped.append(label.split(" (")[0])
                 if _job["cancel"]:
                     raise RuntimeError("cancelled")
-        note = f" ({', '.join(skipped)} failed: frames are computed on the CPU)" if skipped else ""
+        note = f" ({', '.join(skipped)} failed; see the log)" if skipped else ""
         _job.update(message=f"runtime ready: {venv_python()}{note}", fraction=1.0)
     except (OSError, RuntimeError) as error:
         _job["message"] = (f"runtime {kind}: {error}; press 'Repair Runtime' to finish it (offline: set a wheels "

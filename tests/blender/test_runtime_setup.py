@@ -87,6 +87,8 @@ def test_broken_runtime_is_reported_and_repaired_offline(blender_extension: Inst
         result["repaired"] = wait_job()
         result["t_repair"] = time.monotonic() - t0
         result["state"] = runtime.runtime_status(wait=True)
+        from exgs_core.worker import kernels_cached
+        result["kernels_cached"] = kernels_cached()
         result["t_check"] = time.monotonic() - t0
         result["info"] = runtime.get_runtime().info()  # a worker started with the repaired runtime
         result["worker"] = runtime.get_runtime().name
@@ -107,9 +109,12 @@ def test_broken_runtime_is_reported_and_repaired_offline(blender_extension: Inst
     assert out["broken"][0] == "broken", out["broken"]
     assert "No module named" in out["broken"][1] and "Repair Runtime" in out["broken"][1]
     assert "is broken" in out["compress_error"] and "Broken pipe" not in out["compress_error"]
-    assert all("--no-index" in c and "--find-links" in c for c in out["repair_steps"])
+    pip_steps = [c for c in out["repair_steps"] if "pip" in c]
+    assert pip_steps and all("--no-index" in c and "--find-links" in c for c in pip_steps)
+    assert "warm_up()" in out["repair_steps"][-1][-1]  # kernels compiled ahead, after the install
     assert out["kind"] == "repair" and out["repaired"].startswith("runtime ready"), out["repaired"]
     assert out["state"][0] == "ready", out["state"]
+    assert out["kernels_cached"]
     assert out["info"]["torch"] and out["info"]["numba"] and out["info"]["executable"].endswith("python")
     assert "runtime" in out["info"]["executable"] and out["worker"] == "worker"
     assert out["removed"] == [False, "missing"]
