@@ -51,10 +51,14 @@ def test_broken_runtime_is_reported_and_repaired_offline(blender_extension: Inst
         import time
         from bl_ext.user_default.exgs.exgs_blender import runtime
 
+        progress = []
+
         def wait_job():
             end = time.monotonic() + 300
             while runtime.setup_status()["running"] and time.monotonic() < end:
-                time.sleep(0.2)
+                status = runtime.setup_status()
+                progress.append([status["fraction"], status["message"]])
+                time.sleep(0.1)
             return runtime.setup_status()["message"]
 
         prefs = runtime.preferences()
@@ -97,6 +101,16 @@ def test_broken_runtime_is_reported_and_repaired_offline(blender_extension: Inst
         assert bpy.ops.exgs.remove_runtime() == {"FINISHED"}
         wait_job()
         result["removed"] = [runtime.venv_python().is_file(), runtime.runtime_status()[0]]
+        result["progress"] = progress
+
+        # Cancel stops a running set-up (here while the virtualenv is being created); Remove cleans up.
+        prefs.wheels_dir = args["empty"]
+        assert bpy.ops.exgs.setup_runtime() == {"FINISHED"}
+        time.sleep(0.5)
+        assert bpy.ops.exgs.cancel_runtime_setup() == {"FINISHED"}
+        result["cancelled"] = wait_job()
+        assert bpy.ops.exgs.remove_runtime() == {"FINISHED"}
+        wait_job()
     """, blender_extension, args={"empty": str(empty), "wheels": str(wheels), "link": LINK})
     assert out["missing"][0] == "missing" and "Set Up Runtime" in out["missing"][1]
     assert '"numpy<2"' in out["pip_line"] and '"torch>=2.2"' in out["pip_line"]
@@ -118,3 +132,7 @@ def test_broken_runtime_is_reported_and_repaired_offline(blender_extension: Inst
     assert out["info"]["torch"] and out["info"]["numba"] and out["info"]["executable"].endswith("python")
     assert "runtime" in out["info"]["executable"] and out["worker"] == "worker"
     assert out["removed"] == [False, "missing"]
+    steps = [m for _, m in out["progress"] if m.startswith("step ")]
+    assert any("installing" in m for m in steps) and any("compiling kernels" in m for m in steps)
+    assert all(0.0 <= f <= 1.0 for f, _ in out["progress"])
+    assert "cancelled" in out["cancelled"] and "Repair Runtime" in out["cancelled"]
