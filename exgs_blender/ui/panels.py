@@ -35,6 +35,14 @@ def _runtime_line(layout: bpy.types.UILayout) -> None:
             box.label(text=line)
 
 
+def view_transform_hint(scene: bpy.types.Scene) -> str | None:
+    """A hint while a view transform other than Standard (AgX, Filmic...) changes the file's colours."""
+    transform = scene.view_settings.view_transform
+    if transform == "Standard":
+        return None
+    return f"The {transform} view transform changes the splats' colours; Standard shows them as in the file"
+
+
 class VIEW3D_PT_exgs_compress(bpy.types.Panel):
     bl_label = "Compress"
     bl_idname = "VIEW3D_PT_exgs_compress"
@@ -115,10 +123,10 @@ class RENDER_PT_exgs(bpy.types.Panel):
             return
         layout.use_property_split = True
         _runtime_line(layout)
-        if scene.view_settings.view_transform != "Standard":
+        hint = view_transform_hint(scene)
+        if hint:
             box = layout.box()
-            _lines(box, f"The {scene.view_settings.view_transform} view transform changes the splats' colours; "
-                        "Standard shows them as in the file")
+            _lines(box, hint)
             box.prop(scene.view_settings, "view_transform")
         layout.prop(settings, "use_restore")
         column = layout.column()

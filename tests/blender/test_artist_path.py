@@ -60,6 +60,7 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
     matrix = _camera_matrix(scene, 2.0)
     out = run_blender(SETUP + dedent("""
         from bl_ext.user_default.exgs.exgs_blender import properties
+        from bl_ext.user_default.exgs.exgs_blender.ui.panels import view_transform_hint
 
         def error_of(call):
             try:
@@ -68,6 +69,11 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
                 return str(error)
             return ""
 
+        scene = bpy.context.scene
+        scene.view_settings.view_transform = "AgX"
+        result["agx"] = view_transform_hint(scene)
+        scene.view_settings.view_transform = "Standard"
+        result["standard"] = view_transform_hint(scene)
         result["mesh_ply"] = error_of(lambda: bpy.ops.import_scene.gaussian_splats(filepath=args["mesh"]))
         scene = bpy.context.scene
         assert bpy.ops.import_scene.gaussian_splats(filepath=args["source"]) == {"FINISHED"}
@@ -145,6 +151,7 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
         args={"source": str(small_splat), "mesh": str(tmp_path / "mesh.ply"), "dir": str(tmp_path),
               "blend": str(tmp_path / "blend" / "scene.blend"), "camera": CAMERA, "world": list(WORLD),
               "matrix": matrix.tolist()})
+    assert "AgX view transform changes" in out["agx"] and "Standard" in out["agx"] and out["standard"] is None
     assert "mesh or point-cloud PLY" in out["mesh_ply"] and "File > Import > Stanford PLY" in out["mesh_ply"]
     assert out["still"][0] and "24 orbit views (no animated camera)" in out["still"][1]
     same, differs, status, views = out["path"]
