@@ -260,6 +260,7 @@ def viewport_parts(depsgraph: bpy.types.Depsgraph, first: bool) -> WorldParts | 
     the depsgraph reports a geometry change for (everything on an engine's `first` call)."""
     changed = None if first else {update.id.original.name_full for update in depsgraph.updates
                                   if update.is_updated_geometry}
+
     def unchanged(obj: bpy.types.Object) -> bool:
         return changed is not None and obj.original.name_full not in changed and obj.original.data.name_full not in changed
     return world_parts(splat_objects(depsgraph, viewport=True), unchanged)
