@@ -10,6 +10,7 @@ colour goes the other way for the background. Images: row 0 at the bottom (flipp
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from exgs_core.worker import Frame
 
 from . import runtime
 from . import splat_object
-from .splat_object import is_splat_object, scene_from_object
+from .splat_object import check_transform, is_splat_object, scene_from_object
 
 RAW_PASS = "ExGS Raw"
 ALPHA_PASS = "ExGS Alpha"
@@ -153,10 +154,14 @@ def _fingerprint(obj: bpy.types.Object) -> str:
     return digest.hexdigest()
 
 
-def _local_scene(obj: bpy.types.Object) -> tuple[str, GaussianScene]:
+def _local_scene(obj: bpy.types.Object, reuse: bool = False) -> tuple[str, GaussianScene]:
+    """(fingerprint, object-space scene), cached per object; `reuse` trusts the cache without re-reading the
+    data (the viewport does when the depsgraph reports no geometry change for the object)."""
     key = obj.original.name_full
-    fingerprint = _fingerprint(obj)
     cached = _object_cache.get(key)
+    if reuse and cached is not None:
+        return cached.fingerprint, cached.local
+    fingerprint = _fingerprint(obj)
     if cached is None or cached.fingerprint != fingerprint:
         cached = _CachedObject(fingerprint, scene_from_object(obj, world_space=False))
         _object_cache[key] = cached
@@ -189,29 +194,76 @@ def restoration_strength(settings: Any, objects: Iterable[bpy.types.Object]) -> 
     return max((strength_for_ratio(ratio) for ratio in ratios if ratio is not None), default=0.0)
 
 
+@dataclass
+class WorldParts:
+    """The splat objects of a frame: each object-space scene and its world matrix (None: identity), and a key
+    that changes when any data or transform changes. Cheap to make on the main thread; build() (the costly
+    transform, seconds for 1M Gaussians) runs on any thread and keeps the last scene it built."""
+
+    key: str
+    parts: list[tuple[GaussianScene, np.ndarray | None]]
+
+    def build(self) -> GaussianScene:
+        with _built_lock:
+            if _built.get("key") == self.key:
+                return _built["scene"]
+        scenes = [local if matrix is None else local.transformed(matrix) for local, matrix in self.parts]
+        scene = scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
+        with _built_lock:
+            _built.update(key=self.key, scene=scene)
+        return scene
+
+
+_built: dict[str, Any] = {}  # the last world scene built: {"key", "scene"}
+_built_lock = threading.Lock()
+
+
+def world_parts(objects: Iterable[bpy.types.Object], unchanged: Callable[[bpy.types.Object], bool] | None = None
+                ) -> WorldParts | None:
+    """The WorldParts of these objects, None without objects. `unchanged(obj)` True: reuse the cached data.
+
+    ValueError naming the object when its transform is not a rotation with uniform scale.
+    """
+    keys, parts = [], []
+    for obj in objects:
+        fingerprint, local = _local_scene(obj, reuse=unchanged is not None and unchanged(obj))
+        matrix = np.array(obj.matrix_world, dtype=np.float64)
+        identity = np.allclose(matrix, np.eye(4), atol=0)
+        if not identity:
+            check_transform(obj, matrix)
+        keys.append(fingerprint + matrix.tobytes().hex())
+        parts.append((local, None if identity else matrix))
+    if not parts:
+        return None
+    return WorldParts(hashlib.blake2b("|".join(keys).encode(), digest_size=16).hexdigest(), parts)
+
+
 def world_scene(objects: Iterable[bpy.types.Object]) -> tuple[str, GaussianScene] | None:
     """(key, scene): all objects in world space; the key changes when any data or transform changes."""
-    parts, scenes = [], []
-    for obj in objects:
-        fingerprint, local = _local_scene(obj)
-        matrix = np.array(obj.matrix_world, dtype=np.float64)
-        parts.append(fingerprint + matrix.tobytes().hex())
-        scenes.append(local if np.allclose(matrix, np.eye(4), atol=0) else local.transformed(matrix))
-    if not scenes:
-        return None
-    key = hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
-    return key, scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
+    found = world_parts(objects)
+    return None if found is None else (found.key, found.build())
 
 
 def ensure_scene(rt: runtime.Runtime, objects: list[bpy.types.Object]) -> str | None:
-    """Send the current splat scene to the runtime when it changed; its key, or None with no splat objects."""
-    found = world_scene(objects)
+    """Send the current splat scene to the runtime when it changed; its key, or None with no splat objects.
+    An unchanged scene (same data and transforms) is not rebuilt: animation frames that move nothing are cheap."""
+    found = world_parts(objects)
     if found is None:
         return None
-    key, scene = found
-    if not rt.has_scene(key):
-        rt.load_scene(key, scene)
-    return key
+    if not rt.has_scene(found.key):
+        rt.load_scene(found.key, found.build())
+    return found.key
+
+
+def viewport_parts(depsgraph: bpy.types.Depsgraph, first: bool) -> WorldParts | None:
+    """What view_update needs, in milliseconds when nothing changed: object data is re-read only for objects
+    the depsgraph reports a geometry change for (everything on an engine's `first` call)."""
+    changed = None if first else {update.id.original.name_full for update in depsgraph.updates
+                                  if update.is_updated_geometry}
+
+    def unchanged(obj: bpy.types.Object) -> bool:
+        return changed is not None and obj.original.name_full not in changed and obj.original.data.name_full not in changed
+    return world_parts(splat_objects(depsgraph, viewport=True), unchanged)
 
 
 # --- the viewport's background renderer (no bpy, no gpu: testable headless) ---------------------------------
@@ -226,7 +278,8 @@ class ViewRequest:
     weights: str | None
     preview_scale: float
     still_delay: float
-    scene: GaussianScene | None = field(default=None, compare=False)  # sent to the runtime when it lacks `key`
+    # Sent to the runtime when it lacks `key`: a scene, or a function building it (called on the renderer's thread).
+    scene: GaussianScene | Callable[[], GaussianScene] | None = field(default=None, compare=False)
 
 
 class ViewportRenderer:
@@ -292,7 +345,7 @@ class ViewportRenderer:
             try:
                 rt = self._get_runtime()
                 if request.scene is not None and not rt.has_scene(request.key):
-                    rt.load_scene(request.key, request.scene)
+                    rt.load_scene(request.key, request.scene() if callable(request.scene) else request.scene)
                 preview = self._latest is None or self._latest[0] != request
                 if preview and request.preview_scale < 1.0:
                     camera = request.camera.scaled(request.preview_scale)
@@ -325,7 +378,8 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         super().__init__(*args, **kwargs)
         self._viewport: ViewportRenderer | None = None
         self._view_key: str | None = None
-        self._view_scene: GaussianScene | None = None
+        self._view_scene: Callable[[], GaussianScene] | None = None
+        self._view_updated = False
         self._frame_ready = False
         self._texture: Any = None
         self._texture_frame: Any = None
@@ -353,13 +407,13 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
             key = ensure_scene(rt, splat_objects(depsgraph))
             if self.test_break():
                 return
-            self.update_stats("ExGS", "Rendering")
+            self.update_stats("ExGS", "Rendering" + _first_run_note())
             if key is None:
                 frame = _empty_frame(camera, display_background(scene))
             else:
                 strength = restoration_strength(settings, splat_objects(depsgraph))
                 frame = rt.render(key, camera, display_background(scene), strength,
-                                  bpy.path.abspath(settings.weights) if settings.weights else None)
+                                  weights_folder(settings))
         except Exception as error:  # reported in Blender's render report, like other engines' errors
             self.report({"ERROR"}, f"ExGS: {error}")
             return
@@ -391,12 +445,14 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
 
     # --- viewport (Rendered shading) ---
     def view_update(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
+        # Only finds what changed (milliseconds); the world-space scene is built on the viewport renderer's thread.
         try:
-            found = world_scene(splat_objects(depsgraph, viewport=True))
+            found = viewport_parts(depsgraph, first=not self._view_updated)
+            self._view_updated = True
         except Exception as error:
             found = None
             self.report({"ERROR"}, f"ExGS: {error}")
-        self._view_key, self._view_scene = found if found is not None else (None, None)
+        self._view_key, self._view_scene = (found.key, found.build) if found is not None else (None, None)
 
     def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
         region, region_3d, scene = context.region, context.region_data, depsgraph.scene
@@ -408,9 +464,14 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         except ValueError:
             return  # orthographic view: nothing to draw
         settings = scene.exgs_render  # type: ignore[attr-defined]
+        try:
+            weights = weights_folder(settings)
+        except ValueError as error:
+            self.report({"ERROR"}, f"ExGS: {error}")
+            weights = None
         request = ViewRequest(self._view_key, camera, display_background(scene),
                               restoration_strength(settings, splat_objects(depsgraph, viewport=True)),
-                              bpy.path.abspath(settings.weights) if settings.weights else None,
+                              weights,
                               settings.preview_scale, settings.still_delay, self._view_scene)
         self._viewport_renderer().request(request)
         latest = self._viewport.latest() if self._viewport is not None else None
@@ -453,6 +514,22 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         gpu.state.blend_set("NONE")
 
 
+def weights_folder(settings: Any) -> str | None:
+    """The Weights folder as an absolute path (Blender's `//` means next to the .blend), None when empty."""
+    if not settings.weights:
+        return None
+    if settings.weights.startswith("//") and not bpy.data.filepath:
+        raise ValueError(f"the Weights folder {settings.weights!r} is relative to the .blend file: save the .blend "
+                         "first, or pick an absolute folder")
+    return os.path.normpath(bpy.path.abspath(settings.weights))
+
+
+def _first_run_note() -> str:
+    from exgs_core.worker import kernels_cached
+
+    return "" if kernels_cached() else " (compiling kernels, first run only: about 20 s)"
+
+
 def _empty_frame(camera: Camera, background: tuple[float, float, float]) -> Frame:
     h, w = camera.height, camera.width
     raw = np.broadcast_to(np.array(background, np.float32), (h, w, 3)).copy()
@@ -487,3 +564,4 @@ def unregister() -> None:
         panel.COMPAT_ENGINES.discard(ExgsRenderEngine.bl_idname)
     bpy.utils.unregister_class(ExgsRenderEngine)
     _object_cache.clear()
+    _built.clear()

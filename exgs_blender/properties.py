@@ -28,7 +28,9 @@ class ExgsCompressSettings(bpy.types.PropertyGroup):
                            description="Spherical-harmonics degree kept (0: view-independent colour, smallest)")
     views: EnumProperty(  # type: ignore[valid-type]
         name="Scoring Views",
-        items=[("AUTO", "Automatic", "24 views all around the object"),
+        items=[("AUTO", "Automatic", "The active camera's path over the frame range when the camera is animated "
+                "(shot-aware, better where your shot looks), otherwise 24 views all around the object"),
+               ("ORBIT", "Orbit", "24 views all around the object"),
                ("CAMERAS", "Scene Cameras", "Every perspective camera of the scene, at the current frame"),
                ("ACTIVE_PATH", "Active Camera Path", "The active camera over the frame range (shot-aware)")],
         default="AUTO",

@@ -28,7 +28,7 @@ import bpy
 import numpy as np
 
 from exgs_core.io.exgs import inria_ratio
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, decompose_similarity
 from exgs_core.sh import num_sh_bases, sh0_to_rgb
 
 SPLAT_VERSION = 1
@@ -41,6 +41,9 @@ RATIO_INPUT = "Display Ratio"
 # The viewport shows at most about this many Gaussians (a random subset of larger scenes; the modifier's
 # Display Ratio changes it): four triangles each keep 1M-Gaussian scenes quick to import and to orbit.
 DISPLAY_BUDGET = 250_000
+APPLIED_MODIFIER_HINT = (f"If the {MODIFIER_NAME!r} modifier was applied, the Gaussians are gone (it only draws "
+                         "points): undo it (Ctrl+Z) or import the file again; to hide the points, turn the modifier "
+                         "off instead of applying it")
 
 
 def create_splat_object(
@@ -87,10 +90,25 @@ def scene_from_object(obj: bpy.types.Object, world_space: bool = True) -> Gaussi
     if not world_space:
         return scene
     matrix = np.array(obj.matrix_world, dtype=np.float64)
+    check_transform(obj, matrix)
+    return scene.transformed(matrix)
+
+
+def check_transform(obj: bpy.types.Object, matrix: np.ndarray) -> None:
+    """ValueError naming the object and the fix when its Gaussians cannot follow this world matrix."""
     try:
-        return scene.transformed(matrix)
+        decompose_similarity(matrix)
     except ValueError as error:
-        raise ValueError(f"object {obj.name!r}: {error} (apply or reset its scale to make it uniform)") from None
+        raise ValueError(
+            f"object {obj.name!r}: {error}. Set its Scale X, Y and Z to one value (Sidebar > Item; also check "
+            "its parents); Apply Scale does not resize the Gaussians") from None
+
+
+def splat_problem(obj: bpy.types.Object) -> str | None:
+    """One line when a splat object lost its Gaussians (e.g. its display modifier was applied), else None."""
+    mesh = _mesh_of(obj)
+    missing = [name for name in ("opacity", "scale_0", "rot_0", "f_dc_0") if mesh.attributes.get(name) is None]
+    return f"{obj.name!r} has no {', '.join(missing)}. {APPLIED_MODIFIER_HINT}" if missing else None
 
 
 def replace_splat_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
@@ -249,7 +267,8 @@ def _read_float(mesh: bpy.types.Mesh, name: str, out: np.ndarray) -> None:
     """Fill `out` (contiguous float32, one value per vertex) with a point FLOAT attribute."""
     attribute = mesh.attributes.get(name)
     if attribute is None or attribute.data_type != "FLOAT" or attribute.domain != "POINT":
-        raise ValueError(f"mesh {mesh.name!r}: the splat attribute {name!r} is missing or not a point FLOAT")
+        raise ValueError(f"mesh {mesh.name!r}: the splat attribute {name!r} is missing or not a point FLOAT. "
+                         f"{APPLIED_MODIFIER_HINT}")
     cast(bpy.types.FloatAttribute, attribute).data.foreach_get("value", out)
 
 

@@ -19,5 +19,9 @@ class SceneFormatError(ExgsError):
         super().__init__(f"{where}{problem}")
 
 
+class NotGaussianPlyError(SceneFormatError):
+    """A .ply file that holds a mesh or a point cloud (positions, maybe colours and faces), not Gaussians."""
+
+
 class CameraFormatError(SceneFormatError):
     """A camera file (transforms.json) is unreadable or inconsistent."""

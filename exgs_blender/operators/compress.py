@@ -31,8 +31,9 @@ class CompressJob:
     """One compression of a world-space scene; run() in this thread or start() a thread. No bpy inside."""
 
     def __init__(self, scene: GaussianScene, target: dict, cameras: list[Camera] | None, sh_degree: int,
-                 rt: Any) -> None:
+                 rt: Any, views: str = "") -> None:
         self.scene, self.target, self.cameras, self.sh_degree, self.runtime = scene, target, cameras, sh_degree, rt
+        self.views = views  # what the scoring views are, for the user
         self.stage, self.fraction = "starting", 0.0
         self.data: bytes | None = None
         self.stats: dict | None = None
@@ -83,16 +84,20 @@ def target_of(settings: Any) -> dict:
     return {"kind": "ratio", "value": float(settings.ratio)}
 
 
-def scoring_cameras(context: bpy.types.Context, views: str, path_views: int) -> list[Camera] | None:
-    """World-space scoring views: None for the automatic orbit, the scene's cameras, or the active camera's path."""
-    scene = context.scene
-    if views == "AUTO" or scene is None:
-        return None
-    if views == "CAMERAS":
-        objects = [o for o in scene.objects if o.type == "CAMERA" and o.data.type == "PERSP"]
-        if not objects:
-            raise ValueError("the scene has no perspective camera to score from")
-        return [render_camera(scene, o) for o in objects]
+def camera_path_animated(scene: bpy.types.Scene) -> bool:
+    """Whether the active camera may move over the frame range: it or a parent is animated or constrained
+    (cheap, for panels; scoring_cameras() checks the actual matrices)."""
+    obj = scene.camera
+    while obj is not None:
+        animation = obj.animation_data
+        if (animation is not None and (animation.action is not None or len(animation.drivers) > 0)) or len(obj.constraints):
+            return True
+        obj = obj.parent
+    return False
+
+
+def path_cameras(scene: bpy.types.Scene, path_views: int) -> list[Camera]:
+    """The active camera at `path_views` frames spread over the frame range (the current frame is restored)."""
     if scene.camera is None:
         raise ValueError("the scene has no active camera")
     frames = np.unique(np.linspace(scene.frame_start, scene.frame_end, path_views).round().astype(int))
@@ -106,11 +111,60 @@ def scoring_cameras(context: bpy.types.Context, views: str, path_views: int) -> 
     return cameras
 
 
+def scoring_cameras(context: bpy.types.Context, views: str, path_views: int) -> tuple[list[Camera] | None, str]:
+    """World-space scoring views and what they are: None for the orbit, the scene's cameras, or the active
+    camera's path. "AUTO" takes the path when the active camera moves over the frame range, else the orbit."""
+    scene = context.scene
+    if views == "ORBIT" or scene is None:
+        return None, "24 orbit views"
+    if views == "CAMERAS":
+        objects = [o for o in scene.objects if o.type == "CAMERA" and o.data.type == "PERSP"]
+        if not objects:
+            raise ValueError("the scene has no perspective camera to score from")
+        return [render_camera(scene, o) for o in objects], f"{len(objects)} scene cameras"
+    if views == "AUTO":
+        camera = scene.camera
+        if camera is None or camera.data.type != "PERSP" or not camera_path_animated(scene):
+            return None, "24 orbit views (no animated camera)"
+        cameras = path_cameras(scene, path_views)
+        if all(np.allclose(c.world_to_camera, cameras[0].world_to_camera) for c in cameras):
+            return None, "24 orbit views (the camera does not move)"
+        return cameras, f"the camera path ({len(cameras)} views of {camera.name!r})"
+    cameras = path_cameras(scene, path_views)
+    return cameras, f"the camera path ({len(cameras)} views)"
+
+
+def target_miss(target: dict, stats: dict) -> str | None:
+    """One line when the result misses a ratio or size target by more than the promised 2%, else None."""
+    if target["kind"] == "ratio":
+        got, wanted, unit = float(stats["ratio_vs_inria_ply"]), float(target["value"]), "x"
+    elif target["kind"] == "size":
+        got, wanted, unit = float(stats["bytes_after"]) / 1e6, float(target["value"]) / 1e6, " MB"
+    else:
+        return None
+    if abs(got - wanted) <= 0.02 * wanted:
+        return None
+    small = (got > wanted) if unit == "x" else (got < wanted)
+    why = ("keeping every Gaussian already makes the file this small: ask for a higher ratio, or raise SH Degree"
+           if small else "this is the smallest file this scene allows")
+    return f"target {wanted:g}{unit} not reachable: got {got:.1f}{unit} ({why})"
+
+
 def prepare_job(context: bpy.types.Context, obj: bpy.types.Object) -> CompressJob:
     settings = context.scene.exgs_compress
     scene = scene_from_object(obj, world_space=True)
-    cameras = scoring_cameras(context, settings.views, settings.path_views)
-    return CompressJob(scene, target_of(settings), cameras, settings.sh_degree, runtime.get_runtime())
+    cameras, views = scoring_cameras(context, settings.views, settings.path_views)
+    return CompressJob(scene, target_of(settings), cameras, settings.sh_degree, runtime.get_runtime(), views)
+
+
+def already_compressed(obj: bpy.types.Object) -> str | None:
+    """A warning when `obj` holds Gaussians that compression already pruned and quantised, else None."""
+    ratio = splat_info(obj)["inria_ratio"]
+    if ratio is None and read_stats(obj) is None:
+        return None
+    shown = f" ({ratio:.1f}x)" if ratio else ""
+    return (f"{obj.name!r} is already compressed{shown}: compressing it again prunes the pruned Gaussians and the "
+            "ratio no longer compares with the original; compress the original object instead")
 
 
 def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: CompressJob, mode: str) -> bpy.types.Object:
@@ -120,13 +174,16 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
     matrix = np.array(obj.matrix_world, dtype=np.float64)
     local = decoded if np.allclose(matrix, np.eye(4), atol=0) else decoded.transformed(np.linalg.inv(matrix))
     source = splat_info(obj)["source_name"] or obj.name
-    local.metadata.update(source_name=f"{source} (ExGS)", source_bytes=len(job.data))
+    if not source.endswith(" (ExGS)"):
+        source = f"{source} (ExGS)"
+    local.metadata.update(source_name=source, source_bytes=len(job.data))
     if mode == "REPLACE":
         replace_splat_data(obj, local)
         result = obj
     else:
         collection = obj.users_collection[0] if obj.users_collection else None
-        result = create_splat_object(local, f"{obj.name} ExGS", collection)
+        base = obj.name[: -len(" ExGS")] if obj.name.endswith(" ExGS") else obj.name
+        result = create_splat_object(local, f"{base} ExGS", collection)
         result.matrix_world = obj.matrix_world.copy()
         obj.hide_set(True)
         obj.hide_render = True
@@ -136,6 +193,12 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
         context.view_layer.objects.active = result
     store_stats(result, job.stats)
     return result
+
+
+def _first_run_note() -> str:
+    from exgs_core.worker import kernels_cached
+
+    return "" if kernels_cached() else " (compiling kernels, first run only: up to a minute)"
 
 
 # --- the operator ------------------------------------------------------------------------------------------
@@ -150,6 +213,7 @@ class EXGS_OT_compress(bpy.types.Operator):
 
     _job: CompressJob | None = None
     _object_name: str = ""
+    _warnings: list[str] = []
     _timer: Any = None
 
     @classmethod
@@ -173,6 +237,9 @@ class EXGS_OT_compress(bpy.types.Operator):
             self.report({"ERROR"}, f"ExGS compress: {error}")
             return None
         self._object_name = obj.name
+        self._warnings = [w for w in (already_compressed(obj),) if w]
+        for warning in self._warnings:
+            self.report({"WARNING"}, f"ExGS compress: {warning}")
         return job
 
     def execute(self, context: bpy.types.Context) -> OperatorResult:
@@ -191,7 +258,7 @@ class EXGS_OT_compress(bpy.types.Operator):
         self._job = job
         job.start()
         settings = context.scene.exgs_compress
-        settings.running, settings.progress, settings.status = True, 0.0, "Compressing (Esc to cancel)"
+        settings.running, settings.progress, settings.status = True, 0.0, f"Compressing{_first_run_note()} (Esc to cancel)"
         window_manager = context.window_manager
         window_manager.progress_begin(0, 100)
         self._timer = window_manager.event_timer_add(0.1, window=context.window)
@@ -208,7 +275,8 @@ class EXGS_OT_compress(bpy.types.Operator):
             settings = context.scene.exgs_compress
             settings.progress = job.fraction
             if not job._cancel.is_set():
-                settings.status = f"{job.stage.capitalize()} {100 * job.fraction:.0f}% (Esc to cancel)"
+                note = _first_run_note() if job.fraction == 0.0 else ""
+                settings.status = f"{job.stage.capitalize()} {100 * job.fraction:.0f}%{note} (Esc to cancel)"
             context.window_manager.progress_update(int(100 * job.fraction))
             for area in context.screen.areas if context.screen else ():
                 area.tag_redraw()
@@ -235,8 +303,12 @@ class EXGS_OT_compress(bpy.types.Operator):
         result = apply_result(context, obj, job, settings.result)
         stats = read_stats(result) or {}
         settings.status = (f"{stats.get('gaussians_before', 0):,} -> {stats.get('gaussians_after', 0):,} Gaussians, "
-                           f"{stats.get('ratio_vs_inria_ply', 0):.1f}x vs the INRIA .ply")
+                           f"{stats.get('ratio_vs_inria_ply', 0):.1f}x vs the INRIA .ply, scored from {job.views}")
         self.report({"INFO"}, f"ExGS compress: {settings.status}")
+        miss = target_miss(job.target, stats)
+        for warning in self._warnings + ([miss] if miss else []):
+            settings.status = f"Warning: {warning}"
+            self.report({"WARNING"}, f"ExGS compress: {warning}")
         return {"FINISHED"}
 
 

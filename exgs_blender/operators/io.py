@@ -20,7 +20,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Matrix
 
 from ..splat_object import create_splat_object, is_splat_object, scene_from_object
-from exgs_core.errors import ExgsError
+from exgs_core.errors import ExgsError, NotGaussianPlyError
 from exgs_core.io import read_scene, write_scene
 from exgs_core.scene import GaussianScene
 
@@ -107,6 +107,9 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
         try:
             for path in paths:
                 scenes.append((path, self._read(path)))
+        except NotGaussianPlyError as error:
+            self.report({"ERROR"}, f"{error}: import it with File > Import > Stanford PLY (.ply)")
+            return {"CANCELLED"}
         except (ExgsError, ValueError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

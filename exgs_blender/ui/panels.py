@@ -8,7 +8,16 @@ from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 
 from .. import runtime
 from ..properties import read_stats
-from ..splat_object import is_splat_object, splat_info
+from ..operators.compress import already_compressed, camera_path_animated
+from ..splat_object import is_splat_object, splat_info, splat_problem
+
+
+def _lines(layout: bpy.types.UILayout, text: str, width: int = 60) -> None:
+    """A long warning as several labels (Blender labels do not wrap), the first with the error icon."""
+    import textwrap
+
+    for index, line in enumerate(textwrap.wrap(text, width)):
+        layout.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
 
 
 def _size(num_bytes: float | None) -> str:
@@ -24,6 +33,14 @@ def _runtime_line(layout: bpy.types.UILayout) -> None:
         box.label(text="Runtime missing", icon="ERROR")
         for line in problem.split(": ", 1):
             box.label(text=line)
+
+
+def view_transform_hint(scene: bpy.types.Scene) -> str | None:
+    """A hint while a view transform other than Standard (AgX, Filmic...) changes the file's colours."""
+    transform = scene.view_settings.view_transform
+    if transform == "Standard":
+        return None
+    return f"The {transform} view transform changes the splats' colours; Standard shows them as in the file"
 
 
 class VIEW3D_PT_exgs_compress(bpy.types.Panel):
@@ -43,6 +60,10 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
             return
         info = splat_info(obj)
         layout.label(text=f"{obj.name}: {info['count']:,} Gaussians, SH {info['sh_degree']}", icon="POINTCLOUD_DATA")
+        problem = splat_problem(obj)
+        if problem:
+            _lines(layout.box(), problem)
+            return
         _runtime_line(layout)
         column = layout.column()
         column.enabled = not settings.running
@@ -50,9 +71,16 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         column.prop(settings, {"RATIO": "ratio", "SIZE": "size_mb", "KEEP": "keep"}[settings.target])
         column.prop(settings, "sh_degree")
         column.prop(settings, "views")
-        if settings.views == "ACTIVE_PATH":
+        if settings.views == "AUTO":
+            animated = context.scene is not None and camera_path_animated(context.scene)
+            column.label(text="Scoring from the active camera's path" if animated
+                         else "Scoring from 24 orbit views (no animated camera)", icon="CAMERA_DATA")
+        if settings.views in ("AUTO", "ACTIVE_PATH"):
             column.prop(settings, "path_views")
         column.prop(settings, "result", expand=True)
+        warning = already_compressed(obj)
+        if warning:
+            _lines(layout.box(), warning)
         if settings.running:
             layout.progress(factor=settings.progress, type="BAR", text=settings.status)
         else:
@@ -95,6 +123,11 @@ class RENDER_PT_exgs(bpy.types.Panel):
             return
         layout.use_property_split = True
         _runtime_line(layout)
+        hint = view_transform_hint(scene)
+        if hint:
+            box = layout.box()
+            _lines(box, hint)
+            box.prop(scene.view_settings, "view_transform")
         layout.prop(settings, "use_restore")
         column = layout.column()
         column.enabled = settings.use_restore

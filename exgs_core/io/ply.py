@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElement, PlyParseError
 
-from exgs_core.errors import SceneFormatError
+from exgs_core.errors import NotGaussianPlyError, SceneFormatError
 from exgs_core.fileio import atomic_write
 from exgs_core.scene import GaussianScene
 from exgs_core.sh import num_sh_bases
@@ -225,6 +225,10 @@ def _check_vertex_properties(path: str | os.PathLike, vertex: PlyElementHeader) 
     """Check the Gaussian properties exist and are scalars; return the number of f_rest properties."""
     names = vertex.names
     missing = [name for name in REQUIRED if name not in names]
+    if missing and all(name in names for name in POSITION) and not any(name in names for name in F_DC + ["opacity"]):
+        raise NotGaussianPlyError(
+            path, "is a mesh or point-cloud PLY (its vertices have positions but none of the Gaussian properties "
+                  "f_dc_0, opacity, scale_0, rot_0), not a Gaussian splat scene")
     if missing:
         raise SceneFormatError(
             path, f"element 'vertex' lacks the Gaussian propert{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)}"

@@ -1,4 +1,9 @@
-"""restore(render, alpha, painter): one frame in, one restored frame out, at any resolution."""
+"""restore(render, alpha, painter): one frame in, one restored frame out, at any resolution.
+
+Frames above TILE_ABOVE pixels go through the painter in overlapping tiles (TILE pixels square, TILE_OVERLAP
+shared with each neighbour, blended with linear ramps), so memory stays bounded at any resolution: the whole
+4000x4000 frame at once took 13.4 GB (issue 15), one 768x768 tile takes a few hundred MB.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from exgs_core.painter.weights import Restorer
+
+TILE = 768  # tile side in pixels (a multiple of every painter's pad_multiple)
+TILE_OVERLAP = 64  # pixels shared by neighbouring tiles, blended linearly
+TILE_ABOVE = 1024 * 1024  # frames with more pixels than this are restored in tiles
 
 
 def restore(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor, painter: Restorer,
@@ -49,6 +58,18 @@ def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer, stre
     """(B, 3, H, W) colour + (B, 1, H, W) mask -> (B, 3, H, W) restored in [0, 1], float32 on rgb's device."""
     if strength <= 0.0:
         return rgb.float().clamp(0.0, 1.0)
+    height, width = rgb.shape[-2:]
+    if height * width > TILE_ABOVE:
+        out = _painted_tiles(rgb, mask, painter, TILE, TILE_OVERLAP)
+    else:
+        out = _painted(rgb, mask, painter)
+    if strength < 1.0:
+        out = rgb.float() + strength * (out - rgb.float())
+    return out.clamp(0.0, 1.0)
+
+
+def _painted(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer) -> torch.Tensor:
+    """The painter's output for the whole (B, 3, H, W) frame at once, float32 on rgb's device (unclamped)."""
     param = next(painter.parameters())
     height, width = rgb.shape[-2:]
     x = pad_to_multiple(torch.cat([rgb, mask], dim=1), painter.pad_multiple)
@@ -57,10 +78,45 @@ def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer, stre
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         out = painter(x[:, :3], x[:, 3:])
-    out = out[..., :height, :width].float().to(rgb.device)
-    if strength < 1.0:
-        out = rgb.float() + strength * (out - rgb.float())
-    return out.clamp(0.0, 1.0)
+    return out[..., :height, :width].float().to(rgb.device)
+
+
+def _painted_tiles(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer, tile: int,
+                   overlap: int) -> torch.Tensor:
+    """_painted() tile by tile: tiles of `tile` pixels sharing `overlap` pixels, blended with linear ramps."""
+    height, width = rgb.shape[-2:]
+    out = torch.zeros(rgb.shape[0], 3, height, width, dtype=torch.float32, device=rgb.device)
+    total = torch.zeros(height, width, dtype=torch.float32, device=rgb.device)
+    for top in tile_starts(height, tile, overlap):
+        for left in tile_starts(width, tile, overlap):
+            window = (..., slice(top, top + tile), slice(left, left + tile))
+            painted = _painted(rgb[window], mask[window], painter)
+            h, w = painted.shape[-2:]
+            weight = (_ramp(h, top > 0, top + h < height, overlap)[:, None]
+                      * _ramp(w, left > 0, left + w < width, overlap)[None, :]).to(rgb.device)
+            out[window] += painted * weight
+            total[window] += weight
+    return out / total
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of the fewest tiles covering [0, size) with at least `overlap` shared pixels at each seam."""
+    if size <= tile:
+        return [0]
+    count = math.ceil((size - tile) / (tile - overlap)) + 1  # evenly spread: every seam shares >= overlap
+    return [round(i * (size - tile) / (count - 1)) for i in range(count)]
+
+
+def _ramp(length: int, rise: bool, fall: bool, overlap: int) -> torch.Tensor:
+    """1 inside, rising from ~0 over the first `overlap` pixels (rise) and falling over the last (fall)."""
+    weight = torch.ones(length, dtype=torch.float32)
+    ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+    n = min(overlap, length)
+    if rise:
+        weight[:n] = torch.minimum(weight[:n], ramp[:n])
+    if fall:
+        weight[length - n:] = torch.minimum(weight[length - n:], ramp[:n].flip(0))
+    return weight
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
