@@ -210,7 +210,8 @@ def _encode_with_pillow(rgba: np.ndarray) -> bytes:
     try:
         from PIL import Image
     except ImportError:
-        raise RuntimeError("writing SOG needs Pillow (WebP images), which this Python lacks; `pip install pillow`") from None
+        problem = "writing SOG needs Pillow (WebP images), which this Python lacks: pip install pillow"
+        raise RuntimeError(problem) from None
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgba), "RGBA").save(buffer, "WEBP", lossless=True, exact=True, quality=100)
     return buffer.getvalue()

@@ -107,7 +107,8 @@ def _decompress_v4(path: Path, data: bytes) -> tuple[dict, bytes]:
     try:
         import zstandard
     except ImportError:
-        raise SceneFormatError(path, "reading SPZ version 4 needs the zstandard package (`pip install zstandard`)") from None
+        problem = "reading SPZ version 4 needs the zstandard package (pip install zstandard)"
+        raise SceneFormatError(path, problem) from None
     decompressor = zstandard.ZstdDecompressor()
     offset, blocks = toc_offset + 16 * streams, []
     for index, expected in enumerate(sizes):
