@@ -21,6 +21,7 @@ from bpy.props import CollectionProperty, EnumProperty, FloatProperty, StringPro
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Matrix
 
+from ..native_splats import is_native_splat_object, scene_from_native
 from ..splat_object import create_splat_object, is_splat_object, scene_from_object
 from exgs_core.errors import ExgsError
 from exgs_core.io import read_scene, write_scene
@@ -189,7 +190,8 @@ def _object_name(path: Path) -> str:
 
 
 class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
-    """Export the selected splat objects, with their transforms applied, to any format exgs writes"""
+    """Export the selected splat objects (ExGS or Blender's native splat point clouds), with their transforms
+    applied, to any format exgs writes"""
 
     bl_idname = "export_scene.gaussian_splats"
     bl_label = "Export Gaussian Splats"
@@ -246,7 +248,7 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
 
     def _world_scene(self, objects: list[bpy.types.Object]) -> GaussianScene:
         to_file = np.linalg.inv(file_to_blender(self.up_axis, self.scale))
-        scenes = [scene_from_object(obj).transformed(to_file) for obj in objects]
+        scenes = [_object_world_scene(obj).transformed(to_file) for obj in objects]
         return scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
 
 
@@ -257,13 +259,21 @@ def _strip_export_extension(path: str) -> str:
     return path
 
 
+def _exportable(obj: bpy.types.Object | None) -> bool:
+    return is_splat_object(obj) or is_native_splat_object(obj)
+
+
+def _object_world_scene(obj: bpy.types.Object) -> GaussianScene:
+    return scene_from_object(obj) if is_splat_object(obj) else scene_from_native(obj)
+
+
 def _objects_to_export(context: bpy.types.Context) -> list[bpy.types.Object]:
-    """The selected splat objects, or the active one when none is selected."""
-    selected = [obj for obj in context.selected_objects if is_splat_object(obj)]
+    """The selected splat objects (ours or native), or the active one when none is selected."""
+    selected = [obj for obj in context.selected_objects if _exportable(obj)]
     if selected:
         return selected
     active = context.active_object
-    return [active] if active is not None and is_splat_object(active) else []
+    return [active] if _exportable(active) else []
 
 
 class EXGS_FH_gaussian_splats(bpy.types.FileHandler):
