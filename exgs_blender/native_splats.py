@@ -109,8 +109,9 @@ def create_native_object(
     obj = bpy.data.objects.new(name, mesh)
     context.collection.objects.link(obj)
     with context.temp_override(active_object=obj, selected_objects=[obj], selected_editable_objects=[obj]):
-        for other in context.view_layer.objects:
-            other.select_set(other == obj)
+        for other in context.selected_objects:
+            other.select_set(False)
+        obj.select_set(True)
         context.view_layer.objects.active = obj
         bpy.ops.object.convert(target="POINTCLOUD")
     converted = context.view_layer.objects.active

@@ -206,19 +206,25 @@ def test_sog_writer_names_every_file_meta_json_lists() -> None:
 
 # --- every pair through `exgs convert` ------------------------------------------------------------------
 
-READ_FIXTURES = ["playbot_400.ply", "playbot_400.compressed.ply", "playbot_400.sog", "playbot_400.v3.spz",
-                 "playbot_400.glb"]
+WRITE_TARGETS = [f"out{extension}" for extension in WRITE_EXTENSIONS] + ["sog_folder/meta.json"]
 
 
-@pytest.mark.parametrize("name", READ_FIXTURES)
-def test_exgs_convert_handles_every_writable_format(name: str, tmp_path: Path, capsys) -> None:
-    for extension in WRITE_EXTENSIONS:
-        target = tmp_path / f"out{extension}"
-        assert main(["convert", str(DATA / name), str(target)]) == 0
-        assert len(read_scene(target)) == 400, extension
-    converted = read_scene(tmp_path / "out.splat")
-    assert main(["convert", str(tmp_path / "out.splat"), str(tmp_path / "again.glb")]) == 0
-    assert len(read_scene(tmp_path / "again.glb")) == len(converted)
+@pytest.fixture(scope="module")
+def every_format(tmp_path_factory) -> Path:
+    """playbot_400 written by `exgs convert` in every writable format (SOG both bundled and as a folder)."""
+    folder = tmp_path_factory.mktemp("every_format")
+    for target in WRITE_TARGETS:
+        assert main(["convert", str(DATA / "playbot_400.ply"), str(folder / target)]) == 0
+    return folder
+
+
+@pytest.mark.parametrize("source_name", WRITE_TARGETS)
+def test_exgs_convert_handles_every_pair(source_name: str, every_format: Path, tmp_path: Path, capsys) -> None:
+    for target in WRITE_TARGETS:
+        assert main(["convert", str(every_format / source_name), str(tmp_path / target)]) == 0
+        again = read_scene(tmp_path / target)
+        assert len(again) == 400, target
+        assert again.sh_degree == (0 if ".splat" in source_name + target else 2), target
 
 
 def test_format_lists_name_the_new_formats_both_ways() -> None:

@@ -185,8 +185,7 @@ def sh_palette(rows: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     centroids = rows[rng.choice(n, size, replace=False)].astype(np.float32)
     for _ in range(KMEANS_ITERATIONS):
         labels = _assign(rows, centroids)
-        sums = np.zeros_like(centroids, np.float64)
-        np.add.at(sums, labels, rows)
+        sums = np.stack([np.bincount(labels, rows[:, d], size) for d in range(dims)], axis=1)
         counts = np.bincount(labels, minlength=size)
         empty = counts == 0
         centroids[~empty] = (sums[~empty] / counts[~empty, None]).astype(np.float32)
