@@ -16,7 +16,7 @@ made by Convert > Native Splats as splats is untested.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import bpy
 import numpy as np
@@ -125,15 +125,16 @@ def _width(attribute: bpy.types.Attribute) -> int:
         attribute.data_type, 0)
 
 
-def _read(attribute: bpy.types.Attribute, n: int, width: int) -> np.ndarray:
+def _read(attribute: Any, n: int, width: int) -> np.ndarray:  # any attribute type: each has .data
     key = {"FLOAT_COLOR": "color", "BYTE_COLOR": "color", "FLOAT_VECTOR": "vector", "QUATERNION": "value"}
     out = np.empty(n * width, np.float32)
     attribute.data.foreach_get(key.get(attribute.data_type, "value"), out)
     return out.reshape(n, width)
 
 
-def _add(mesh: bpy.types.Mesh, name: str, kind: str, values: np.ndarray) -> None:
-    attribute = mesh.attributes.new(name, kind, "POINT")
+def _add(mesh: bpy.types.Mesh, name: str, kind: Literal["FLOAT_COLOR", "FLOAT_VECTOR", "QUATERNION"],
+         values: np.ndarray) -> None:
+    attribute: Any = mesh.attributes.new(name, kind, "POINT")
     key = {"FLOAT_COLOR": "color", "FLOAT_VECTOR": "vector", "QUATERNION": "value"}[kind]
     attribute.data.foreach_set(key, np.ascontiguousarray(values, np.float32).reshape(-1))
 
@@ -152,6 +153,8 @@ class EXGS_OT_native_to_exgs(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         native = context.active_object
+        if native is None:
+            return {"CANCELLED"}
         try:
             scene = scene_from_native(native, world_space=False)
         except ValueError as error:
@@ -180,6 +183,8 @@ class EXGS_OT_exgs_to_native(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         source = context.active_object
+        if source is None:
+            return {"CANCELLED"}
         scene = scene_from_object(source, world_space=False)
         obj = create_native_object(scene, source.name + "_native", context)
         obj.matrix_world = source.matrix_world.copy()
@@ -187,7 +192,7 @@ class EXGS_OT_exgs_to_native(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def menu_convert(self, context: bpy.types.Context) -> None:
+def menu_convert(self: Any, context: bpy.types.Context) -> None:
     self.layout.operator(EXGS_OT_native_to_exgs.bl_idname)
     self.layout.operator(EXGS_OT_exgs_to_native.bl_idname)
 

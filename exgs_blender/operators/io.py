@@ -102,7 +102,8 @@ def encode_image_with_blender(rgba: np.ndarray) -> bytes:
     try:
         image.colorspace_settings.name = "Non-Color"
         image.alpha_mode = "CHANNEL_PACKED"
-        image.pixels.foreach_set((rgba[::-1].astype(np.float32) / 255.0).reshape(-1))
+        pixels = (rgba[::-1].astype(np.float32) / 255.0).reshape(-1)
+        image.pixels.foreach_set(pixels)  # type: ignore[arg-type]  # (stubs want a Sequence; numpy is faster)
         with tempfile.TemporaryDirectory(prefix="exgs_image_") as folder:
             path = os.path.join(folder, "image.webp")
             image.filepath_raw = path
@@ -273,7 +274,7 @@ def _objects_to_export(context: bpy.types.Context) -> list[bpy.types.Object]:
     if selected:
         return selected
     active = context.active_object
-    return [active] if _exportable(active) else []
+    return [active] if active is not None and _exportable(active) else []
 
 
 class EXGS_FH_gaussian_splats(bpy.types.FileHandler):
