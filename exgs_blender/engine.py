@@ -25,6 +25,7 @@ from exgs_core.worker import Frame
 
 from . import runtime
 from . import splat_object
+from .native_splats import is_native_splat_object, native_layout, scene_from_native
 from .splat_object import is_splat_object, scene_from_object
 
 RAW_PASS = "ExGS Raw"
@@ -142,12 +143,17 @@ _object_cache: dict[str, _CachedObject] = {}
 def _fingerprint(obj: bpy.types.Object) -> str:
     """Changes whenever the Gaussians of the object's data change (positions, opacities, count, SH degree)."""
     mesh = obj.original.data
+    layout = native_layout(obj)  # Blender's native splat point clouds: their colour attribute holds f_dc, opacity
+    count = len(mesh.points) if layout is not None else len(mesh.vertices)
+    columns = [("position", "vector", 3), ("opacity", "value", 1), ("f_dc_0", "value", 1)]
+    if layout is not None:
+        columns = [("position", "vector", 3), (layout.color, "color", 4)]
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{mesh.name_full}|{len(mesh.vertices)}|{mesh.get('exgs_sh_degree')}".encode())
-    for name, prop, size in (("position", "vector", 3), ("opacity", "value", 1), ("f_dc_0", "value", 1)):
+    digest.update(f"{mesh.name_full}|{count}|{mesh.get('exgs_sh_degree')}".encode())
+    for name, prop, size in columns:
         attribute = mesh.attributes.get(name)
         if attribute is not None:
-            values = np.empty(len(mesh.vertices) * size, np.float32)
+            values = np.empty(count * size, np.float32)
             attribute.data.foreach_get(prop, values)
             digest.update(values.tobytes())
     return digest.hexdigest()
@@ -158,16 +164,17 @@ def _local_scene(obj: bpy.types.Object) -> tuple[str, GaussianScene]:
     fingerprint = _fingerprint(obj)
     cached = _object_cache.get(key)
     if cached is None or cached.fingerprint != fingerprint:
-        cached = _CachedObject(fingerprint, scene_from_object(obj, world_space=False))
+        read = scene_from_object if is_splat_object(obj) else scene_from_native
+        cached = _CachedObject(fingerprint, read(obj, world_space=False))
         _object_cache[key] = cached
     return fingerprint, cached.local
 
 
 def splat_objects(depsgraph: bpy.types.Depsgraph, viewport: bool = False) -> list[bpy.types.Object]:
-    """The visible splat objects of the depsgraph (evaluated), each once."""
+    """The visible splat objects of the depsgraph (evaluated; ours and Blender's native ones), each once."""
     seen: dict[str, bpy.types.Object] = {}
     for obj in depsgraph.objects:
-        if not is_splat_object(obj) or obj.original.name_full in seen:
+        if not (is_splat_object(obj) or is_native_splat_object(obj)) or obj.original.name_full in seen:
             continue
         if viewport and not obj.original.visible_get():
             continue
@@ -185,7 +192,7 @@ def restoration_strength(settings: Any, objects: Iterable[bpy.types.Object]) -> 
         return 0.0
     if settings.strength_mode == "MANUAL":
         return float(settings.strength)
-    ratios = [splat_object.splat_info(obj)["inria_ratio"] for obj in objects]
+    ratios = [splat_object.splat_info(obj)["inria_ratio"] if is_splat_object(obj) else None for obj in objects]
     return max((strength_for_ratio(ratio) for ratio in ratios if ratio is not None), default=0.0)
 
 

@@ -21,7 +21,7 @@ COLOR_NAMES = ["radiance:base", "color"]  # Blender 5.3's io/gsplat, and the nam
 
 SCRIPT = """
 import numpy as np
-from bl_ext.user_default.exgs.exgs_blender import native_splats, splat_object
+from bl_ext.user_default.exgs.exgs_blender import engine, native_splats, splat_object
 from exgs_core.io import read_scene
 
 FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh")
@@ -41,6 +41,12 @@ def check(color, out, result):
     result["layout"] = [layout.color, layout.sh_names]
     local = native_splats.scene_from_native(native, world_space=False)
     save(local, out + "_local.npz")
+
+    # What the ExGS engine renders (F12 and viewport): the native object, in world space
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    objects = engine.splat_objects(depsgraph)
+    result["engine_objects"] = [o.name for o in objects]
+    save(engine.world_scene(objects)[1], out + "_engine.npz")
 
     bpy.context.view_layer.objects.active = native
     result["to_exgs"] = sorted(bpy.ops.exgs.native_to_exgs())
@@ -95,6 +101,13 @@ def _check(out: dict, color: str, tmp_path: Path) -> None:
     sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x.astype(np.float64)))  # noqa: E731
     np.testing.assert_allclose(sigmoid(local["opacity_logits"]), sigmoid(source.opacity_logits), atol=1e-6)
 
+    # The ExGS engine renders native objects: it gets their Gaussians in world space (rendering itself is
+    # tests/blender/test_render_engine.py's subject)
+    assert out["engine_objects"] == ["native"]
+    in_engine = np.load(tmp_path / f"{color.replace(':', '_')}_engine.npz")
+    np.testing.assert_allclose(in_engine["means"], local["means"] + np.float32([1.0, 2.0, 3.0]), atol=1e-6)
+    np.testing.assert_array_equal(in_engine["sh"], local["sh"])
+
     assert out["to_exgs"] == ["FINISHED"] and out["ours_is_splat"] and out["native_hidden"]
     assert out["ours_location"] == [1.0, 2.0, 3.0]
     converted = np.load(tmp_path / f"{color.replace(':', '_')}_converted.npz")
@@ -107,3 +120,4 @@ def _check(out: dict, color: str, tmp_path: Path) -> None:
     assert len(exported) == len(source) and exported.sh_degree == 2
     # +Z up: the file holds the world coordinates, the object's location included
     assert np.abs(exported.means - (source.means + (1.0, 2.0, 3.0))).max() < 1e-3
+
