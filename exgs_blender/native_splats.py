@@ -91,6 +91,16 @@ def scene_from_native(obj: bpy.types.Object, world_space: bool = True) -> Gaussi
         raise ValueError(f"object {obj.name!r}: {error} (apply or reset its scale to make it uniform)") from None
 
 
+def native_info(obj: bpy.types.Object) -> dict:
+    """splat_info's facts for a native splat object (never compressed by ExGS)."""
+    layout = native_layout(obj)
+    if layout is None:
+        raise ValueError(f"object {obj.name!r} is not a native splat point cloud")
+    degree = {0: 0, 3: 1, 8: 2, 15: 3}[len(layout.sh_names)]
+    return {"inria_ratio": None, "count": len(obj.original.data.points), "sh_degree": degree,
+            "source_name": obj.name, "source_bytes": 0}
+
+
 def create_native_object(
     scene: GaussianScene, name: str, context: bpy.types.Context, color: str = COLOR_NAMES[0]
 ) -> bpy.types.Object:

@@ -22,7 +22,8 @@ COLOR_NAMES = ["radiance:base", "color"]  # Blender 5.3's io/gsplat, and the nam
 SCRIPT = """
 import numpy as np
 from bl_ext.user_default.exgs.exgs_blender import engine, native_splats, splat_object
-from exgs_core.io import read_scene
+from bl_ext.user_default.exgs.exgs_blender.operators import compress as compress_ops
+from exgs_core.io import read_scene, write_scene
 
 FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh")
 
@@ -67,6 +68,28 @@ def check(color, out, result):
     result["export"] = sorted(bpy.ops.export_scene.gaussian_splats(filepath=out + ".spz", up_axis="+Z"))
 
 
+def compress_native(result):
+    # The panel's Compress on a native point cloud. Without starting the runtime (torch, seconds to minutes on a
+    # busy machine): the button's poll, the scene the job compresses, and the result of a job (an .exgs of half
+    # the Gaussians), which must become a new ExGS object even in Replace mode.
+    native = native_splats.create_native_object(read_scene(args["source"]), "to compress", bpy.context)
+    bpy.context.view_layer.objects.active = native
+    result["poll"] = bpy.ops.exgs.compress.poll()
+    scene = native_splats.scene_from_native(native)
+    path = os.path.join(args["dir"], "half.exgs")
+    write_scene(scene.subset(slice(0, 200)), path)
+    job = compress_ops.CompressJob(scene, {}, None, scene.sh_degree, None)
+    with open(path, "rb") as handle:
+        job.data = handle.read()
+    job.stats = {"gaussians_before": 400, "gaussians_after": 200}
+    compressed = compress_ops.apply_result(bpy.context, native, job, "REPLACE")
+    result["compressed"] = [compressed.type, splat_object.splat_info(compressed)["count"], native.hide_get()]
+    for obj in (compressed, native):
+        bpy.data.objects.remove(obj)
+    bpy.context.view_layer.update()
+
+
+compress_native(result)
 for color in args["colors"]:
     result[color] = {}
     check(color, os.path.join(args["dir"], color.replace(":", "_")), result[color])
@@ -81,10 +104,12 @@ def test_native_point_cloud_converts_to_exgs_and_back_and_exports(
 ) -> None:
     results = run_blender(
         dedent(SCRIPT), blender_extension, args={"source": str(SOURCE), "colors": COLOR_NAMES, "dir": str(tmp_path)},
-        block_heavy=True,
+        block_heavy=True,  # as in Blender's own Python: no torch, no Pillow
     )
     for color in COLOR_NAMES:
         _check(results[color], color, tmp_path)
+    # Compress (the panel's button) on a native point cloud: enabled, and its result is a new ExGS object
+    assert results["poll"] and results["compressed"] == ["MESH", 200, True]
 
 
 def _check(out: dict, color: str, tmp_path: Path) -> None:
