@@ -6,9 +6,9 @@ applied), `rotation` (QUATERNION w, x, y, z), a 4-float colour attribute whose R
 `radiance_base` or `color`), and per higher SH coefficient a 3-float attribute `radiance:sh_0`, `radiance:sh_1`, ...
 (or `sh_0`, ...), band-major as in the .ply. Names are detected at run time.
 
-Convert > ExGS Splats makes an ExGS splat object of one (the panel then compresses it and the ExGS engine renders
-it); Convert > Native Splats goes back. Export takes native objects directly (Blender's PLY exporter writes none of
-their points). There is no Blender 5.3 `bpy` wheel: the tests build such point clouds in Blender 5.0 with the same
+The ExGS panel compresses native objects (into a new ExGS splat object), the ExGS engine renders them and Export
+takes them directly (Blender's PLY exporter writes none of their points). Object > Convert > ExGS Splats makes an
+ExGS splat object of one; Convert > Native Splats goes back. There is no Blender 5.3 `bpy` wheel: the tests build such point clouds in Blender 5.0 with the same
 attributes; the native PointCloud type flag (gsplat) cannot be set from Python, so whether 5.3 draws a point cloud
 made by Convert > Native Splats as splats is untested.
 """
