@@ -203,7 +203,10 @@ def _node_matrices(path: Path, document: dict) -> list[tuple[int, np.ndarray]]:
     nodes = document.get("nodes", [])
     scenes = document.get("scenes", [])
     if scenes:
-        roots = scenes[document.get("scene", 0) if isinstance(document.get("scene", 0), int) else 0].get("nodes", [])
+        index = document.get("scene", 0)
+        if not isinstance(index, int) or not 0 <= index < len(scenes):
+            raise SceneFormatError(path, f"the glTF default scene {index!r} does not exist")
+        roots = scenes[index].get("nodes", [])
     else:
         children = {c for node in nodes for c in node.get("children", [])}
         roots = [i for i in range(len(nodes)) if i not in children]

@@ -36,6 +36,7 @@ ImageEncoder = Callable[[np.ndarray], bytes]
 
 CODEBOOK_SIZE = 256
 PALETTE_ROW = 64
+MAX_WEBP_SIDE = 16383
 SH_COEFFICIENTS = {1: 3, 2: 8, 3: 15}
 KMEANS_BUDGET = 4e10  # multiply-adds per assignment pass of the SH palette k-means
 KMEANS_ITERATIONS = 6
@@ -49,6 +50,8 @@ def encode_sog(scene: GaussianScene, encode_image: ImageEncoder | None = None) -
     order = morton_order(scene.means)
     width = int(math.ceil(math.sqrt(n) / 4) * 4)
     height = int(math.ceil(n / width / 4) * 4)
+    if max(width, height) > MAX_WEBP_SIDE:
+        raise ValueError(f"{n} Gaussians need {width}x{height} textures, beyond WebP's {MAX_WEBP_SIDE} pixels a side")
 
     def texture(pixels: np.ndarray) -> bytes:
         image = np.zeros((width * height, 4), np.uint8)

@@ -127,7 +127,7 @@ def _decompress_v4(path: Path, data: bytes) -> tuple[dict, bytes]:
 
 
 def _decode(path: Path, header: dict, body: bytes) -> GaussianScene:
-    n, degree = header["count"], header["degree"]
+    n = header["count"]
     sizes = _block_sizes(header)
     blocks, start = [], 0
     for size in sizes:
@@ -148,9 +148,7 @@ def _decode(path: Path, header: dict, body: bytes) -> GaussianScene:
     else:
         quats = _unpack_smallest_three(rotations.view("<u4"))
     rest = (sh.reshape(n, -1, 3).astype(np.float64) - 128.0) / 128.0
-    coefficients = np.concatenate([dc[:, None, :], rest], axis=1)
-    assert coefficients.shape[1] == num_sh_bases(degree)
-    return GaussianScene(means, quats, log_scales, opacity, coefficients)
+    return GaussianScene(means, quats, log_scales, opacity, np.concatenate([dc[:, None, :], rest], axis=1))
 
 
 def _unpack_first_three(packed: np.ndarray) -> np.ndarray:
