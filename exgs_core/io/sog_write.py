@@ -112,11 +112,15 @@ def _encode_quats(unit: np.ndarray) -> np.ndarray:
     return _with_alpha(_bytes((small * 0.5 + 0.5) * 255.0), (252 + largest).astype(np.uint8))
 
 
-def quantize_1d(values: np.ndarray, size: int = CODEBOOK_SIZE, iterations: int = 20) -> tuple[list[float], np.ndarray]:
+def quantize_1d(values: np.ndarray, size: int = CODEBOOK_SIZE) -> tuple[list[float], np.ndarray]:
     """A codebook of at most `size` floats for all values together and the uint8 index of each value (same shape).
 
-    Exact when there are at most `size` distinct values; otherwise 1-D k-means (Lloyd) from quantile starts.
-    Non-finite values (-inf log-scales) are clamped to the finite range first.
+    Exact when there are at most `size` distinct values. Otherwise the values are summarised in 1024 bins, each
+    weighted by the square root of its count, and the bins are split into `size` runs minimising the weighted
+    squared error exactly (dynamic programming); each entry is its run's weighted mean. The square root is
+    splat-transform's idea: by counts alone nearly every entry would go to the dense middle, leaving rare large
+    values, such as big Gaussians' scales, far from any entry. Non-finite values (-inf log-scales) are clamped to
+    the finite range first.
     """
     flat = np.asarray(values, np.float64).reshape(-1)
     finite = flat[np.isfinite(flat)]
@@ -126,19 +130,54 @@ def quantize_1d(values: np.ndarray, size: int = CODEBOOK_SIZE, iterations: int =
     if len(distinct) <= size:
         centroids = distinct
     else:
-        centroids = np.unique(np.quantile(flat, (np.arange(size) + 0.5) / size))
-        for _ in range(iterations):
-            labels = _nearest_sorted(centroids, flat)
-            sums = np.bincount(labels, flat, len(centroids))
-            counts = np.bincount(labels, minlength=len(centroids))
-            updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-            updated.sort()
-            if np.allclose(updated, centroids):
-                break
-            centroids = updated
+        centroids = _optimal_runs(*_weighted_summary(np.sort(flat)), size)
     labels = _nearest_sorted(centroids, flat)
     codebook = centroids.astype(np.float32)
     return [float(v) for v in codebook], labels.astype(np.uint8).reshape(np.shape(values))
+
+
+def _optimal_runs(centres: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """Weighted means of the split of sorted `centres` into at most `size` runs of least weighted squared error."""
+    h = len(centres)
+    size = min(size, h)
+    w = np.concatenate([[0.0], np.cumsum(weights)])
+    wx = np.concatenate([[0.0], np.cumsum(weights * centres)])
+    wxx = np.concatenate([[0.0], np.cumsum(weights * centres**2)])
+    last, first = np.arange(h)[:, None], np.arange(h)[None, :]  # [j, a]: the run of bins a..j
+    run_w = w[last + 1] - w[first]
+    run_wx = wx[last + 1] - wx[first]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cost = np.where(last >= first, wxx[last + 1] - wxx[first] - run_wx**2 / run_w, np.inf)
+    best = cost[:, 0].copy()  # best[j]: least error of bins 0..j split into the runs so far
+    after = np.ascontiguousarray(cost[:, 1:])  # [j, s]: the run s+1..j
+    total = np.empty_like(after)
+    rows = np.arange(h)
+    splits = []
+    for _ in range(1, size):
+        np.add(after, best[None, :-1], out=total)  # [j, s]: the best split of bins 0..s, then the run s+1..j
+        choice = np.argmin(total, axis=1)
+        best = total[rows, choice]
+        splits.append(choice)
+    means, end = [], h - 1
+    for choice in reversed(splits):
+        start = choice[end] + 1
+        means.append((wx[end + 1] - wx[start]) / (w[end + 1] - w[start]))
+        end = start - 1
+    means.append(wx[end + 1] / w[end + 1])
+    return np.unique(np.array(means))
+
+
+def _weighted_summary(ordered: np.ndarray, bins: int = 1024, alpha: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(mean of each non-empty bin, count ** alpha) of sorted values; bins mix quantile and uniform spacing."""
+    n, lo, hi = len(ordered), ordered[0], ordered[-1]
+    spread = (ordered[(3 * n) // 4] - ordered[n // 4]) / (hi - lo)
+    beta = min(0.999, max(0.5, 1.0 - spread))  # a long tail (small spread) gets more uniform bins
+    position = beta * np.arange(n) / n + (1.0 - beta) * (ordered - lo) / (hi - lo)
+    index = np.minimum((position * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    sums = np.bincount(index, ordered, bins)
+    used = counts > 0
+    return sums[used] / counts[used], counts[used].astype(np.float64) ** alpha
 
 
 def _nearest_sorted(centroids: np.ndarray, values: np.ndarray) -> np.ndarray:
