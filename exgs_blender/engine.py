@@ -24,9 +24,7 @@ from exgs_core.scene import GaussianScene
 from exgs_core.worker import Frame
 
 from . import runtime
-from . import splat_object
-from .native_splats import is_native_splat_object, native_layout, scene_from_native
-from .splat_object import is_splat_object, scene_from_object
+from .native_splats import info_of, is_any_splat, native_layout, scene_of
 
 RAW_PASS = "ExGS Raw"
 ALPHA_PASS = "ExGS Alpha"
@@ -164,8 +162,7 @@ def _local_scene(obj: bpy.types.Object) -> tuple[str, GaussianScene]:
     fingerprint = _fingerprint(obj)
     cached = _object_cache.get(key)
     if cached is None or cached.fingerprint != fingerprint:
-        read = scene_from_object if is_splat_object(obj) else scene_from_native
-        cached = _CachedObject(fingerprint, read(obj, world_space=False))
+        cached = _CachedObject(fingerprint, scene_of(obj, world_space=False))
         _object_cache[key] = cached
     return fingerprint, cached.local
 
@@ -174,7 +171,7 @@ def splat_objects(depsgraph: bpy.types.Depsgraph, viewport: bool = False) -> lis
     """The visible splat objects of the depsgraph (evaluated; ours and Blender's native ones), each once."""
     seen: dict[str, bpy.types.Object] = {}
     for obj in depsgraph.objects:
-        if not (is_splat_object(obj) or is_native_splat_object(obj)) or obj.original.name_full in seen:
+        if not is_any_splat(obj) or obj.original.name_full in seen:
             continue
         if viewport and not obj.original.visible_get():
             continue
@@ -192,7 +189,7 @@ def restoration_strength(settings: Any, objects: Iterable[bpy.types.Object]) -> 
         return 0.0
     if settings.strength_mode == "MANUAL":
         return float(settings.strength)
-    ratios = [splat_object.splat_info(obj)["inria_ratio"] if is_splat_object(obj) else None for obj in objects]
+    ratios = [info_of(obj)["inria_ratio"] for obj in objects]  # None for native objects: never compressed
     return max((strength_for_ratio(ratio) for ratio in ratios if ratio is not None), default=0.0)
 
 

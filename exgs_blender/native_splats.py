@@ -23,7 +23,7 @@ import numpy as np
 
 from exgs_core.scene import GaussianScene
 
-from .splat_object import create_splat_object, is_splat_object, scene_from_object
+from .splat_object import create_splat_object, is_splat_object, scene_from_object, splat_info
 
 COLOR_NAMES = ("radiance:base", "radiance_base", "color")
 SH_PREFIXES = {"radiance:base": "radiance:sh_", "radiance_base": "radiance_sh_", "color": "sh_"}
@@ -99,6 +99,22 @@ def native_info(obj: bpy.types.Object) -> dict:
     degree = {0: 0, 3: 1, 8: 2, 15: 3}[len(layout.sh_names)]
     return {"inria_ratio": None, "count": len(obj.original.data.points), "sh_degree": degree,
             "source_name": obj.name, "source_bytes": 0}
+
+
+# --- either kind: ExGS splat objects and native ones, for the panel, the operators and the engine ---------------
+
+def is_any_splat(obj: bpy.types.Object | None) -> bool:
+    return is_splat_object(obj) or is_native_splat_object(obj)
+
+
+def scene_of(obj: bpy.types.Object, world_space: bool = True) -> GaussianScene:
+    """The Gaussians of an ExGS splat object or a native one."""
+    return (scene_from_object if is_splat_object(obj) else scene_from_native)(obj, world_space=world_space)
+
+
+def info_of(obj: bpy.types.Object) -> dict:
+    """splat_info of an ExGS splat object or a native one."""
+    return splat_info(obj) if is_splat_object(obj) else native_info(obj)
 
 
 def create_native_object(

@@ -21,8 +21,8 @@ from bpy.props import CollectionProperty, EnumProperty, FloatProperty, StringPro
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Matrix
 
-from ..native_splats import is_native_splat_object, scene_from_native
-from ..splat_object import create_splat_object, is_splat_object, scene_from_object
+from ..native_splats import is_any_splat, scene_of
+from ..splat_object import create_splat_object
 from exgs_core.errors import ExgsError
 from exgs_core.io import read_scene, write_scene
 from exgs_core.scene import GaussianScene
@@ -249,7 +249,7 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
 
     def _world_scene(self, objects: list[bpy.types.Object]) -> GaussianScene:
         to_file = np.linalg.inv(file_to_blender(self.up_axis, self.scale))
-        scenes = [_object_world_scene(obj).transformed(to_file) for obj in objects]
+        scenes = [scene_of(obj).transformed(to_file) for obj in objects]
         return scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
 
 
@@ -260,21 +260,13 @@ def _strip_export_extension(path: str) -> str:
     return path
 
 
-def _exportable(obj: bpy.types.Object | None) -> bool:
-    return is_splat_object(obj) or is_native_splat_object(obj)
-
-
-def _object_world_scene(obj: bpy.types.Object) -> GaussianScene:
-    return scene_from_object(obj) if is_splat_object(obj) else scene_from_native(obj)
-
-
 def _objects_to_export(context: bpy.types.Context) -> list[bpy.types.Object]:
     """The selected splat objects (ours or native), or the active one when none is selected."""
-    selected = [obj for obj in context.selected_objects if _exportable(obj)]
+    selected = [obj for obj in context.selected_objects if is_any_splat(obj)]
     if selected:
         return selected
     active = context.active_object
-    return [active] if active is not None and _exportable(active) else []
+    return [active] if active is not None and is_any_splat(active) else []
 
 
 class EXGS_FH_gaussian_splats(bpy.types.FileHandler):

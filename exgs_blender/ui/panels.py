@@ -8,8 +8,7 @@ from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 
 from .. import runtime
 from ..properties import read_stats
-from ..native_splats import is_native_splat_object, native_info
-from ..splat_object import is_splat_object, splat_info
+from ..native_splats import info_of, is_any_splat
 
 
 def _size(num_bytes: float | None) -> str:
@@ -38,11 +37,11 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         layout, settings, obj = self.layout, context.scene.exgs_compress, context.active_object
         if layout is None:
             return
-        if obj is None or not (is_splat_object(obj) or is_native_splat_object(obj)):
+        if obj is None or not is_any_splat(obj):
             layout.label(text="Select a splat object", icon="INFO")
             layout.label(text="File > Import > Gaussian Splats")
             return
-        info = splat_info(obj) if is_splat_object(obj) else native_info(obj)  # native: Blender's own splats
+        info = info_of(obj)  # an ExGS splat object or Blender's own native splats
         layout.label(text=f"{obj.name}: {info['count']:,} Gaussians, SH {info['sh_degree']}", icon="POINTCLOUD_DATA")
         _runtime_line(layout)
         column = layout.column()
