@@ -6,8 +6,9 @@ means_l/means_u; quats as the three smallest components and 252 + the index of t
 indices into 256-entry codebooks (sh0 alpha = sigmoid(opacity) * 255); higher SH as a palette of k-means
 centroids, each coefficient an index into a 256-entry codebook, and a 16-bit palette label per Gaussian.
 
-Codebooks come from a 1-D k-means over all values of a group (exact when a group has at most 256 distinct values, as
-in ExGS-quantised scenes). The SH palette holds every distinct SH row when there are few enough; otherwise it is a
+Codebooks are the least-squares split of a group's values (summarised in 1024 bins, weighted by the square root
+of their counts, as splat-transform weights them) into 256 runs; exact when a group has at most 256 distinct values,
+as in ExGS-quantised scenes. The SH palette holds every distinct SH row when there are few enough; otherwise it is a
 k-means palette whose size follows splat-transform's rule, capped so one assignment pass stays about 4e10
 multiply-adds (512 entries for a million Gaussians at SH degree 3; splat-transform, on a GPU, uses up to 65536).
 
