@@ -14,6 +14,7 @@ from types import ModuleType
 
 MODULES: list[str] = [
     "operators.io",
+    "native_splats",
     "properties",
     "runtime",
     "preferences",

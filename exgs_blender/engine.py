@@ -25,8 +25,8 @@ from exgs_core.scene import GaussianScene
 from exgs_core.worker import Frame
 
 from . import runtime
-from . import splat_object
-from .splat_object import check_transform, is_splat_object, scene_from_object
+from .native_splats import info_of, is_any_splat, native_layout, scene_of
+from .splat_object import check_transform
 
 RAW_PASS = "ExGS Raw"
 ALPHA_PASS = "ExGS Alpha"
@@ -143,12 +143,17 @@ _object_cache: dict[str, _CachedObject] = {}
 def _fingerprint(obj: bpy.types.Object) -> str:
     """Changes whenever the Gaussians of the object's data change (positions, opacities, count, SH degree)."""
     mesh = obj.original.data
+    layout = native_layout(obj)  # Blender's native splat point clouds: their colour attribute holds f_dc, opacity
+    count = len(mesh.points) if layout is not None else len(mesh.vertices)
+    columns = [("position", "vector", 3), ("opacity", "value", 1), ("f_dc_0", "value", 1)]
+    if layout is not None:
+        columns = [("position", "vector", 3), (layout.color, "color", 4)]
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{mesh.name_full}|{len(mesh.vertices)}|{mesh.get('exgs_sh_degree')}".encode())
-    for name, prop, size in (("position", "vector", 3), ("opacity", "value", 1), ("f_dc_0", "value", 1)):
+    digest.update(f"{mesh.name_full}|{count}|{mesh.get('exgs_sh_degree')}".encode())
+    for name, prop, size in columns:
         attribute = mesh.attributes.get(name)
         if attribute is not None:
-            values = np.empty(len(mesh.vertices) * size, np.float32)
+            values = np.empty(count * size, np.float32)
             attribute.data.foreach_get(prop, values)
             digest.update(values.tobytes())
     return digest.hexdigest()
@@ -163,16 +168,16 @@ def _local_scene(obj: bpy.types.Object, reuse: bool = False) -> tuple[str, Gauss
         return cached.fingerprint, cached.local
     fingerprint = _fingerprint(obj)
     if cached is None or cached.fingerprint != fingerprint:
-        cached = _CachedObject(fingerprint, scene_from_object(obj, world_space=False))
+        cached = _CachedObject(fingerprint, scene_of(obj, world_space=False))
         _object_cache[key] = cached
     return fingerprint, cached.local
 
 
 def splat_objects(depsgraph: bpy.types.Depsgraph, viewport: bool = False) -> list[bpy.types.Object]:
-    """The visible splat objects of the depsgraph (evaluated), each once."""
+    """The visible splat objects of the depsgraph (evaluated; ours and Blender's native ones), each once."""
     seen: dict[str, bpy.types.Object] = {}
     for obj in depsgraph.objects:
-        if not is_splat_object(obj) or obj.original.name_full in seen:
+        if not is_any_splat(obj) or obj.original.name_full in seen:
             continue
         if viewport and not obj.original.visible_get():
             continue
@@ -190,7 +195,7 @@ def restoration_strength(settings: Any, objects: Iterable[bpy.types.Object]) -> 
         return 0.0
     if settings.strength_mode == "MANUAL":
         return float(settings.strength)
-    ratios = [splat_object.splat_info(obj)["inria_ratio"] for obj in objects]
+    ratios = [info_of(obj)["inria_ratio"] for obj in objects]  # None for native objects: never compressed
     return max((strength_for_ratio(ratio) for ratio in ratios if ratio is not None), default=0.0)
 
 

@@ -305,8 +305,8 @@ def test_unknown_or_unwritable_output_formats(tmp_path: Path) -> None:
     scene = read_scene(FOX)
     with pytest.raises(SceneFormatError, match=r"'\.xyz'.*writable formats are ply"):
         write_scene(scene, tmp_path / "scene.xyz")
-    with pytest.raises(SceneFormatError, match="cannot write format 'sog'"):
-        write_scene(scene, tmp_path / "scene.sog", format="sog")
+    with pytest.raises(SceneFormatError, match="cannot write format 'ksplat'"):
+        write_scene(scene, tmp_path / "scene.ksplat", format="ksplat")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -376,8 +376,8 @@ def test_small_scenes_and_partial_chunks_round_trip(count: int, suffix: str, tmp
 # --- format tables -----------------------------------------------------------------------------------
 
 def test_format_tables_name_every_format_and_its_extensions() -> None:
-    assert [f.name for f in READABLE_FORMATS] == ["ply", "compressed-ply", "splat", "sog", "exgs"]
-    assert [f.name for f in WRITABLE_FORMATS] == ["ply", "compressed-ply", "splat", "exgs"]
+    assert [f.name for f in READABLE_FORMATS] == ["ply", "compressed-ply", "splat", "sog", "spz", "gltf", "exgs"]
+    assert [f.name for f in WRITABLE_FORMATS] == ["ply", "compressed-ply", "splat", "sog", "spz", "gltf", "exgs"]
     assert all(f.extensions and f.description for f in READABLE_FORMATS + WRITABLE_FORMATS)
     assert dict((f.name, f.extensions) for f in WRITABLE_FORMATS)["compressed-ply"] == (".compressed.ply",)
 

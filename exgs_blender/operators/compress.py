@@ -23,7 +23,8 @@ from .. import runtime
 from .io import OperatorResult
 from ..engine import render_camera
 from ..properties import read_stats, store_stats
-from ..splat_object import create_splat_object, is_splat_object, replace_splat_data, scene_from_object, splat_info
+from ..native_splats import info_of, is_any_splat, scene_of
+from ..splat_object import create_splat_object, is_splat_object, replace_splat_data
 
 
 
@@ -152,14 +153,14 @@ def target_miss(target: dict, stats: dict) -> str | None:
 
 def prepare_job(context: bpy.types.Context, obj: bpy.types.Object) -> CompressJob:
     settings = context.scene.exgs_compress
-    scene = scene_from_object(obj, world_space=True)
+    scene = scene_of(obj, world_space=True)
     cameras, views = scoring_cameras(context, settings.views, settings.path_views)
     return CompressJob(scene, target_of(settings), cameras, settings.sh_degree, runtime.get_runtime(), views)
 
 
 def already_compressed(obj: bpy.types.Object) -> str | None:
     """A warning when `obj` holds Gaussians that compression already pruned and quantised, else None."""
-    ratio = splat_info(obj)["inria_ratio"]
+    ratio = info_of(obj)["inria_ratio"]
     if ratio is None and read_stats(obj) is None:
         return None
     shown = f" ({ratio:.1f}x)" if ratio else ""
@@ -173,11 +174,11 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
     decoded = decode_exgs(job.data)
     matrix = np.array(obj.matrix_world, dtype=np.float64)
     local = decoded if np.allclose(matrix, np.eye(4), atol=0) else decoded.transformed(np.linalg.inv(matrix))
-    source = splat_info(obj)["source_name"] or obj.name
+    source = info_of(obj)["source_name"] or obj.name
     if not source.endswith(" (ExGS)"):
         source = f"{source} (ExGS)"
     local.metadata.update(source_name=source, source_bytes=len(job.data))
-    if mode == "REPLACE":
+    if mode == "REPLACE" and is_splat_object(obj):  # a native point cloud always gets a new ExGS object
         replace_splat_data(obj, local)
         result = obj
     else:
@@ -219,7 +220,7 @@ class EXGS_OT_compress(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         obj = context.active_object
-        if not is_splat_object(obj):
+        if not is_any_splat(obj):
             cls.poll_message_set("Select a splat object (File > Import > Gaussian Splats)")
             return False
         if context.scene.exgs_compress.running:

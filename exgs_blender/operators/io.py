@@ -2,7 +2,9 @@
 
 A thin layer: every format is read and written by exgs_core.io; this module only moves the scene into or out
 of a splat object (exgs_blender.splat_object) and converts between the file's and Blender's up axis. SOG's WebP
-images are decoded by Blender itself (decode_image_with_blender): Blender's own Python has no Pillow.
+images are decoded and encoded by Blender itself (decode_image_with_blender, encode_image_with_blender): Blender's
+own Python has no Pillow. Every format is held in the .ply convention in memory (glTF's y-up space is turned
+into it on reading), so one up axis setting (-Y for 3DGS scenes) serves them all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from bpy.props import CollectionProperty, EnumProperty, FloatProperty, StringPro
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Matrix
 
-from ..splat_object import create_splat_object, is_splat_object, scene_from_object
+from ..native_splats import is_any_splat, scene_of
+from ..splat_object import create_splat_object
 from exgs_core.errors import ExgsError, NotGaussianPlyError
 from exgs_core.io import read_scene, write_scene
 from exgs_core.scene import GaussianScene
@@ -37,9 +40,25 @@ UP_AXIS_ITEMS = [
     ("+Z", "+Z (Blender)", "The file's +Z is up, as in Blender: no rotation"),
     ("-Z", "-Z", "The file's -Z is up"),
 ]
-EXPORT_EXTENSIONS = {"PLY": ".ply", "SPLAT": ".splat", "EXGS": ".exgs"}
+EXPORT_EXTENSIONS = {
+    "PLY": ".ply", "COMPRESSED_PLY": ".compressed.ply", "SPLAT": ".splat", "SOG": ".sog", "SPZ": ".spz",
+    "GLB": ".glb", "GLTF": ".gltf", "EXGS": ".exgs",
+}
+EXPORT_ITEMS = [
+    ("PLY", "INRIA .ply", "Float32 binary .ply with all SH bands (any 3DGS viewer reads it)"),
+    ("COMPRESSED_PLY", ".compressed.ply", "PlayCanvas / SuperSplat compressed .ply (about 16 bytes per Gaussian)"),
+    ("SPLAT", ".splat", "antimatter15 .splat, 32 bytes per Gaussian (SH above degree 0 is dropped)"),
+    ("SOG", ".sog", "PlayCanvas SOG: WebP textures in one zip, for SuperSplat and the PlayCanvas engine"),
+    ("SPZ", ".spz", "Niantic .spz version 3 (gzip): Blender 5.3, SuperSplat, Scaniverse and others read it"),
+    ("GLB", ".glb", "glTF 2.0 binary with KHR_gaussian_splatting, as splat-transform writes it"),
+    ("GLTF", ".gltf", "glTF 2.0 JSON (data embedded) with KHR_gaussian_splatting"),
+    ("EXGS", ".exgs", "ExGS container: all Gaussians quantised and packed, none pruned"),
+]
+EXPORT_GLOB = ";".join(f"*{extension}" for extension in dict.fromkeys(EXPORT_EXTENSIONS.values()))
 OperatorResult = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
-IMPORT_GLOB = "*.ply;*.splat;*.exgs;*.sog;meta.json"
+IMPORT_GLOB = "*.ply;*.splat;*.exgs;*.sog;*.spz;*.glb;*.gltf;meta.json"
+MENU_TEXT = "Gaussian Splats (.ply/.spz/.sog/.glb/.splat/.exgs)"
+IMPORT_SUFFIXES = (".compressed.ply", ".ply", ".splat", ".exgs", ".sog", ".spz", ".glb", ".gltf")
 
 
 def file_to_blender(up_axis: str, scale: float) -> np.ndarray:
@@ -74,8 +93,30 @@ def decode_image_with_blender(data: bytes, name: str) -> np.ndarray:
     return np.round(pixels * 255.0).astype(np.uint8).reshape(height, width, 4)[::-1]
 
 
+def encode_image_with_blender(rgba: np.ndarray) -> bytes:
+    """(height, width, 4) uint8 RGBA, top row first, as lossless WebP bytes (exgs_core's ImageEncoder), through
+    Blender's image writer (quality 100 is lossless). libwebp may change the RGB of pixels whose alpha is 0; in
+    SOG those are only the colours of fully transparent Gaussians. bpy.data is left as it was."""
+    height, width = int(rgba.shape[0]), int(rgba.shape[1])
+    image = bpy.data.images.new("exgs_encode", width, height, alpha=True)
+    try:
+        image.colorspace_settings.name = "Non-Color"
+        image.alpha_mode = "CHANNEL_PACKED"
+        pixels = (rgba[::-1].astype(np.float32) / 255.0).reshape(-1)
+        image.pixels.foreach_set(pixels)  # type: ignore[arg-type]  # (stubs want a Sequence; numpy is faster)
+        with tempfile.TemporaryDirectory(prefix="exgs_image_") as folder:
+            path = os.path.join(folder, "image.webp")
+            image.filepath_raw = path
+            image.file_format = "WEBP"
+            image.save(filepath=path, quality=100)
+            with open(path, "rb") as handle:
+                return handle.read()
+    finally:
+        bpy.data.images.remove(image)
+
+
 class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
-    """Import 3D Gaussian Splatting scenes (.ply, .splat, .compressed.ply, .exgs, SOG) as splat objects"""
+    """Import 3D Gaussian Splatting scenes (.ply, .compressed.ply, .splat, SOG, .spz, glTF, .exgs) as splat objects"""
 
     bl_idname = "import_scene.gaussian_splats"
     bl_label = "Import Gaussian Splats"
@@ -146,14 +187,15 @@ def _object_name(path: Path) -> str:
     if path.name == "meta.json":
         return path.parent.name
     name = path.name
-    for suffix in (".compressed.ply", ".ply", ".splat", ".exgs", ".sog"):
+    for suffix in IMPORT_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or name
     return name
 
 
 class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
-    """Export the selected splat objects, with their transforms applied, to .ply, .splat or .exgs"""
+    """Export the selected splat objects (ExGS or Blender's native splat point clouds), with their transforms
+    applied, to any format exgs writes"""
 
     bl_idname = "export_scene.gaussian_splats"
     bl_label = "Export Gaussian Splats"
@@ -164,16 +206,8 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
 
     filename_ext = ".ply"
     check_extension = None  # the extension follows file_format in check(), or the typed one when recognised
-    filter_glob: StringProperty(default="*.ply;*.splat;*.exgs", options={"HIDDEN"})  # type: ignore[valid-type]
-    file_format: EnumProperty(  # type: ignore[valid-type]
-        name="Format",
-        items=[
-            ("PLY", "INRIA .ply", "Float32 binary .ply with all SH bands (any 3DGS viewer reads it)"),
-            ("SPLAT", ".splat", "antimatter15 .splat, 32 bytes per Gaussian (SH above degree 0 is dropped)"),
-            ("EXGS", ".exgs", "ExGS container: all Gaussians quantised and packed, none pruned"),
-        ],
-        default="PLY",
-    )
+    filter_glob: StringProperty(default=EXPORT_GLOB, options={"HIDDEN"})  # type: ignore[valid-type]
+    file_format: EnumProperty(name="Format", items=EXPORT_ITEMS, default="PLY")  # type: ignore[valid-type]
     up_axis: EnumProperty(  # type: ignore[valid-type]
         name="Up Axis", items=UP_AXIS_ITEMS, default="-Y", description="Which axis of the written file points up"
     )
@@ -203,8 +237,8 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
         path = self._target_path()
         try:
             scene = self._world_scene(objects)
-            write_scene(scene, path)
-        except (ExgsError, ValueError, OSError) as error:
+            write_scene(scene, path, encode_image=encode_image_with_blender)
+        except (ExgsError, ValueError, OSError, RuntimeError) as error:
             self.report({"ERROR"}, f"{path}: {error}" if isinstance(error, ValueError) else str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {len(scene):,} Gaussians to {path.name} ({path.stat().st_size:,} bytes)")
@@ -218,31 +252,31 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
 
     def _world_scene(self, objects: list[bpy.types.Object]) -> GaussianScene:
         to_file = np.linalg.inv(file_to_blender(self.up_axis, self.scale))
-        scenes = [scene_from_object(obj).transformed(to_file) for obj in objects]
+        scenes = [scene_of(obj).transformed(to_file) for obj in objects]
         return scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
 
 
 def _strip_export_extension(path: str) -> str:
-    for extension in EXPORT_EXTENSIONS.values():
+    for extension in sorted(EXPORT_EXTENSIONS.values(), key=len, reverse=True):  # .compressed.ply before .ply
         if path.lower().endswith(extension):
             return path[: -len(extension)]
     return path
 
 
 def _objects_to_export(context: bpy.types.Context) -> list[bpy.types.Object]:
-    """The selected splat objects, or the active one when none is selected."""
-    selected = [obj for obj in context.selected_objects if is_splat_object(obj)]
+    """The selected splat objects (ours or native), or the active one when none is selected."""
+    selected = [obj for obj in context.selected_objects if is_any_splat(obj)]
     if selected:
         return selected
     active = context.active_object
-    return [active] if active is not None and is_splat_object(active) else []
+    return [active] if active is not None and is_any_splat(active) else []
 
 
 class EXGS_FH_gaussian_splats(bpy.types.FileHandler):
     bl_idname = "EXGS_FH_gaussian_splats"
     bl_label = "Gaussian Splats"
     bl_import_operator = "import_scene.gaussian_splats"
-    bl_file_extensions = ".ply;.splat;.exgs;.sog"
+    bl_file_extensions = ".ply;.splat;.exgs;.sog;.spz;.glb;.gltf"
 
     @classmethod
     def poll_drop(cls, context: bpy.types.Context | None) -> bool:
@@ -250,11 +284,11 @@ class EXGS_FH_gaussian_splats(bpy.types.FileHandler):
 
 
 def menu_import(self: Any, context: bpy.types.Context) -> None:
-    self.layout.operator(EXGS_OT_import_gaussian_splats.bl_idname, text="Gaussian Splats (.ply/.splat/.compressed.ply/.exgs/SOG)")
+    self.layout.operator(EXGS_OT_import_gaussian_splats.bl_idname, text=MENU_TEXT)
 
 
 def menu_export(self: Any, context: bpy.types.Context) -> None:
-    self.layout.operator(EXGS_OT_export_gaussian_splats.bl_idname, text="Gaussian Splats (.ply/.splat/.exgs)")
+    self.layout.operator(EXGS_OT_export_gaussian_splats.bl_idname, text=MENU_TEXT)
 
 
 classes = (EXGS_OT_import_gaussian_splats, EXGS_OT_export_gaussian_splats, EXGS_FH_gaussian_splats)
@@ -280,6 +314,7 @@ __all__ = [
     "EXGS_OT_import_gaussian_splats",
     "EXGS_OT_export_gaussian_splats",
     "decode_image_with_blender",
+    "encode_image_with_blender",
     "file_to_blender",
     "register",
     "unregister",

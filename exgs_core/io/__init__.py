@@ -1,8 +1,8 @@
 """Scene file formats: read any supported 3DGS file into a GaussianScene, write one back.
 
 One module per format: ply (INRIA), pcply (PlayCanvas .compressed.ply), splat (antimatter15), sog (PlayCanvas
-SOG v2, read only). The format of a file is chosen by its content first (PLY magic and header, zip, JSON),
-then by its extension.
+SOG v2; sog_write writes it), spz (Niantic), gltf (glTF 2.0 with KHR_gaussian_splatting). The format of a file is
+chosen by its content first (PLY magic and header, zip, gzip, NGSP, glTF, JSON), then by its extension.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import numpy as np
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.io.exgs import is_exgs, read_exgs, write_exgs
+from exgs_core.io.gltf import read_gltf, write_glb, write_gltf
 from exgs_core.io.pcply import read_compressed_ply, write_compressed_ply
 from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, write_ply
 from exgs_core.io.sog import ImageDecoder, read_sog
+from exgs_core.io.sog_write import ImageEncoder, write_sog
 from exgs_core.io.splat import read_splat, write_splat
+from exgs_core.io.spz import read_spz, write_spz
 from exgs_core.scene import GaussianScene
 from exgs_core.validate import describe_non_finite, drop_non_finite, non_finite_rows
 
@@ -35,12 +38,17 @@ READABLE_FORMATS: list[FileFormat] = [
     FileFormat("compressed-ply", (".compressed.ply",), "PlayCanvas / SuperSplat compressed .ply"),
     FileFormat("splat", (".splat",), "antimatter15 .splat (32 bytes per Gaussian, no SH)"),
     FileFormat("sog", (".sog", "meta.json"), "PlayCanvas SOG v2: a .sog zip, a folder with meta.json, or meta.json"),
+    FileFormat("spz", (".spz",), "Niantic .spz, versions 2, 3 and 4 (4 needs zstandard), SH degree 0-3"),
+    FileFormat("gltf", (".glb", ".gltf"), "glTF 2.0 with KHR_gaussian_splatting (binary .glb or .gltf)"),
     FileFormat("exgs", (".exgs",), "ExGS compressed scene"),
 ]
 WRITABLE_FORMATS: list[FileFormat] = [
     FileFormat("ply", (".ply",), "INRIA 3DGS .ply (float32, binary little endian)"),
     FileFormat("compressed-ply", (".compressed.ply",), "PlayCanvas / SuperSplat compressed .ply"),
     FileFormat("splat", (".splat",), "antimatter15 .splat (SH above degree 0 is dropped)"),
+    FileFormat("sog", (".sog", "meta.json"), "PlayCanvas SOG v2: a bundled .sog zip, or meta.json + WebP images"),
+    FileFormat("spz", (".spz",), "Niantic .spz version 3 (gzip; the most widely read)"),
+    FileFormat("gltf", (".glb", ".gltf"), "glTF 2.0 with KHR_gaussian_splatting, as splat-transform writes it"),
     FileFormat("exgs", (".exgs",), "ExGS container, all Gaussians quantised (use `exgs compress` to prune)"),
 ]
 
@@ -48,19 +56,24 @@ _READERS: dict[str, Callable[[Path], GaussianScene]] = {
     "ply": read_ply,
     "compressed-ply": read_compressed_ply,
     "splat": read_splat,
+    "spz": read_spz,
+    "gltf": read_gltf,
     "exgs": read_exgs,
 }  # and "sog", read by read_sog, the one reader that takes an image decoder
 _WRITERS: dict[str, Callable[[GaussianScene, Path], None]] = {
     "ply": write_ply,
     "compressed-ply": write_compressed_ply,
     "splat": write_splat,
+    "spz": write_spz,
+    "gltf": lambda scene, path: (write_gltf if Path(path).suffix.lower() == ".gltf" else write_glb)(scene, path),
     "exgs": lambda scene, path: write_exgs(scene, path),
-}
+}  # and "sog", written by write_sog, the one writer that takes an image encoder
 
 __all__ = [
     "FileFormat",
     "FormatWarning",
     "ImageDecoder",
+    "ImageEncoder",
     "READABLE_FORMATS",
     "WRITABLE_FORMATS",
     "detect_format",
@@ -70,7 +83,7 @@ __all__ = [
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The format name of a scene file or folder ("ply", "compressed-ply", "splat", "sog" or "exgs")."""
+    """The format name of a scene file or folder ("ply", "compressed-ply", "splat", "sog", "spz", "gltf" or "exgs")."""
     path = Path(path)
     if not path.exists():
         raise SceneFormatError(path, "no such file or directory")
@@ -89,9 +102,13 @@ def detect_format(path: str | os.PathLike) -> str:
         return "exgs"
     if head.startswith(b"PK\x03\x04"):
         return "sog"
+    suffix = path.suffix.lower()
+    if head.startswith(b"glTF") or (suffix == ".gltf" and head.lstrip().startswith(b"{")):
+        return "gltf"
+    if head.startswith(b"NGSP") or (head.startswith(b"\x1f\x8b") and suffix == ".spz"):
+        return "spz"
     if path.name.lower().endswith(".json") and head.lstrip().startswith(b"{"):
         return "sog"
-    suffix = path.suffix.lower()
     if suffix == ".ply":
         raise SceneFormatError(path, "not a PLY file (it does not start with the line 'ply')")
     if suffix == ".splat":
@@ -100,6 +117,10 @@ def detect_format(path: str | os.PathLike) -> str:
         raise SceneFormatError(path, "not a .sog file (it is not a zip archive)")
     if suffix == ".exgs":
         raise SceneFormatError(path, "not an .exgs file (wrong magic bytes)")
+    if suffix == ".spz":
+        raise SceneFormatError(path, "not an .spz file (neither gzip nor an NGSP header)")
+    if suffix in (".glb", ".gltf"):
+        raise SceneFormatError(path, f"not a glTF file (no glTF magic or JSON object in this {suffix})")
     known = ", ".join(f"{f.name} ({', '.join(f.extensions)})" for f in READABLE_FORMATS)
     raise SceneFormatError(path, f"unknown scene format; readable formats are {known}")
 
@@ -145,14 +166,22 @@ def _check_read_scene(path: Path, scene: GaussianScene, filter_nan: bool) -> Gau
     return scene
 
 
-def write_scene(scene: GaussianScene, path: str | os.PathLike, format: str | None = None) -> None:
-    """Write a scene; the format is `format` or follows from the extension. The file appears only when complete."""
+def write_scene(
+    scene: GaussianScene, path: str | os.PathLike, format: str | None = None, encode_image: ImageEncoder | None = None
+) -> None:
+    """Write a scene; the format is `format` or follows from the extension. The file appears only when complete.
+
+    encode_image encodes SOG's WebP images (Pillow by default; the Blender extension passes Blender's encoder).
+    """
     path = Path(path)
     format = format or _format_for_extension(path)
-    if format not in _WRITERS:
+    if format not in _WRITERS and format != "sog":
         raise SceneFormatError(path, f"cannot write format {format!r}; {_writable_list()}")
     _check_scene_to_write(scene, path)
-    _WRITERS[format](scene, path)
+    if format == "sog":
+        write_sog(scene, path, encode_image)
+    else:
+        _WRITERS[format](scene, path)
 
 
 def _format_for_extension(path: Path) -> str:
@@ -165,6 +194,12 @@ def _format_for_extension(path: Path) -> str:
         return "splat"
     if name.endswith(".exgs"):
         return "exgs"
+    if name.endswith(".sog") or name == "meta.json":
+        return "sog"
+    if name.endswith(".spz"):
+        return "spz"
+    if name.endswith((".glb", ".gltf")):
+        return "gltf"
     raise SceneFormatError(path, f"cannot tell the format from the extension '{path.suffix}'; {_writable_list()}")
 
 

@@ -229,3 +229,57 @@ def test_sog_import_decodes_webp_with_blender_without_pillow(
         saved = _saved(tmp_path / "out.npz", name)
         _assert_exact(saved, reference)
         np.testing.assert_allclose(saved["matrix_world"], MINUS_Y_UP, atol=1e-7)
+
+
+INTEROP_DATA = Path(__file__).resolve().parents[1] / "data"  # small files written by splat-transform 3.7.0
+INTEROP_IMPORTS = ["playbot_400.v2.spz", "playbot_400.v3.spz", "playbot_400.v4.spz", "playbot_400.glb",
+                   "playbot_400.sog", "playbot_400.compressed.ply"]
+INTEROP_EXPORTS = ["out.ply", "out.compressed.ply", "out.splat", "out.sog", "out.spz", "out.glb", "out.gltf",
+                   "out.exgs"]
+
+
+def test_ecosystem_formats_import_and_export_without_pillow(
+    blender_extension: InstalledExtension, tmp_path: Path
+) -> None:
+    """Every format splat-transform writes imports exactly as exgs_core reads it; the glb object exports to every
+    writable format (SOG's WebP through Blender's own image writer: Pillow is blocked, as in Blender)."""
+    gltf = tmp_path / "playbot_400.gltf"
+    write_scene(read_scene(INTEROP_DATA / "playbot_400.glb"), gltf)
+    sources = [str(INTEROP_DATA / name) for name in INTEROP_IMPORTS] + [str(gltf)]
+    out = run_blender(
+        SAVE_OBJECTS
+        + dedent(
+            """
+        result["import"] = []
+        for path in args["sources"]:
+            result["import"].append(sorted(bpy.ops.import_scene.gaussian_splats(filepath=path)))
+            bpy.context.active_object.name = os.path.basename(path)
+        save_objects(args["imported"])
+        for obj in bpy.context.view_layer.objects:
+            obj.select_set(obj.name == "playbot_400.glb")
+        bpy.context.view_layer.objects.active = bpy.data.objects["playbot_400.glb"]
+        result["export"] = {}
+        for name in args["exports"]:
+            done = bpy.ops.export_scene.gaussian_splats(filepath=os.path.join(args["dir"], name))
+            result["export"][name] = sorted(done)
+        """
+        ),
+        blender_extension,
+        args={"sources": sources, "imported": str(tmp_path / "imported.npz"), "dir": str(tmp_path),
+              "exports": INTEROP_EXPORTS},
+        block_heavy=True,
+    )
+    assert out["import"] == [["FINISHED"]] * len(sources)
+    for path in sources:
+        _assert_exact(_saved(tmp_path / "imported.npz", Path(path).name), read_scene(path))
+    assert out["export"] == {name: ["FINISHED"] for name in INTEROP_EXPORTS}
+    reference = read_scene(INTEROP_DATA / "playbot_400.glb")
+    extent = float(np.ptp(reference.means, axis=0).max())
+    for name in INTEROP_EXPORTS:
+        written = read_scene(tmp_path / name)
+        assert len(written) == len(reference), name
+        assert written.sh_degree == (0 if name == "out.splat" else 2), name
+        # Quantising formats reorder and round: compare sorted coordinates within their position precision.
+        np.testing.assert_allclose(
+            np.sort(written.means, axis=0), np.sort(reference.means, axis=0), atol=2e-3 * extent, err_msg=name
+        )
