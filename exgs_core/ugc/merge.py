@@ -61,12 +61,14 @@ def masses(scene: GaussianScene) -> np.ndarray:
 # --- which kept Gaussian each pruned one joins ----------------------------------------------------------
 
 
-def assign_to_kept(scene: GaussianScene, keep: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+def assign_to_kept(scene: GaussianScene, keep: np.ndarray, scores: np.ndarray | None = None,
+                   drop_factor: float = np.inf) -> np.ndarray:
     """(N,) position in `keep` of the kept Gaussian each Gaussian merges into, or -1 where it is dropped.
 
     Kept Gaussians own themselves. A pruned Gaussian merges into the kept neighbour whose merge costs least;
     it is dropped when no kept Gaussian is within 3 cells of it or, with `scores`, when no scoring view saw
-    it (score 0).
+    it (score 0), or when even the cheapest merge costs more than `drop_factor` x its own field energy (what
+    dropping it costs; off by default: docs/method.md has the measurement).
     """
     n = len(scene)
     keep = np.asarray(keep, np.int64)
@@ -91,7 +93,8 @@ def assign_to_kept(scene: GaussianScene, keep: np.ndarray, scores: np.ndarray | 
     origin = np.percentile(kept_means, 0.5, axis=0)
     kept_keys = _keys(kept_means, origin, cell)
     order = np.argsort(kept_keys, kind="stable")
-    best = _assign_kernel(means, cov6, alpha, amplitude, mass, queries, keep[order], kept_keys[order], origin, cell)
+    best = _assign_kernel(means, cov6, alpha, amplitude, mass, queries, keep[order], kept_keys[order], origin, cell,
+                          float(drop_factor))
     owner[queries] = np.where(best >= 0, order[np.maximum(best, 0)], -1)
     return owner
 
@@ -107,7 +110,7 @@ def _cells(means: np.ndarray, origin: np.ndarray, cell: float) -> np.ndarray:
 
 
 @numba.njit(cache=True, parallel=True)
-def _assign_kernel(means, cov6, alpha, amplitude, mass, queries, kept_sorted, keys_sorted, origin, cell):
+def _assign_kernel(means, cov6, alpha, amplitude, mass, queries, kept_sorted, keys_sorted, origin, cell, drop_factor):
     """For each query, the index into kept_sorted of its cheapest merge partner among the nearest (-1: none)."""
     best = np.full(len(queries), -1, np.int64)
     top = 2 * _CELL_OFFSET - 1
@@ -146,6 +149,10 @@ def _assign_kernel(means, cov6, alpha, amplitude, mass, queries, kept_sorted, ke
                                 near_d2[slot], near[slot] = d2, k
                             k += 1
         best_cost = np.inf
+        if drop_factor < np.inf:
+            det = _det6(cov6[i, 0], cov6[i, 1], cov6[i, 2], cov6[i, 3], cov6[i, 4], cov6[i, 5])
+            norm2 = amplitude[i, 0] ** 2 + amplitude[i, 1] ** 2 + amplitude[i, 2] ** 2 + amplitude[i, 3] ** 2
+            best_cost = drop_factor * alpha[i] ** 2 * norm2 * np.pi ** 1.5 * np.sqrt(max(det, 0.0))
         for slot in range(_NEAREST):
             k = near[slot]
             if k < 0:
