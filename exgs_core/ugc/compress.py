@@ -21,7 +21,7 @@ from exgs_core.io.exgs import decode_exgs, encode_exgs
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.amplify import Amplification, amplify
-from exgs_core.ugc.merge import merge_pruned
+from exgs_core.ugc.merge import Merger
 from exgs_core.ugc.sampling import VoxelGrid, voxel_size_for
 from exgs_core.ugc.significance import significance
 
@@ -170,12 +170,19 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     count = encoder.initial_count()
     data, kept = encoder.encode(count)
     byte_budget = target.size_in_bytes(len(scene))
-    for attempt in range(8):
-        if byte_budget is None or (1 - SIZE_TOLERANCE) * byte_budget <= len(data) <= byte_budget:
+    for attempt in range(10):
+        within = byte_budget is None or (1 - SIZE_TOLERANCE) * byte_budget <= len(data) <= byte_budget
+        if within and not encoder.preview:
             break
-        count = encoder.next_count(count, len(data), byte_budget)
+        if within:
+            encoder.preview = False  # the count found unmerged, now merged
+        else:
+            count = encoder.next_count(count, len(data), byte_budget)
         data, kept = encoder.encode(count)
-        report("packing", (attempt + 1) / 8)
+        report("packing", (attempt + 1) / 10)
+    if encoder.preview:  # the search ran out of attempts unmerged
+        encoder.preview = False
+        data, kept = encoder.encode(count)
     if byte_budget is not None and len(data) > byte_budget:
         raise ExgsError(f"cannot reach {target.describe()}: even 1 Gaussian takes {len(data):,} bytes")
 
@@ -206,6 +213,10 @@ class _Encoder:
         self.coverage = settings.voxel_coverage
         self.proportional = settings.voxel_proportional
         self.merged = settings.method == "merge"
+        self.merger: Merger | None = None
+        # While True, encode() packs the kept Gaussians unmerged: a cheap first search for the count, since
+        # merging changes the bytes per Gaussian little (docs/method.md); the final count is always merged.
+        self.preview = self.merged and target.kind != "keep"
         if self.merged and self.proportional is None:
             self.coverage, self.proportional = MERGE_SAMPLING
         # Amplification is tried on and off when it is enabled and the sampling is chosen by measurement.
@@ -267,10 +278,12 @@ class _Encoder:
 
     def _kept(self, keep: np.ndarray, amplified: bool, coverage: float, count: int
               ) -> tuple[np.ndarray, GaussianScene]:
-        if self.merged:
+        if self.merged and not self.preview:
             self.report("merging", 0.0)
             start = time.perf_counter()
-            merged = merge_pruned(self.scene, keep, self.scores)
+            if self.merger is None:
+                self.merger = Merger(self.scene, self.scores)
+            merged = self.merger.merge(keep)
             self.merge_seconds += time.perf_counter() - start
             return keep, merged
         kept_scene = self.scene.subset(keep)

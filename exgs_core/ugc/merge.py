@@ -61,42 +61,56 @@ def masses(scene: GaussianScene) -> np.ndarray:
 # --- which kept Gaussian each pruned one joins ----------------------------------------------------------
 
 
+class Merger:
+    """Merges the pruned Gaussians of one scene into any kept set; per-Gaussian quantities are computed once.
+
+    A pruned Gaussian merges into the kept neighbour whose merge costs least. It is dropped when no kept
+    Gaussian is within 3 cells of it or, with `scores`, when no scoring view saw it (score 0), or when even the
+    cheapest merge costs more than `drop_factor` x its own field energy (what dropping it costs; off by
+    default: docs/method.md has the measurement).
+    """
+
+    def __init__(self, scene: GaussianScene, scores: np.ndarray | None = None, drop_factor: float = np.inf):
+        self.scene, self.drop_factor = scene, float(drop_factor)
+        self.seen = np.ones(len(scene), bool) if scores is None else np.asarray(scores) > 0
+        self.means = scene.means.astype(np.float64)
+        self.cov = covariances(scene)
+        self.cov6 = self.cov[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]].copy()
+        self.alpha = scene.opacities().astype(np.float64)
+        colour = np.clip(sh0_to_rgb(scene.sh[:, 0, :].astype(np.float64)), 0, 1)
+        self.amplitude = np.concatenate([colour, np.ones((len(scene), 1))], axis=1)
+        self.mass = masses(scene)
+
+    def owners(self, keep: np.ndarray) -> np.ndarray:
+        """(N,) position in `keep` of the kept Gaussian each Gaussian merges into, or -1 where it is dropped."""
+        n = len(self.scene)
+        keep = np.asarray(keep, np.int64)
+        owner = np.full(n, -1, np.int64)
+        owner[keep] = np.arange(len(keep))
+        if len(keep) == n or len(keep) == 0:
+            return owner
+        pruned = self.seen.copy()
+        pruned[keep] = False
+        queries = np.flatnonzero(pruned)
+        kept_means = self.means[keep]
+        cell = voxel_size_for(kept_means, max(1, len(keep) // 2))
+        origin = np.percentile(kept_means, 0.5, axis=0)
+        kept_keys = _keys(kept_means, origin, cell)
+        order = np.argsort(kept_keys, kind="stable")
+        best = _assign_kernel(self.means, self.cov6, self.alpha, self.amplitude, self.mass, queries, keep[order],
+                              kept_keys[order], origin, cell, self.drop_factor)
+        owner[queries] = np.where(best >= 0, order[np.maximum(best, 0)], -1)
+        return owner
+
+    def merge(self, keep: np.ndarray) -> GaussianScene:
+        """The kept Gaussians (in `keep` order) with what was pruned merged into them."""
+        return merge_groups(self.scene, self.owners(keep), len(keep), self.cov, self.mass)
+
+
 def assign_to_kept(scene: GaussianScene, keep: np.ndarray, scores: np.ndarray | None = None,
                    drop_factor: float = np.inf) -> np.ndarray:
-    """(N,) position in `keep` of the kept Gaussian each Gaussian merges into, or -1 where it is dropped.
-
-    Kept Gaussians own themselves. A pruned Gaussian merges into the kept neighbour whose merge costs least;
-    it is dropped when no kept Gaussian is within 3 cells of it or, with `scores`, when no scoring view saw
-    it (score 0), or when even the cheapest merge costs more than `drop_factor` x its own field energy (what
-    dropping it costs; off by default: docs/method.md has the measurement).
-    """
-    n = len(scene)
-    keep = np.asarray(keep, np.int64)
-    owner = np.full(n, -1, np.int64)
-    owner[keep] = np.arange(len(keep))
-    if len(keep) == n or len(keep) == 0:
-        return owner
-    pruned = np.ones(n, bool)
-    pruned[keep] = False
-    if scores is not None:
-        pruned &= np.asarray(scores) > 0
-    queries = np.flatnonzero(pruned)
-    means = scene.means.astype(np.float64)
-    cov = covariances(scene)
-    cov6 = cov[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]].copy()
-    alpha = scene.opacities().astype(np.float64)
-    amplitude = np.concatenate([np.clip(sh0_to_rgb(scene.sh[:, 0, :].astype(np.float64)), 0, 1),
-                                np.ones((n, 1))], axis=1)
-    mass = masses(scene)
-    kept_means = means[keep]
-    cell = voxel_size_for(kept_means, max(1, len(keep) // 2))
-    origin = np.percentile(kept_means, 0.5, axis=0)
-    kept_keys = _keys(kept_means, origin, cell)
-    order = np.argsort(kept_keys, kind="stable")
-    best = _assign_kernel(means, cov6, alpha, amplitude, mass, queries, keep[order], kept_keys[order], origin, cell,
-                          float(drop_factor))
-    owner[queries] = np.where(best >= 0, order[np.maximum(best, 0)], -1)
-    return owner
+    """Merger(scene, scores, drop_factor).owners(keep)."""
+    return Merger(scene, scores, drop_factor).owners(keep)
 
 
 def _keys(means: np.ndarray, origin: np.ndarray, cell: float) -> np.ndarray:
@@ -250,10 +264,12 @@ def _merge_cost(i, j, means, cov6, alpha, amplitude, mass):
 # --- moment matching ---------------------------------------------------------------------------------
 
 
-def merge_groups(scene: GaussianScene, owner: np.ndarray, count: int) -> GaussianScene:
+def merge_groups(scene: GaussianScene, owner: np.ndarray, count: int, cov: np.ndarray | None = None,
+                 mass: np.ndarray | None = None) -> GaussianScene:
     """`count` Gaussians: group g is every Gaussian with owner == g (owner -1: dropped), moment-matched.
 
-    Every group must hold at least one Gaussian; groups of one are returned unchanged.
+    Every group must hold at least one Gaussian; groups of one are returned unchanged. `cov` and `mass` are
+    the scene's covariances() and masses() when the caller has them already.
     """
     owner = np.asarray(owner, np.int64)
     members = np.flatnonzero(owner >= 0)
@@ -276,16 +292,17 @@ def merge_groups(scene: GaussianScene, owner: np.ndarray, count: int) -> Gaussia
     def group_sum(values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, local_starts, axis=0)
 
-    weight = masses(scene)[order]
+    weight = (masses(scene) if mass is None else mass)[order]
     total = group_sum(weight)
     p = weight / total[local]
     anchor = scene.means[first[merged]].astype(np.float64)
     offset = scene.means[order].astype(np.float64) - anchor[local]
     mean_offset = group_sum(p[:, None] * offset)
     delta = offset - mean_offset[local]
-    cov = group_sum(p[:, None, None] * (covariances(scene.subset(order)) + delta[:, :, None] * delta[:, None, :]))
-    cov += EPS_COV * np.eye(3)
-    variance, vectors = np.linalg.eigh(cov)
+    member_cov = covariances(scene.subset(order)) if cov is None else cov[order]
+    merged_cov = group_sum(p[:, None, None] * (member_cov + delta[:, :, None] * delta[:, None, :]))
+    merged_cov += EPS_COV * np.eye(3)
+    variance, vectors = np.linalg.eigh(merged_cov)
     vectors[np.linalg.det(vectors) < 0, :, 0] *= -1.0  # a proper rotation
     scales = np.sqrt(np.maximum(variance, 1e-300))
     opacity = np.minimum(total / ellipsoid_area(scales), OPACITY_CAP)
@@ -364,5 +381,4 @@ def merge_groups_reference(scene: GaussianScene, owner: np.ndarray, count: int) 
 
 def merge_pruned(scene: GaussianScene, keep: np.ndarray, scores: np.ndarray | None = None) -> GaussianScene:
     """The kept Gaussians (in `keep` order) with what was pruned merged into them."""
-    owner = assign_to_kept(scene, keep, scores)
-    return merge_groups(scene, owner, len(keep))
+    return Merger(scene, scores).merge(keep)
