@@ -158,6 +158,8 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
             axis.plot([r["achieved_ratio"] for r in picked], [r["psnr"] for r in picked], marker="o", ms=3,
                       label=method)
         axis.set_xscale("log")
+        axis.set_xticks(RATIOS, [f"{r}x" for r in RATIOS])
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_title(scene, fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(True, alpha=0.3)
