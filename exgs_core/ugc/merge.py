@@ -4,10 +4,11 @@ UGC's significance and voxel sampling still decide which K Gaussians carry the b
 that a scoring view saw is then merged into one kept neighbour (unseen ones are dropped: they have no visible
 colour to give):
 
-- Partner: the kept neighbour, among the nearest few in the 27 cells around it on a grid over the kept
-  Gaussians (or the next rings of cells when those hold none), whose merge changes the emitted field least. Each Gaussian emits alpha * (r, g, b, 1) * G(x) with
-  G the unnormalised kernel exp(-x'S^-1x/2) (the fourth channel is coverage); the L2 error of replacing a pair
-  by its merge has a closed form in Gaussian-Gaussian products
+- Partner: the kept neighbour, among the 8 nearest in the 27 cells around it on a grid over the kept
+  Gaussians (or the next rings of cells when those hold none), whose merge changes the emitted field least.
+  Each Gaussian emits alpha * (r, g, b, 1) * G(x) with G the unnormalised kernel exp(-x'S^-1x/2) (the fourth
+  channel is coverage); the L2 error of replacing a pair by its merge has a closed form in Gaussian-Gaussian
+  products
   <G_a, G_b> = (2pi)^1.5 sqrt|S_a| sqrt|S_b| / sqrt|S_a+S_b| exp(-d'(S_a+S_b)^-1 d/2).
   Merging every seen Gaussian measured better than dropping those whose merge costs more than their own
   field energy (docs/method.md).
