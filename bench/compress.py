@@ -177,8 +177,8 @@ elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 stats = result.stats
 print(len(scene), len(result.scene), len(result.data), f"{{elapsed:.1f}}", f"{{cpu:.1f}}",
-      f"{{stats['scoring_seconds']:.1f}}", f"{{stats['selection_seconds']:.1f}}", f"{{peak:.2f}}",
-      numba.get_num_threads(), torch.get_num_threads())
+      f"{{stats['scoring_seconds']:.1f}}", f"{{stats['selection_seconds']:.1f}}", f"{{stats['merge_seconds']:.1f}}",
+      f"{{stats['packing_seconds']:.1f}}", f"{{peak:.2f}}", numba.get_num_threads(), torch.get_num_threads())
 """
 
 
@@ -194,9 +194,11 @@ def large_scene() -> None:
     source = ROOT.parent / "shared" / "data" / "scenes" / "splats_plant.splat"
     code = LARGE_SCENE_CHILD.format(root=str(ROOT), source=str(source))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    count, kept, size, seconds, cpu, scoring, selection, peak, threads, torch_threads = result.stdout.split()
+    count, kept, size, seconds, cpu, scoring, selection, merging, packing, peak, threads, torch_threads = (
+        result.stdout.split())
     print(f"1.5M Gaussians (splats_plant tiled) at 100x: {float(seconds):.1f} s in all, {float(cpu):.1f} s CPU "
-          f"({float(scoring):.1f} s scoring, {float(selection):.1f} s choosing the sampling on check views), "
+          f"({float(scoring):.1f} s scoring, {float(selection):.1f} s choosing the sampling on check views, "
+          f"{float(merging):.1f} s merging, {float(packing):.1f} s packing), "
           f"kept {int(kept):,}, {int(size):,} bytes, peak memory {float(peak):.2f} GiB (whole process); "
           f"{threads} numba / {torch_threads} torch threads, load average {os.getloadavg()[0]:.1f}")
 

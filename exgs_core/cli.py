@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--inside-out", action="store_true", help="automatic views from inside (rooms)")
     compress.add_argument("--score", choices=["alpha_t", "sigma_t"], default=None, help="significance variant")
     compress.add_argument("--filter-nan", action="store_true", help=FILTER_NAN_HELP)
+    compress.add_argument("--method", choices=["merge", "paper"], default="merge",
+                          help="merge what is pruned into what is kept (default), or drop and amplify (the paper)")
 
     decompress = _command(commands, "decompress", run_decompress, "expand an .exgs file to .ply or .splat")
     decompress.add_argument("input")
@@ -297,7 +299,7 @@ def run_compress(args: argparse.Namespace) -> None:
         cameras = read_transforms(args.cameras)
     else:
         cameras = scoring_cameras(scene, views=args.views, inside_out=args.inside_out)
-    settings = CompressSettings()
+    settings = CompressSettings(method=args.method)
     if args.sh_degree is not None:
         settings.sh_degree = args.sh_degree
     if args.score is not None:

@@ -49,7 +49,8 @@ def test_size_and_ratio_targets_are_met_within_two_percent(fox, fox_views, targe
 
 @requires_data
 def test_keep_target_keeps_exactly_that_many_and_decompresses(fox, fox_views):
-    result = compress(fox, Target("keep", 0.1), fox_views)
+    # The paper's path keeps the chosen Gaussians' positions (the merge path moves them: tests/test_merge.py).
+    result = compress(fox, Target("keep", 0.1), fox_views, CompressSettings(method="paper"))
     assert len(result.scene) == 1500 == len(np.unique(result.kept))
     again = decompress(result.data)
     assert np.array_equal(again.means, result.scene.means)
@@ -68,18 +69,20 @@ def test_every_stage_reports_progress_and_can_be_cancelled(fox, fox_views):
     class Cancelled(Exception):
         pass
 
-    stages = []
     threads = torch.get_num_threads()
-    compress(fox, Target("ratio", 100.0), fox_views, on_progress=lambda stage, f: stages.append(stage))
-    assert {"scoring", "sampling", "done"} <= set(stages)
+    for method, slow_stage in (("merge", "merging"), ("paper", "sampling")):
+        stages = []
+        settings = CompressSettings(method=method)
+        compress(fox, Target("ratio", 100.0), fox_views, settings, on_progress=lambda stage, f: stages.append(stage))
+        assert {"scoring", slow_stage, "done"} <= set(stages)
 
-    def cancel_while_sampling(stage, fraction):
-        if stage == "sampling":
-            raise Cancelled
+        def cancel_there(stage, fraction, slow_stage=slow_stage):
+            if stage == slow_stage:
+                raise Cancelled
 
-    with pytest.raises(Cancelled):
-        compress(fox, Target("ratio", 100.0), fox_views, on_progress=cancel_while_sampling)
-    assert torch.get_num_threads() == threads  # compress() ran torch on one thread and gave the rest back
+        with pytest.raises(Cancelled):
+            compress(fox, Target("ratio", 100.0), fox_views, settings, on_progress=cancel_there)
+        assert torch.get_num_threads() == threads  # compress() ran torch on one thread and gave the rest back
 
 
 @requires_data

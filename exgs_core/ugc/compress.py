@@ -21,6 +21,7 @@ from exgs_core.io.exgs import decode_exgs, encode_exgs
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.amplify import Amplification, amplify
+from exgs_core.ugc.merge import Merger
 from exgs_core.ugc.sampling import VoxelGrid, voxel_size_for
 from exgs_core.ugc.significance import significance
 
@@ -32,6 +33,9 @@ DEFAULT_AMPLIFICATION = Amplification(scale_power=0.1, opacity_power=0.5, max_sc
 DEFAULT_VOXEL_COVERAGE = 0.15
 DEFAULT_VOXEL_PROPORTIONAL = None  # None: (coverage, proportional) chosen per scene on check views
 SAMPLING_CANDIDATES = ((0.15, 0.0), (0.15, 0.5), (0.15, 1.0), (0.6, 1.0))  # (voxel coverage, proportional)
+METHODS = ("merge", "paper")
+DEFAULT_METHOD = "merge"
+MERGE_SAMPLING = (0.6, 0.5)  # (voxel coverage, proportional) of the merge method: fixed, for every scene and count
 CHECK_VIEWS = 4
 DEFAULT_VIEWS = 24
 SCORING_SIZE = 192
@@ -100,11 +104,17 @@ class CompressSettings:
     voxel_coverage: float = DEFAULT_VOXEL_COVERAGE
     voxel_proportional: float | None = DEFAULT_VOXEL_PROPORTIONAL
     use_voxels: bool = True
+    method: str = DEFAULT_METHOD  # "merge": pruned Gaussians merge into kept ones; "paper": drop and amplify
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
 
     def to_dict(self) -> dict:
         amp = self.amplification
         return {
-            "sh_degree": self.sh_degree, "score": self.variant, "voxel_sampling": self.use_voxels,
+            "method": self.method, "sh_degree": self.sh_degree, "score": self.variant,
+            "voxel_sampling": self.use_voxels,
             "voxel_coverage": self.voxel_coverage,
             "amplification": {"scale_power": amp.scale_power, "opacity_power": amp.opacity_power,
                               "max_scale_gain": amp.max_scale_gain},
@@ -160,18 +170,28 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     count = encoder.initial_count()
     data, kept = encoder.encode(count)
     byte_budget = target.size_in_bytes(len(scene))
-    for attempt in range(8):
-        if byte_budget is None or (1 - SIZE_TOLERANCE) * byte_budget <= len(data) <= byte_budget:
+    for attempt in range(10):
+        within = byte_budget is None or (1 - SIZE_TOLERANCE) * byte_budget <= len(data) <= byte_budget
+        if within and not encoder.preview:
             break
-        count = encoder.next_count(count, len(data), byte_budget)
+        if within:
+            encoder.preview = False  # the count found unmerged, now merged
+        else:
+            count = encoder.next_count(count, len(data), byte_budget)
         data, kept = encoder.encode(count)
-        report("packing", (attempt + 1) / 8)
+        report("packing", (attempt + 1) / 10)
+    if encoder.preview:  # the search ran out of attempts unmerged
+        encoder.preview = False
+        data, kept = encoder.encode(count)
     if byte_budget is not None and len(data) > byte_budget:
         raise ExgsError(f"cannot reach {target.describe()}: even 1 Gaussian takes {len(data):,} bytes")
 
     decoded = decode_exgs(data)
     stats = _stats(scene, decoded, data, score_time, time.perf_counter() - start, len(cameras), target)
     stats["selection_seconds"] = round(encoder.selection_seconds, 3)  # choosing the sampling on check views
+    stats["merge_seconds"] = round(encoder.merge_seconds, 3)
+    stats["packing_seconds"] = round(encoder.packing_seconds, 3)
+    stats["method"] = settings.method
     report("done", 1.0)
     return CompressResult(data, decoded, kept, stats)
 
@@ -187,11 +207,22 @@ class _Encoder:
         self.scene, self.scores, self.settings, self.target, self.report = scene, scores, settings, target, report
         self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
         self.selection_seconds = 0.0
+        self.merge_seconds = 0.0  # all merges of the size search
+        self.packing_seconds = 0.0  # all encodes of the size search
         self.grids: dict[float, VoxelGrid] = {}  # per voxel coverage; the voxel size is fixed at the first K
         self.coverage = settings.voxel_coverage
         self.proportional = settings.voxel_proportional
+        self.merged = settings.method == "merge"
+        self.merger: Merger | None = None
+        # While True, encode() packs the kept Gaussians unmerged: a cheap first search for the count, since
+        # merging changes the bytes per Gaussian little (docs/method.md); the final count is always merged.
+        self.preview = self.merged and target.kind != "keep"
+        if self.merged and self.proportional is None:
+            self.coverage, self.proportional = MERGE_SAMPLING
         # Amplification is tried on and off when it is enabled and the sampling is chosen by measurement.
         self.amplified = settings.amplification.enabled if self.proportional is not None else None
+        if self.merged:
+            self.amplified = False
 
     def initial_count(self) -> int:
         n = len(self.scene)
@@ -211,12 +242,15 @@ class _Encoder:
 
     def encode(self, count: int) -> tuple[bytes, np.ndarray]:
         kept, pruned = self.select(count)
+        start = time.perf_counter()
         header = {"compression": {**self.settings.to_dict(), "voxel_coverage": self.coverage,
                                   "voxel_proportional": self.proportional,
                                   "amplified": self.amplified,
                                   "target": {"kind": self.target.kind, "value": self.target.value},
                                   "kept": len(kept), "input_count": len(self.scene)}}
-        return encode_exgs(pruned, sh_degree=self.settings.sh_degree, extra_header=header), kept
+        data = encode_exgs(pruned, sh_degree=self.settings.sh_degree, extra_header=header)
+        self.packing_seconds += time.perf_counter() - start
+        return data, kept
 
     def select(self, count: int) -> tuple[np.ndarray, GaussianScene]:
         """The kept indices and the kept (amplified) scene for a budget of `count` Gaussians."""
@@ -244,6 +278,14 @@ class _Encoder:
 
     def _kept(self, keep: np.ndarray, amplified: bool, coverage: float, count: int
               ) -> tuple[np.ndarray, GaussianScene]:
+        if self.merged and not self.preview:
+            self.report("merging", 0.0)
+            start = time.perf_counter()
+            if self.merger is None:
+                self.merger = Merger(self.scene, self.scores)
+            merged = self.merger.merge(keep)
+            self.merge_seconds += time.perf_counter() - start
+            return keep, merged
         kept_scene = self.scene.subset(keep)
         if amplified:
             ratio = self._grid(coverage, count).prune_ratio(keep)
