@@ -40,6 +40,8 @@ class ExgsCompressSettings(bpy.types.PropertyGroup):
     result: EnumProperty(  # type: ignore[valid-type]
         name="Result",
         items=[("NEW", "New Object", "Add the compressed splat as a new object and hide the original"),
+               ("NEW_DELETE", "New, Delete Original", "Add the compressed splat as a new object and delete the "
+                "original, so the .blend keeps only the compressed Gaussians (undoable)"),
                ("REPLACE", "Replace", "Replace the Gaussians of the original object (undoable)")],
         default="NEW",
     )

@@ -186,14 +186,28 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
         base = obj.name[: -len(" ExGS")] if obj.name.endswith(" ExGS") else obj.name
         result = create_splat_object(local, f"{base} ExGS", collection)
         result.matrix_world = obj.matrix_world.copy()
-        obj.hide_set(True)
-        obj.hide_render = True
         for other in context.view_layer.objects.selected:
             other.select_set(False)
+        if mode == "NEW_DELETE":
+            _delete_object(obj)
+        else:
+            obj.hide_set(True)
+            obj.hide_render = True
         result.select_set(True)
         context.view_layer.objects.active = result
     store_stats(result, job.stats)
     return result
+
+
+def _delete_object(obj: bpy.types.Object) -> None:
+    """Remove an object and, when nothing else uses it, its data: the .blend then holds only the compressed copy."""
+    data = obj.data
+    bpy.data.objects.remove(obj)
+    if data is not None and data.users == 0:
+        if isinstance(data, bpy.types.Mesh):
+            bpy.data.meshes.remove(data)
+        elif isinstance(data, bpy.types.PointCloud):
+            bpy.data.pointclouds.remove(data)
 
 
 def _first_run_note() -> str:

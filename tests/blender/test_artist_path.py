@@ -114,6 +114,16 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
         assert bpy.ops.exgs.compress() == {"FINISHED"}
         result["again"] = [s.status, bpy.context.active_object.name]
 
+        # "New, Delete Original": only the compressed object (and no orphan mesh) is left to save.
+        again = bpy.context.active_object
+        gone, gone_mesh = again.name, again.data.name
+        bpy.context.view_layer.objects.active = again
+        s.result = "NEW_DELETE"
+        assert bpy.ops.exgs.compress() == {"FINISHED"}
+        s.result = "NEW"
+        result["deleted"] = [gone in bpy.data.objects, gone_mesh in bpy.data.meshes,
+                             bpy.context.active_object.name != gone]
+
         # An unreachable target is reported (every Gaussian of this SH-0 scene kept is smaller than 10x).
         s.target, s.ratio = "RATIO", 10.0
         bpy.context.view_layer.objects.active = original
@@ -157,6 +167,7 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
     same, differs, status, views = out["path"]
     assert same and differs and "the camera path (3 views" in status and views == 3
     assert "already compressed" in out["again"][0] and "ExGS ExGS" not in out["again"][1]
+    assert out["deleted"] == [False, False, True]
     assert "target 10x not reachable" in out["unreachable"], out["unreachable"]
     assert "relative to the .blend" in out["unsaved_weights"]
     assert out["weights"] == str(tmp_path / "blend" / "weights")
