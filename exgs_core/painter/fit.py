@@ -30,7 +30,7 @@ from exgs_core.scene import GaussianScene, quat_to_rotation, rotation_to_quat
 
 KIND = "residual_cnn"
 DEFAULT_CHANNELS = 16
-DEFAULT_FIT_SECONDS = 60.0  # optimisation; rendering the pairs comes on top (docs/painter.md)
+LEARNING_RATE = 3e-3  # 6e-3 diverged on the cat at 100x
 FIT_VIEWS = 48  # jittered views on top of the scoring (or user) views
 VALIDATION_VIEWS = 8
 VIEW_SIZE = 192
@@ -210,15 +210,17 @@ class FitResult:
         return Restoration.from_arrays(KIND, {"channels": self.module.channels}, arrays, self.strength, validated)
 
 
-def fit_restoration(pairs: Pairs, validation: Pairs, seconds: float = DEFAULT_FIT_SECONDS,
+def fit_restoration(pairs: Pairs, validation: Pairs, seconds: float = 60.0,
                     channels: int = DEFAULT_CHANNELS, seed: int = 0, max_steps: int = 100_000,
                     device: str | torch.device | None = None,
                     on_progress: ProgressCallback | None = None) -> FitResult:
-    """Fit a ResidualCNN on `pairs` for about `seconds` (wall clock), then choose its strength on `validation`.
+    """Fit a ResidualCNN on `pairs` for `seconds` of this process's CPU time, then choose its strength on
+    `validation`.
 
-    Random 64 px crops, half of them centred where the raw frame is most wrong; Adam with cosine decay;
-    L1 loss. The module is rounded to fp16 (as stored) before validation, so the validated gain is the
-    stored file's.
+    CPU time, not wall time: on a busy machine the fit does the same work (and gives the same result) as on
+    an idle one, it only takes longer. Random 64 px crops, half of them centred where the raw frame is most
+    wrong; Adam with cosine decay; MSE loss (L1 gained 20x less PSNR in the same time on the fox at 100x).
+    The module is rounded to fp16 (as stored) before validation, so the validated gain is the stored file's.
     """
     if len(pairs) == 0 or len(validation) == 0:
         raise ValueError("fitting a restoration needs fitting and validation pairs")
@@ -237,31 +239,34 @@ def _fit(pairs: Pairs, validation: Pairs, seconds: float, channels: int, seed: i
          device: torch.device, on_progress: ProgressCallback | None) -> FitResult:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    module = ResidualCNN(channels).to(device)
-    optimiser = torch.optim.Adam(module.parameters(), lr=2e-3)
+    module = ResidualCNN(channels).to(device, memory_format=torch.channels_last)  # 1.4x faster steps on a CPU
+    optimiser = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
     sampler = _CropSampler(pairs, rng, device)
-    start = time.perf_counter()
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    start, wall_start = clock(), time.perf_counter()
     step = 0
     while step < max_steps:
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if elapsed >= seconds:
             break
         for group in optimiser.param_groups:
-            group["lr"] = 2e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / seconds))))
+            group["lr"] = LEARNING_RATE * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / seconds))))
         x, y = sampler.batch()
+        x = x.contiguous(memory_format=torch.channels_last)
         out = module(x[:, :3], x[:, 3:])
-        loss = (out - y).abs().mean()
+        loss = ((out - y) ** 2).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         optimiser.step()
         step += 1
         if on_progress is not None and step % 20 == 0:
             on_progress("fitting", min(1.0, elapsed / seconds))
-    fit_seconds = time.perf_counter() - start
+    fit_seconds = time.perf_counter() - wall_start
     with torch.no_grad():  # what the file will hold
         for parameter in module.parameters():
             parameter.copy_(parameter.half().float())
-    module = module.eval().requires_grad_(False)
+    module = module.to(memory_format=torch.contiguous_format).eval().requires_grad_(False)
     return _validate(module, validation, device, step, fit_seconds)
 
 

@@ -22,7 +22,7 @@ from exgs_core.scene import GaussianScene
 from exgs_core.ugc.compress import CompressResult, CompressSettings, ProgressCallback, Target, compress
 
 MODES = ("fit", "none")
-DEFAULT_FIT_SECONDS = 90.0  # the whole fit: rendering pairs, optimisation, validation
+DEFAULT_FIT_SECONDS = 90.0  # process CPU seconds for the whole fit: rendering pairs, optimisation, validation
 MIN_OPTIMISATION_SECONDS = 10.0
 GIVEN_VIEWS = 16  # at most this many of the scoring (or user) views are fitted on, plus views between them
 HEADER_RESERVE = 700  # bytes for the header entry and section record, on top of the weights
@@ -102,7 +102,8 @@ def _fit_and_choose(scene: GaussianScene, base: CompressResult, candidate: Compr
         base_inputs = fit.render_inputs(base.scene, validation_views, backgrounds, on_view)
         base_psnr = float(np.mean([fit.frame_psnr(x[:3], y) for x, y in zip(base_inputs, validation.targets)]))
     render_seconds = time.perf_counter() - start
-    seconds = max(MIN_OPTIMISATION_SECONDS, restoration.fit_seconds - render_seconds)
+    # CPU time, so a busy machine gets the same fit (later) as an idle one; the renderer's threads count too
+    seconds = max(MIN_OPTIMISATION_SECONDS, restoration.fit_seconds - (time.process_time() - cpu_start))
     result = fit.fit_restoration(pairs, validation, seconds=seconds, seed=restoration.seed, on_progress=report)
     equal_bytes_gain = result.restored_psnr - (result.raw_psnr if base_psnr is None else base_psnr)
     info = {
