@@ -55,7 +55,7 @@ def test_restoration_section_round_trips_bit_exactly(small_file, tmp_path) -> No
     module = restoration_module(back, device="cpu")
     for name, value in ResidualCNN().state_dict().items():
         assert module.state_dict()[name].shape == value.shape
-    assert len(stored.payload) == 2 * 1043  # 3 convolutions, 8 channels, fp16
+    assert len(stored.payload) == 2 * 1099  # 3 convolutions, 8 channels, fp16
     path = tmp_path / "x.exgs"
     path.write_bytes(data)
     assert read_restoration(path).payload == stored.payload

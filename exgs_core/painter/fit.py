@@ -2,7 +2,7 @@
 
 The compressor has the full scene, so it can render pairs (the decoded compressed scene against the full one)
 from many views and fit a small correction to exactly this scene's losses. The correction is a tiny residual
-CNN (3 convolutions, 8 channels: 1,043 parameters, 2.1 KB in fp16) called like GaussPainter,
+CNN (3 convolutions, 8 channels: 1,099 parameters, 2.2 KB in fp16) called like GaussPainter,
 `module(rgb, mask)`, so exgs_core.painter.restore works with it unchanged. Views never used for fitting
 choose how much of it to apply (the strength, 0 when it does not help).
 
