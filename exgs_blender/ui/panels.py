@@ -43,6 +43,10 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
             return
         info = splat_info(obj)
         layout.label(text=f"{obj.name}: {info['count']:,} Gaussians, SH {info['sh_degree']}", icon="POINTCLOUD_DATA")
+        if info["restoration_strength"] is not None:
+            gain = info["restoration_gain_db"]
+            layout.label(text=f"Fitted restoration: {gain:+.2f} dB validated" if gain is not None
+                         else "Fitted restoration", icon="SHADERFX")
         _runtime_line(layout)
         column = layout.column()
         column.enabled = not settings.running

@@ -11,6 +11,7 @@ SceneFormatError naming the file. numpy, zlib, lzma and (for zstd sections) zsta
 
 from __future__ import annotations
 
+import base64
 import json
 import lzma
 import os
@@ -315,12 +316,16 @@ def write_exgs(
 ) -> int:
     """Pack `scene` and write it atomically to `path`; returns the number of bytes written.
 
-    `extra_header` adds or replaces top-level header entries (source, compression, painter, anything new),
+    A fitted restoration in the scene's metadata (read from an .exgs file) is written along: it was fitted to
+    these Gaussians. `extra_header` adds or replaces top-level header entries (source, compression, painter, anything new),
     but not the ones pack_scene writes. SH bands above `sh_degree` are dropped. `codec` is "lzma" (the
     default: standard library, smallest), "zstd", "raw" or "auto". Raises ValueError for a scene that cannot
     be packed, before the file is touched.
     """
     data = encode_exgs(scene, settings, extra_header, sh_degree, codec)
+    restoration = scene.metadata.get("restoration")
+    if isinstance(restoration, Restoration):
+        data = with_restoration(data, restoration)
     with atomic_write(path) as handle:
         handle.write(data)
     return len(data)
@@ -440,6 +445,20 @@ class Restoration:
             out[name] = np.frombuffer(self.payload, dtype, count, offset).reshape(shape)
             offset += count * dtype.itemsize
         return out
+
+    def to_text(self) -> str:
+        """One JSON string (payload in base64): how Blender keeps it as a custom property of the splat mesh."""
+        return json.dumps({"info": self.info, "payload": base64.b64encode(self.payload).decode("ascii")})
+
+    @classmethod
+    def from_text(cls, text: str) -> "Restoration":
+        """The restoration to_text() wrote; ValueError when the text is not one."""
+        try:
+            value = json.loads(text)
+            info, payload = value["info"], base64.b64decode(value["payload"], validate=True)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"not a stored restoration ({error})") from None
+        return cls(info, payload)
 
     @classmethod
     def from_arrays(cls, kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray], strength: float,
