@@ -191,6 +191,10 @@ def run_info(args: argparse.Namespace) -> None:
         "bounds_min": [round(float(v), 6) for v in lo],
         "bounds_max": [round(float(v), 6) for v in hi],
     }
+    restoration = scene.metadata.get("restoration")
+    if restoration is not None:
+        facts["restoration"] = {"kind": restoration.kind, "strength": restoration.strength,
+                                "bytes": len(restoration.payload), **restoration.info.get("validated", {})}
     if args.json:
         print(json.dumps(facts, indent=2))
         return
@@ -200,6 +204,11 @@ def run_info(args: argparse.Namespace) -> None:
     print(f"  SH degree  {facts['sh_degree']}")
     print(f"  bytes      {facts['bytes']:,}")
     print(f"  bounds     min {_vec(lo)}  max {_vec(hi)}")
+    if restoration is not None:
+        gain = facts["restoration"].get("equal_bytes_gain_db")
+        validated = f", {gain:+.2f} dB validated at equal bytes" if isinstance(gain, (int, float)) else ""
+        print(f"  restoration  fitted ({restoration.kind}, {len(restoration.payload):,} bytes, strength "
+              f"{restoration.strength:g}{validated})")
 
 
 def _vec(values: np.ndarray) -> str:

@@ -80,6 +80,15 @@ def test_corrupted_restoration_section_is_a_clear_error_naming_the_file(small_fi
         read_scene(bad)
 
 
+def test_info_shows_the_restoration(small_file, tmp_path, capsys) -> None:
+    path = tmp_path / "fitted.exgs"
+    path.write_bytes(with_restoration(small_file, _random_restoration()))
+    assert main(["info", str(path)]) == 0
+    assert "restoration  fitted (residual_cnn, 2,198 bytes, strength 0.7" in capsys.readouterr().out
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["restoration"]["strength"] == 0.7
+
+
 def test_restoring_with_the_files_restoration_is_deterministic(small_file) -> None:
     scene = decode_exgs(with_restoration(small_file, _random_restoration(strength=1.0)))
     camera = jittered_views(scene, 1, seed=3, size=40)[0]
