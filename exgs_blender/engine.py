@@ -189,6 +189,33 @@ def restoration_strength(settings: Any, objects: Iterable[bpy.types.Object]) -> 
     return max((strength_for_ratio(ratio) for ratio in ratios if ratio is not None), default=0.0)
 
 
+def fitted_restoration(settings: Any, objects: list[bpy.types.Object]) -> tuple[str, float] | None:
+    """(Restoration.to_text(), strength) when the frame shows exactly one splat object and it holds a fitted
+    restoration (from its .exgs file) that the user has not switched off; None otherwise.
+
+    The restoration was fitted on frames of that object alone. With several objects in the frame it is not
+    applied (restoring one object's pixels through the others' alpha is not done yet), nor is GaussPainter
+    (raw frames: nothing showed that the generic painter helps objects it was not fitted to).
+    """
+    if not settings.use_fitted or len(objects) != 1:
+        return None
+    text = splat_object.stored_restoration_text(objects[0])
+    info = splat_object.splat_info(objects[0])
+    if text is None or not info["restoration_strength"]:
+        return None
+    return text, float(info["restoration_strength"])
+
+
+def frame_restoration(settings: Any, objects: list[bpy.types.Object]) -> tuple[float, tuple[str, float] | None]:
+    """(GaussPainter strength, fitted restoration) for a frame of these objects: an object's own fitted
+    restoration replaces GaussPainter; frames mixing it with other objects stay raw (see fitted_restoration)."""
+    fitted = fitted_restoration(settings, objects)
+    if fitted is not None or (settings.use_fitted and any(
+            splat_object.splat_info(obj)["restoration_strength"] is not None for obj in objects)):
+        return 0.0, fitted
+    return restoration_strength(settings, objects), None
+
+
 def world_scene(objects: Iterable[bpy.types.Object]) -> tuple[str, GaussianScene] | None:
     """(key, scene): all objects in world space; the key changes when any data or transform changes."""
     parts, scenes = [], []
@@ -226,6 +253,7 @@ class ViewRequest:
     weights: str | None
     preview_scale: float
     still_delay: float
+    fitted: tuple[str, float] | None = None  # the object's own fitted restoration (text, strength), not GaussPainter
     scene: GaussianScene | None = field(default=None, compare=False)  # sent to the runtime when it lacks `key`
 
 
@@ -299,7 +327,8 @@ class ViewportRenderer:
                     self._publish(request, rt.render(request.key, camera, request.background), False)
                     if not self._still(request):
                         continue
-                frame = rt.render(request.key, request.camera, request.background, request.restore, request.weights)
+                frame = rt.render(request.key, request.camera, request.background, request.restore, request.weights,
+                                  request.fitted)
                 self._publish(request, frame, True)
                 self.error = None
             except Exception as error:  # shown in the viewport; the next request tries again
@@ -357,9 +386,9 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
             if key is None:
                 frame = _empty_frame(camera, display_background(scene))
             else:
-                strength = restoration_strength(settings, splat_objects(depsgraph))
+                strength, fitted = frame_restoration(settings, splat_objects(depsgraph))
                 frame = rt.render(key, camera, display_background(scene), strength,
-                                  bpy.path.abspath(settings.weights) if settings.weights else None)
+                                  bpy.path.abspath(settings.weights) if settings.weights else None, fitted)
         except Exception as error:  # reported in Blender's render report, like other engines' errors
             self.report({"ERROR"}, f"ExGS: {error}")
             return
@@ -408,10 +437,10 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         except ValueError:
             return  # orthographic view: nothing to draw
         settings = scene.exgs_render  # type: ignore[attr-defined]
-        request = ViewRequest(self._view_key, camera, display_background(scene),
-                              restoration_strength(settings, splat_objects(depsgraph, viewport=True)),
+        strength, fitted = frame_restoration(settings, splat_objects(depsgraph, viewport=True))
+        request = ViewRequest(self._view_key, camera, display_background(scene), strength,
                               bpy.path.abspath(settings.weights) if settings.weights else None,
-                              settings.preview_scale, settings.still_delay, self._view_scene)
+                              settings.preview_scale, settings.still_delay, fitted=fitted, scene=self._view_scene)
         self._viewport_renderer().request(request)
         latest = self._viewport.latest() if self._viewport is not None else None
         if latest is not None:

@@ -48,6 +48,11 @@ class ExgsCompressSettings(bpy.types.PropertyGroup):
 
 
 class ExgsRenderSettings(bpy.types.PropertyGroup):
+    use_fitted: BoolProperty(  # type: ignore[valid-type]
+        name="Fitted Restoration", default=True,
+        description="Restore a compressed object with the correction fitted to it when it was compressed "
+                    "(stored in its .exgs file); used instead of GaussPainter when the frame shows that object alone",
+    )
     use_restore: BoolProperty(  # type: ignore[valid-type]
         name="GaussPainter Restoration", default=True,
         description="Restore each rendered frame with GaussPainter (the raw render stays in the ExGS Raw pass)",

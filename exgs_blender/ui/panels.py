@@ -99,6 +99,7 @@ class RENDER_PT_exgs(bpy.types.Panel):
             return
         layout.use_property_split = True
         _runtime_line(layout)
+        layout.prop(settings, "use_fitted")
         layout.prop(settings, "use_restore")
         column = layout.column()
         column.enabled = settings.use_restore
