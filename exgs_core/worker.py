@@ -178,14 +178,16 @@ def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[floa
 
 
 def compress_scene(scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None, sh_degree: int | None,
-                   on_progress: ProgressCallback | None = None) -> tuple[bytes, dict]:
-    """UGC compression: (.exgs bytes, stats). `cameras` (scored at SCORING_SIZE) or None for the automatic views."""
-    from exgs_core.ugc.compress import CompressSettings, Target, at_scoring_size, compress, scoring_cameras
+                   on_progress: ProgressCallback | None = None, restoration: str = "fit") -> tuple[bytes, dict]:
+    """UGC compression: (.exgs bytes, stats). `cameras` (scored at SCORING_SIZE) or None for the automatic views.
+    `restoration` "fit" fits a restoration to the scene within the target (exgs_core.ugc.restoration), "none"."""
+    from exgs_core.ugc.compress import CompressSettings, Target, at_scoring_size, scoring_cameras
+    from exgs_core.ugc.restoration import RestorationSettings, compress_restored
 
     views = at_scoring_size(cameras) if cameras else scoring_cameras(scene)
     settings = CompressSettings(sh_degree=sh_degree)
-    result = compress(scene, Target(target["kind"], float(target["value"])), views, settings,
-                      on_progress=on_progress)
+    result = compress_restored(scene, Target(target["kind"], float(target["value"])), views, settings,
+                               on_progress=on_progress, restoration=RestorationSettings(restoration))
     return result.data, result.stats
 
 
@@ -235,8 +237,9 @@ class InProcessRuntime:
             return render_frame(scene, camera, background, restore, weights, fitted)
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
-                 sh_degree: int | None, on_progress: ProgressCallback | None = None) -> tuple[bytes, dict]:
-        return compress_scene(scene, target, cameras, sh_degree, on_progress)
+                 sh_degree: int | None, on_progress: ProgressCallback | None = None,
+                 restoration: str = "fit") -> tuple[bytes, dict]:
+        return compress_scene(scene, target, cameras, sh_degree, on_progress, restoration)
 
     def close(self) -> None:
         self._scenes.clear()
@@ -317,8 +320,10 @@ class WorkerRuntime:
         return Frame(out["raw"], out["alpha"], out["depth"], out.get("restored"), reply.get("warning"))
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
-                 sh_degree: int | None, on_progress: ProgressCallback | None = None) -> tuple[bytes, dict]:
+                 sh_degree: int | None, on_progress: ProgressCallback | None = None,
+                 restoration: str = "fit") -> tuple[bytes, dict]:
         header = {"cmd": "compress", "target": target, "sh_degree": sh_degree, "metadata": _json_safe(scene.metadata),
+                  "restoration": restoration,
                   "cameras": [camera_to_json(c) for c in cameras] if cameras else None}
         with self._lock:
             self._scene_key = None  # the worker's scene is replaced by the one being compressed
@@ -367,7 +372,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 scene = scene_from_arrays(arrays, header.get("metadata"))
                 cameras = [camera_from_json(c) for c in header["cameras"]] if header.get("cameras") else None
                 data, stats = compress_scene(scene, header["target"], cameras, header.get("sh_degree"),
-                                             lambda stage, f: write_message(stdout, {"progress": [stage, f]}))
+                                             lambda stage, f: write_message(stdout, {"progress": [stage, f]}),
+                                             header.get("restoration", "fit"))
                 write_message(stdout, {"ok": True, "stats": stats}, {"data": np.frombuffer(data, np.uint8)})
             elif command == "hello":
                 write_message(stdout, {"ok": True, "info": runtime_info()})

@@ -56,6 +56,7 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         column.prop(settings, "views")
         if settings.views == "ACTIVE_PATH":
             column.prop(settings, "path_views")
+        column.prop(settings, "fit_restoration")
         column.prop(settings, "result", expand=True)
         if settings.running:
             layout.progress(factor=settings.progress, type="BAR", text=settings.status)

@@ -156,6 +156,7 @@ def session(blender_extension: InstalledExtension, tmp_path_factory: pytest.Temp
 
         # A compress job cancelled while it runs on its thread leaves everything as it was.
         scene.exgs_compress.views = "AUTO"
+        scene.exgs_compress.fit_restoration = False  # the generic painter's path; fitting is tested in core
         job = compress_ops.prepare_job(bpy.context, original)
         job.start()
         while job.stage == "starting" and not job.finished:
