@@ -124,7 +124,7 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         key, world = engine.world_scene(objects)
         published = []
         renderer = engine.ViewportRenderer(runtime.get_runtime, lambda: published.append(renderer.latest()[2]))
-        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), False, None, 0.5, 0.05, world))
+        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), False, None, 0.5, 0.05, scene=world))
         assert renderer.wait_final(120), renderer.error
         renderer.stop()
         result["published"] = published
