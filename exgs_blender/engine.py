@@ -26,7 +26,7 @@ from exgs_core.worker import Frame
 
 from . import runtime
 from .native_splats import info_of, is_any_splat, native_layout, scene_of
-from .splat_object import check_transform
+from .splat_object import check_transform, is_splat_object, stored_restoration_text
 
 RAW_PASS = "ExGS Raw"
 ALPHA_PASS = "ExGS Alpha"
@@ -243,6 +243,33 @@ def world_parts(objects: Iterable[bpy.types.Object], unchanged: Callable[[bpy.ty
     return WorldParts(hashlib.blake2b("|".join(keys).encode(), digest_size=16).hexdigest(), parts)
 
 
+def fitted_restoration(settings: Any, objects: list[bpy.types.Object]) -> tuple[str, float] | None:
+    """(Restoration.to_text(), strength) when the frame shows exactly one splat object and it holds a fitted
+    restoration (from its .exgs file) that the user has not switched off; None otherwise.
+
+    The restoration was fitted on frames of that object alone. With several objects in the frame it is not
+    applied (restoring one object's pixels through the others' alpha is not done yet), nor is GaussPainter
+    (raw frames: nothing showed that the generic painter helps objects it was not fitted to).
+    """
+    if not settings.use_fitted or len(objects) != 1:
+        return None
+    text = stored_restoration_text(objects[0]) if is_splat_object(objects[0]) else None
+    info = info_of(objects[0])
+    if text is None or not info["restoration_strength"]:
+        return None
+    return text, float(info["restoration_strength"])
+
+
+def frame_restoration(settings: Any, objects: list[bpy.types.Object]) -> tuple[float, tuple[str, float] | None]:
+    """(GaussPainter strength, fitted restoration) for a frame of these objects: an object's own fitted
+    restoration replaces GaussPainter; frames mixing it with other objects stay raw (see fitted_restoration)."""
+    fitted = fitted_restoration(settings, objects)
+    if fitted is not None or (settings.use_fitted and any(
+            info_of(obj)["restoration_strength"] is not None for obj in objects)):
+        return 0.0, fitted
+    return restoration_strength(settings, objects), None
+
+
 def world_scene(objects: Iterable[bpy.types.Object]) -> tuple[str, GaussianScene] | None:
     """(key, scene): all objects in world space; the key changes when any data or transform changes."""
     found = world_parts(objects)
@@ -283,6 +310,7 @@ class ViewRequest:
     weights: str | None
     preview_scale: float
     still_delay: float
+    fitted: tuple[str, float] | None = None  # the object's own fitted restoration (text, strength), not GaussPainter
     # Sent to the runtime when it lacks `key`: a scene, or a function building it (called on the renderer's thread).
     scene: GaussianScene | Callable[[], GaussianScene] | None = field(default=None, compare=False)
 
@@ -357,7 +385,8 @@ class ViewportRenderer:
                     self._publish(request, rt.render(request.key, camera, request.background), False)
                     if not self._still(request):
                         continue
-                frame = rt.render(request.key, request.camera, request.background, request.restore, request.weights)
+                frame = rt.render(request.key, request.camera, request.background, request.restore, request.weights,
+                                  request.fitted)
                 self._publish(request, frame, True)
                 self.error = None
             except Exception as error:  # shown in the viewport; the next request tries again
@@ -416,9 +445,9 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
             if key is None:
                 frame = _empty_frame(camera, display_background(scene))
             else:
-                strength = restoration_strength(settings, splat_objects(depsgraph))
+                strength, fitted = frame_restoration(settings, splat_objects(depsgraph))
                 frame = rt.render(key, camera, display_background(scene), strength,
-                                  weights_folder(settings))
+                                  weights_folder(settings), fitted)
         except Exception as error:  # reported in Blender's render report, like other engines' errors
             self.report({"ERROR"}, f"ExGS: {error}")
             return
@@ -474,10 +503,9 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         except ValueError as error:
             self.report({"ERROR"}, f"ExGS: {error}")
             weights = None
-        request = ViewRequest(self._view_key, camera, display_background(scene),
-                              restoration_strength(settings, splat_objects(depsgraph, viewport=True)),
-                              weights,
-                              settings.preview_scale, settings.still_delay, self._view_scene)
+        strength, fitted = frame_restoration(settings, splat_objects(depsgraph, viewport=True))
+        request = ViewRequest(self._view_key, camera, display_background(scene), strength, weights,
+                              settings.preview_scale, settings.still_delay, fitted=fitted, scene=self._view_scene)
         self._viewport_renderer().request(request)
         latest = self._viewport.latest() if self._viewport is not None else None
         if latest is not None:

@@ -98,7 +98,7 @@ def native_info(obj: bpy.types.Object) -> dict:
         raise ValueError(f"object {obj.name!r} is not a native splat point cloud")
     degree = {0: 0, 3: 1, 8: 2, 15: 3}[len(layout.sh_names)]
     return {"inria_ratio": None, "count": len(obj.original.data.points), "sh_degree": degree,
-            "source_name": obj.name, "source_bytes": 0}
+            "source_name": obj.name, "source_bytes": 0, "restoration_strength": None, "restoration_gain_db": None}
 
 
 # --- either kind: ExGS splat objects and native ones, for the panel, the operators and the engine ---------------

@@ -27,7 +27,7 @@ from typing import Any, cast
 import bpy
 import numpy as np
 
-from exgs_core.io.exgs import inria_ratio
+from exgs_core.io.exgs import Restoration, inria_ratio
 from exgs_core.scene import GaussianScene, decompose_similarity
 from exgs_core.sh import num_sh_bases, sh0_to_rgb
 
@@ -36,6 +36,7 @@ MODIFIER_NAME = "ExGS Points"
 NODE_GROUP_NAME = "ExGS Splat Display"
 MATERIAL_NAME = "ExGS Splat"
 COLOR_ATTRIBUTE = "exgs_color"
+RESTORATION_PROPERTY = "exgs_restoration"  # Restoration.to_text() of the .exgs file the Gaussians came from
 RADIUS_INPUT = "Radius Factor"
 RATIO_INPUT = "Display Ratio"
 # The viewport shows at most about this many Gaussians (a random subset of larger scenes; the modifier's
@@ -125,11 +126,17 @@ def replace_splat_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
 
 def splat_info(obj: bpy.types.Object) -> dict[str, Any]:
     """Facts for panels and the render engine: count, sh_degree, source_name, source_bytes (0 when unknown),
-    inria_ratio (how compressed the Gaussians are against the INRIA .ply, None when never compressed)."""
+    inria_ratio (how compressed the Gaussians are against the INRIA .ply, None when never compressed),
+    restoration_strength and restoration_gain_db (the fitted restoration's validated strength and gain over
+    no restoration at equal bytes; None without one)."""
     mesh = _mesh_of(obj)
     ratio = mesh.get("exgs_inria_ratio")
+    restoration = stored_restoration(mesh)
+    validated = restoration.info.get("validated", {}) if restoration is not None else {}
     return {
         "inria_ratio": float(ratio) if ratio is not None else None,
+        "restoration_strength": restoration.strength if restoration is not None else None,
+        "restoration_gain_db": validated.get("equal_bytes_gain_db", validated.get("gain_db")),
         "count": len(mesh.vertices),
         "sh_degree": int(mesh.get("exgs_sh_degree", 0)),
         "source_name": str(mesh.get("exgs_source_name", "")),
@@ -212,6 +219,11 @@ def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
         del mesh["exgs_inria_ratio"]
     for key, value in _source_properties(scene).items():
         mesh[key] = value
+    restoration = scene.metadata.get("restoration")  # fitted to these Gaussians: kept in the .blend
+    if isinstance(restoration, Restoration):
+        mesh[RESTORATION_PROPERTY] = restoration.to_text()
+    elif mesh.get(RESTORATION_PROPERTY) is not None:
+        del mesh[RESTORATION_PROPERTY]
 
 
 def _source_properties(scene: GaussianScene) -> dict[str, Any]:
@@ -251,7 +263,27 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
         _transposed(sh_rows).reshape(count, k, 3),
     )
     scene.metadata.update(_stored_source(mesh))
+    restoration = stored_restoration(mesh)
+    if restoration is not None:
+        scene.metadata["restoration"] = restoration
     return scene
+
+
+def stored_restoration_text(obj: bpy.types.Object) -> str | None:
+    """Restoration.to_text() of the fitted restoration kept with a splat object, or None."""
+    restoration = stored_restoration(_mesh_of(obj))
+    return None if restoration is None else restoration.to_text()
+
+
+def stored_restoration(mesh: bpy.types.Mesh) -> Restoration | None:
+    """The fitted restoration kept with this splat mesh (from its .exgs file), or None."""
+    text = mesh.get(RESTORATION_PROPERTY)
+    if text is None:
+        return None
+    try:
+        return Restoration.from_text(str(text))
+    except ValueError:
+        return None  # a damaged property renders raw rather than failing the render
 
 
 def _stored_source(mesh: bpy.types.Mesh) -> dict[str, Any]:

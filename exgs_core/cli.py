@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--filter-nan", action="store_true", help=FILTER_NAN_HELP)
     compress.add_argument("--method", choices=["merge", "paper"], default="merge",
                           help="merge what is pruned into what is kept (default), or drop and amplify (the paper)")
+    compress.add_argument("--restoration", choices=["fit", "none"], default="fit",
+                          help="fit (default): fit a restoration to this scene and store it in the file when it "
+                               "validates better than spending its bytes on Gaussians; none: no restoration")
+    compress.add_argument("--fit-seconds", type=float, default=None,
+                          help="time for fitting the restoration, rendering included (default 90)")
 
     decompress = _command(commands, "decompress", run_decompress, "expand an .exgs file to .ply or .splat")
     decompress.add_argument("input")
@@ -133,19 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     restoration.add_argument("--weights", help="GaussPainter weights folder or hub id (default: the shipped weights)")
     restoration.add_argument("--no-restore", action="store_true", help="skip the restored columns")
 
-    restore = _command(commands, "restore", run_restore, "render frames and restore them with GaussPainter")
+    restore = _command(commands, "restore", run_restore,
+                       "render frames and restore them with the file's fitted restoration (or GaussPainter)")
     restore.add_argument("scene", help="any readable scene: .exgs, .ply, .splat, .compressed.ply, SOG")
     restore.add_argument("--cameras", required=True, help="NeRF-style transforms.json")
     restore.add_argument("-o", "--output", required=True, help="output folder (00000.png, 00001.png, ...)")
-    restore.add_argument("--weights", help="GaussPainter weights folder or hub id (default: the shipped weights)")
+    restore.add_argument("--generic", action="store_true",
+                         help="restore with the generic GaussPainter instead of the file's own fitted restoration")
+    restore.add_argument("--weights", help="generic GaussPainter weights folder or hub id (implies --generic)")
     restore.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
     restore.add_argument("--background", default="0,0,0", type=parse_color, help="R,G,B in [0, 1]")
     restore.add_argument("--sh-degree", type=int, default=None, help="render with at most this SH degree")
     restore.add_argument("--save-raw", action="store_true", help="also write the raw renders as raw/00000.png, ...")
     restore.add_argument("--save-alpha", action="store_true", help="also write alpha/00000.png, ...")
     restore.add_argument("--strength", default="auto", type=parse_strength,
-                         help="share of GaussPainter's correction to apply, 0-1; auto (default): from the .exgs "
-                              "file's compression ratio (none below 60x, all from 100x), 1 for other formats")
+                         help="share of the correction to apply, 0-1; auto (default): the strength validated when "
+                              "the file was compressed; with --generic from the .exgs file's compression ratio "
+                              "(none below 60x, all from 100x), 1 for other formats")
 
     pairs = _command(commands, "painter-data", painter_commands.run_pairs,
                      "render GaussPainter training/evaluation pairs through real UGC compression")
@@ -228,6 +237,10 @@ def run_info(args: argparse.Namespace) -> None:
         "bounds_min": [round(float(v), 6) for v in lo],
         "bounds_max": [round(float(v), 6) for v in hi],
     }
+    restoration = scene.metadata.get("restoration")
+    if restoration is not None:
+        facts["restoration"] = {"kind": restoration.kind, "strength": restoration.strength,
+                                "bytes": len(restoration.payload), **restoration.info.get("validated", {})}
     if args.json:
         print(json.dumps(facts, indent=2))
         return
@@ -237,6 +250,11 @@ def run_info(args: argparse.Namespace) -> None:
     print(f"  SH degree  {facts['sh_degree']}")
     print(f"  bytes      {facts['bytes']:,}")
     print(f"  bounds     min {_vec(lo)}  max {_vec(hi)}")
+    if restoration is not None:
+        gain = facts["restoration"].get("equal_bytes_gain_db")
+        validated = f", {gain:+.2f} dB validated at equal bytes" if isinstance(gain, (int, float)) else ""
+        print(f"  restoration  fitted ({restoration.kind}, {len(restoration.payload):,} bytes, strength "
+              f"{restoration.strength:g}{validated})")
 
 
 def _vec(values: np.ndarray) -> str:
@@ -283,7 +301,8 @@ def run_compress(args: argparse.Namespace) -> None:
                         "(`exgs decompress` then writes .ply, .splat or .compressed.ply)")
     from exgs_core.fileio import atomic_write
     from exgs_core.io import read_scene
-    from exgs_core.ugc.compress import CompressSettings, Target, compress, parse_size, scoring_cameras
+    from exgs_core.ugc.compress import CompressSettings, Target, parse_size, scoring_cameras
+    from exgs_core.ugc.restoration import RestorationSettings, compress_restored
 
     _refuse_overwriting_input(args.input, args.output)
     if args.keep is not None:
@@ -304,8 +323,13 @@ def run_compress(args: argparse.Namespace) -> None:
         settings.sh_degree = args.sh_degree
     if args.score is not None:
         settings.variant = args.score
+    restoration = RestorationSettings(args.restoration)
+    if args.fit_seconds is not None:
+        if not args.fit_seconds > 0:
+            raise ExgsError(f"--fit-seconds must be positive, got {args.fit_seconds}")
+        restoration.fit_seconds = args.fit_seconds
     bar = _StageBar()
-    result = compress(scene, target, cameras, settings, on_progress=bar.update)
+    result = compress_restored(scene, target, cameras, settings, on_progress=bar.update, restoration=restoration)
     bar.close()
     with atomic_write(args.output) as handle:
         handle.write(result.data)
@@ -346,6 +370,16 @@ def _print_summary(path: str, stats: dict) -> None:
     print(f"  bytes      {before:,} -> {after:,}" if before else f"  bytes      {after:,}")
     print(f"  ratio      {ratio_input} vs the input file, {stats['ratio_vs_inria_ply']:.1f}x vs the INRIA .ply")
     print(f"  time       {stats['seconds']:.1f} s ({stats['scoring_views']} scoring views)")
+    fitted = stats.get("restoration")
+    if fitted is None:
+        return
+    if fitted["stored"]:
+        print(f"  restoration  stored ({fitted['section_bytes']:,} bytes, strength {fitted['strength']:.1f}): "
+              f"{fitted['gain_db']:+.2f} dB over its raw frames and {fitted['equal_bytes_gain_db']:+.2f} dB over "
+              f"no correction at equal bytes, on {fitted['validation_views']} views never fitted; worst view "
+              f"{fitted['worst_view_gain_db']:+.2f} dB; fitted in {fitted['fit_seconds']:.0f} s")
+    else:
+        print(f"  restoration  none: {fitted['reason']}")
 
 
 def run_decompress(args: argparse.Namespace) -> None:
@@ -380,14 +414,32 @@ def run_eval(args: argparse.Namespace) -> None:
 
     bar = progress(range(len(cameras)), desc="eval", unit="view")
     results, frames = evaluate(reference, candidates, cameras, render_fn, on_view=lambda i: bar.update(1),
-                               restore_fn=restore_fn)
+                               restore_fn=restore_fn, fitted_fn=_fitted_restorer())
     bar.close()
     write_report(Path(args.output), Path(args.reference).name, results, frames, len(cameras), restoration)
     for r in results:
         restored = f" (restored: PSNR {r.restored_psnr:.2f} dB, SSIM {r.restored_ssim:.4f})" if restore_fn else ""
+        if r.fitted_psnr is not None:
+            restored += f" (restored (fitted): PSNR {r.fitted_psnr:.2f} dB, SSIM {r.fitted_ssim:.4f})"
         print(f"{r.name}: PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}{restored}, {r.bytes:,} bytes, "
               f"{r.ratio_vs_inria_ply:.1f}x vs INRIA .ply")
     print(f"wrote {args.output}/metrics.json, metrics.md, rate_distortion.png, grid.png")
+
+
+def _fitted_restorer() -> Callable:
+    """(scene, rgb, alpha) -> the frame restored with the scene's own fitted restoration, or None without one."""
+    from exgs_core.painter.fit import scene_restorer
+    from exgs_core.painter.restore import restore
+
+    restorers: dict[int, tuple | None] = {}
+
+    def fitted_fn(scene, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+        if id(scene) not in restorers:
+            restorers[id(scene)] = scene_restorer(scene)
+        found = restorers[id(scene)]
+        return None if found is None else restore(rgb, alpha, found[0], found[1])
+
+    return fitted_fn
 
 
 def _eval_restorer(args: argparse.Namespace) -> tuple[Callable | None, str]:
@@ -414,28 +466,50 @@ def run_restore(args: argparse.Namespace) -> None:
     from exgs_core.camera import read_transforms
     from exgs_core.images import write_png
     from exgs_core.io import read_scene
-    from exgs_core.io.exgs import inria_ratio
-    from exgs_core.painter.restore import restore
-    from exgs_core.painter.strength import strength_for_ratio
-    from exgs_core.painter.weights import load_painter
     from exgs_core.progress import progress
     from exgs_core.render import render, resolve_backend
 
-    painter = load_painter(args.weights)  # a bad weights folder fails before any rendering
-    scene = read_scene(args.scene)
-    strength = strength_for_ratio(inria_ratio(scene)) if args.strength is None else args.strength
+    scene, painter, strength, what = _restorer_for(args)
     cameras = read_transforms(args.cameras)
     backend = resolve_backend(args.backend)
     out_dir = Path(args.output)
+    from exgs_core.painter.restore import restore
+
     for index, camera in enumerate(progress(cameras, desc="restore", unit="frame")):
         frame = render(scene, camera, background=args.background, sh_degree=args.sh_degree, backend=backend)
         rgb, alpha = frame.rgb.numpy(), frame.alpha.numpy()
-        write_png(out_dir / f"{index:05d}.png", np.asarray(restore(rgb, alpha, painter, strength)))
+        restored = rgb if painter is None else np.asarray(restore(rgb, alpha, painter, strength))
+        write_png(out_dir / f"{index:05d}.png", restored)
         if args.save_raw:
             write_png(out_dir / "raw" / f"{index:05d}.png", rgb)
         if args.save_alpha:
             write_png(out_dir / "alpha" / f"{index:05d}.png", alpha)
-    print(f"wrote {len(cameras)} restored frames to {out_dir} (restoration strength {strength:.2f})")
+    print(f"wrote {len(cameras)} frames to {out_dir} ({what})")
+
+
+def _restorer_for(args: argparse.Namespace) -> tuple[object, object | None, float, str]:
+    """(scene, module or None for raw frames, strength, what restores): the file's own fitted restoration by
+    default; the generic GaussPainter only when asked for (--generic or --weights), as nothing showed that it
+    helps files without a fitted restoration."""
+    from exgs_core.io import read_scene
+    from exgs_core.io.exgs import inria_ratio
+    from exgs_core.painter.fit import scene_restorer
+
+    if args.generic or args.weights:
+        from exgs_core.painter.strength import strength_for_ratio
+        from exgs_core.painter.weights import load_painter
+
+        painter = load_painter(args.weights)  # a bad weights folder fails before any rendering
+        scene = read_scene(args.scene)
+        strength = strength_for_ratio(inria_ratio(scene)) if args.strength is None else args.strength
+        return scene, painter, strength, f"generic GaussPainter, strength {strength:.2f}"
+    scene = read_scene(args.scene)
+    found = scene_restorer(scene)
+    if found is None:
+        return scene, None, 0.0, "raw: the file holds no fitted restoration (pass --generic for GaussPainter)"
+    module, strength = found
+    strength = strength if args.strength is None else args.strength
+    return scene, module, strength, f"the file's fitted restoration, strength {strength:.2f}"
 
 
 def run_cameras(args: argparse.Namespace) -> None:

@@ -3,7 +3,8 @@
 Writes metrics.json, metrics.md (PSNR, SSIM, bytes, both ratios per candidate), rate_distortion.png
 (PSNR against file size) and grid.png (reference and candidates side by side, a row per view). With a
 restore function (GaussPainter), each candidate also gets restored PSNR/SSIM, and the grid shows per candidate
-its raw render, the restored frame and the mask (1 - alpha).
+its raw render, the restored frame and the mask (1 - alpha). A candidate whose .exgs file holds its own fitted
+restoration also gets "restored (fitted)" PSNR/SSIM and a grid column (see exgs_core.painter.fit).
 """
 
 from __future__ import annotations
@@ -38,20 +39,26 @@ class CandidateResult:
     restored_psnr: float | None = None  # None: restoration was skipped
     restored_ssim: float | None = None
     per_view_restored_psnr: list[float] = field(default_factory=list)
+    fitted_psnr: float | None = None  # None: the file holds no fitted restoration
+    fitted_ssim: float | None = None
+    per_view_fitted_psnr: list[float] = field(default_factory=list)
 
 
 RenderFn = Callable[[GaussianScene, object], tuple[np.ndarray, np.ndarray]]  # -> rgb (H, W, 3), alpha (H, W)
 RestoreFn = Callable[[np.ndarray, np.ndarray, float | None], np.ndarray]  # (rgb, alpha, ratio vs INRIA .ply)
+# (candidate, rgb, alpha) -> the frame restored with the candidate's own fitted restoration, None without one
+FittedFn = Callable[[GaussianScene, np.ndarray, np.ndarray], np.ndarray | None]
 
 
 def evaluate(reference: GaussianScene, candidates: Sequence[tuple[str, GaussianScene]], cameras: Sequence,
-             render_fn: RenderFn, on_view: Callable[[int], None] | None = None, restore_fn: RestoreFn | None = None
-             ) -> tuple[list[CandidateResult], dict[str, list[np.ndarray]]]:
+             render_fn: RenderFn, on_view: Callable[[int], None] | None = None, restore_fn: RestoreFn | None = None,
+             fitted_fn: FittedFn | None = None) -> tuple[list[CandidateResult], dict[str, list[np.ndarray]]]:
     """Metrics per candidate against the reference's renders, and the grid's columns (frames of the first
     GRID_VIEWS views): reference, then per candidate its raw render and, when restoring, restored and mask."""
     frames: dict[str, list[np.ndarray]] = {"reference": []}
     scores: dict[str, dict[str, list[float]]] = {name: {"psnr": [], "ssim": [], "restored_psnr": [],
-                                                        "restored_ssim": []} for name, _ in candidates}
+                                                        "restored_ssim": [], "fitted_psnr": [], "fitted_ssim": []}
+                                               for name, _ in candidates}
     for index, camera in enumerate(cameras):
         target, _ = render_fn(reference, camera)
         columns = {"reference": target}
@@ -64,6 +71,10 @@ def evaluate(reference: GaussianScene, candidates: Sequence[tuple[str, GaussianS
                 _score(scores[name], "restored_", restored, target)
                 columns[f"{name} restored"] = restored
                 columns[f"{name} mask"] = 1.0 - alpha
+            fitted = fitted_fn(scene, image, alpha) if fitted_fn is not None else None
+            if fitted is not None:
+                _score(scores[name], "fitted_", fitted, target)
+                columns[f"{name} restored (fitted)"] = fitted
         if index < GRID_VIEWS:
             for column, image in columns.items():
                 frames.setdefault(column, []).append(image)
@@ -97,6 +108,9 @@ def _result(reference: GaussianScene, name: str, scene: GaussianScene, scores: d
         restored_psnr=float(np.mean(scores["restored_psnr"])) if restored else None,
         restored_ssim=float(np.mean(scores["restored_ssim"])) if restored else None,
         per_view_restored_psnr=scores["restored_psnr"],
+        fitted_psnr=float(np.mean(scores["fitted_psnr"])) if scores["fitted_psnr"] else None,
+        fitted_ssim=float(np.mean(scores["fitted_ssim"])) if scores["fitted_ssim"] else None,
+        per_view_fitted_psnr=scores["fitted_psnr"],
     )
 
 
@@ -122,6 +136,10 @@ def markdown_table(reference_name: str, results: Sequence[CandidateResult], view
     if restored:
         header += " restored PSNR (dB) | restored SSIM |"
         rule += "---:|---:|"
+    fitted = any(r.fitted_psnr is not None for r in results)
+    if fitted:
+        header += " restored (fitted) PSNR (dB) | restored (fitted) SSIM |"
+        rule += "---:|---:|"
     note = f" Restoration: {restoration}." if restoration else ""
     lines = [f"Against `{reference_name}`, {views} test views.{note}", "", header, rule]
     for r in results:
@@ -129,6 +147,8 @@ def markdown_table(reference_name: str, results: Sequence[CandidateResult], view
                f"{r.ratio_vs_inria_ply:.1f}x | {r.psnr:.2f} | {r.ssim:.4f} |")
         if restored:
             row += f" {r.restored_psnr:.2f} | {r.restored_ssim:.4f} |"
+        if fitted:
+            row += (" - | - |" if r.fitted_psnr is None else f" {r.fitted_psnr:.2f} | {r.fitted_ssim:.4f} |")
         lines.append(row)
     return "\n".join(lines) + "\n"
 

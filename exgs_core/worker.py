@@ -4,7 +4,7 @@ Blender's own Python lacks torch and numba. The extension then starts a worker: 
 exgs_core and its runtime (torch, numba, diffusers). Both paths share the same interface (`Runtime`):
 
     load_scene(key, scene)                       once per scene version
-    render(key, camera, background, restore, weights) -> Frame
+    render(key, camera, background, restore, weights, fitted=None) -> Frame   fitted: (restoration text, strength)
     compress(scene, target, cameras, sh_degree, on_progress) -> (exgs bytes, stats)
 
 Worker protocol, pickle-free: every message is one line of UTF-8 JSON (the header) followed by the raw bytes of
@@ -137,17 +137,37 @@ def load_painter_cached(weights: str | None) -> tuple[Any, str | None]:
     return painter, None
 
 
+_fitted: dict[str, Any] = {}
+
+
+def fitted_module_cached(text: str) -> Any:
+    """The torch module of a stored restoration (Restoration.to_text()), built once per distinct text."""
+    if text not in _fitted:
+        from exgs_core.io.exgs import Restoration
+        from exgs_core.painter.fit import restoration_module
+
+        _fitted.clear()  # one at a time: a scene's restoration is small, switching scenes is rare
+        _fitted[text] = restoration_module(Restoration.from_text(text))
+    return _fitted[text]
+
+
 def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-                 restore: float = 0.0, weights: str | None = None) -> Frame:
+                 restore: float = 0.0, weights: str | None = None, fitted: Sequence | None = None) -> Frame:
     """Raw render of `scene` from `camera`, and the GaussPainter restoration of it when asked and possible.
 
-    `restore` is the restoration strength in [0, 1] (0: none; True means 1).
+    `restore` is the restoration strength in [0, 1] (0: none; True means 1). `fitted` = (Restoration.to_text(),
+    strength): the scene's own fitted restoration, used instead of GaussPainter.
     """
     from exgs_core.render import render
 
     out = render(scene, camera, background=tuple(background))
     frame = Frame(out.rgb.numpy(), out.alpha.numpy(), out.depth.numpy())
-    if restore > 0:
+    if fitted:
+        from exgs_core.painter.restore import restore as restore_frame
+
+        module = fitted_module_cached(str(fitted[0]))
+        frame.restored = np.asarray(restore_frame(frame.raw, frame.alpha, module, float(fitted[1])), np.float32)
+    elif restore > 0:
         painter, frame.warning = load_painter_cached(weights)
         if painter is not None:
             from exgs_core.painter.restore import restore as restore_frame
@@ -158,14 +178,16 @@ def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[floa
 
 
 def compress_scene(scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None, sh_degree: int | None,
-                   on_progress: ProgressCallback | None = None) -> tuple[bytes, dict]:
-    """UGC compression: (.exgs bytes, stats). `cameras` (scored at SCORING_SIZE) or None for the automatic views."""
-    from exgs_core.ugc.compress import CompressSettings, Target, at_scoring_size, compress, scoring_cameras
+                   on_progress: ProgressCallback | None = None, restoration: str = "fit") -> tuple[bytes, dict]:
+    """UGC compression: (.exgs bytes, stats). `cameras` (scored at SCORING_SIZE) or None for the automatic views.
+    `restoration` "fit" fits a restoration to the scene within the target (exgs_core.ugc.restoration), "none"."""
+    from exgs_core.ugc.compress import CompressSettings, Target, at_scoring_size, scoring_cameras
+    from exgs_core.ugc.restoration import RestorationSettings, compress_restored
 
     views = at_scoring_size(cameras) if cameras else scoring_cameras(scene)
     settings = CompressSettings(sh_degree=sh_degree)
-    result = compress(scene, Target(target["kind"], float(target["value"])), views, settings,
-                      on_progress=on_progress)
+    result = compress_restored(scene, Target(target["kind"], float(target["value"])), views, settings,
+                               on_progress=on_progress, restoration=RestorationSettings(restoration))
     return result.data, result.stats
 
 
@@ -233,14 +255,15 @@ class InProcessRuntime:
             self._scenes[key] = scene
 
     def render(self, key: str, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-               restore: float = 0.0, weights: str | None = None) -> Frame:
+               restore: float = 0.0, weights: str | None = None, fitted: Sequence | None = None) -> Frame:
         with self._lock:
             scene = self._scenes[key]
-            return render_frame(scene, camera, background, restore, weights)
+            return render_frame(scene, camera, background, restore, weights, fitted)
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
-                 sh_degree: int | None, on_progress: ProgressCallback | None = None) -> tuple[bytes, dict]:
-        return compress_scene(scene, target, cameras, sh_degree, on_progress)
+                 sh_degree: int | None, on_progress: ProgressCallback | None = None,
+                 restoration: str = "fit") -> tuple[bytes, dict]:
+        return compress_scene(scene, target, cameras, sh_degree, on_progress, restoration)
 
     def close(self) -> None:
         self._scenes.clear()
@@ -311,17 +334,20 @@ class WorkerRuntime:
             self._scene_key = key
 
     def render(self, key: str, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-               restore: float = 0.0, weights: str | None = None) -> Frame:
+               restore: float = 0.0, weights: str | None = None, fitted: Sequence | None = None) -> Frame:
         with self._lock:
             if self._scene_key != key:
                 raise WorkerError(f"the worker does not hold scene {key!r}; call load_scene first")
             reply, out = self._request({"cmd": "render", "camera": camera_to_json(camera),
-                                        "background": list(background), "restore": float(restore), "weights": weights})
+                                        "background": list(background), "restore": float(restore), "weights": weights,
+                                        "fitted": list(fitted) if fitted else None})
         return Frame(out["raw"], out["alpha"], out["depth"], out.get("restored"), reply.get("warning"))
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
-                 sh_degree: int | None, on_progress: ProgressCallback | None = None) -> tuple[bytes, dict]:
+                 sh_degree: int | None, on_progress: ProgressCallback | None = None,
+                 restoration: str = "fit") -> tuple[bytes, dict]:
         header = {"cmd": "compress", "target": target, "sh_degree": sh_degree, "metadata": _json_safe(scene.metadata),
+                  "restoration": restoration,
                   "cameras": [camera_to_json(c) for c in cameras] if cameras else None}
         with self._lock:
             self._scene_key = None  # the worker's scene is replaced by the one being compressed
@@ -361,7 +387,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 if scene is None:
                     raise ExgsError("no scene loaded")
                 frame = render_frame(scene, camera_from_json(header["camera"]), header.get("background", (0, 0, 0)),
-                                     float(header.get("restore") or 0.0), header.get("weights"))
+                                     float(header.get("restore") or 0.0), header.get("weights"), header.get("fitted"))
                 out = {"raw": frame.raw, "alpha": frame.alpha, "depth": frame.depth}
                 if frame.restored is not None:
                     out["restored"] = frame.restored
@@ -370,7 +396,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 scene = scene_from_arrays(arrays, header.get("metadata"))
                 cameras = [camera_from_json(c) for c in header["cameras"]] if header.get("cameras") else None
                 data, stats = compress_scene(scene, header["target"], cameras, header.get("sh_degree"),
-                                             lambda stage, f: write_message(stdout, {"progress": [stage, f]}))
+                                             lambda stage, f: write_message(stdout, {"progress": [stage, f]}),
+                                             header.get("restoration", "fit"))
                 write_message(stdout, {"ok": True, "stats": stats}, {"data": np.frombuffer(data, np.uint8)})
             elif command == "hello":
                 write_message(stdout, {"ok": True, "info": runtime_info()})

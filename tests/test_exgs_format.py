@@ -137,7 +137,7 @@ def test_container_round_trip(codec):
 def test_container_layout_matches_the_spec():
     data = encode_container({"k": "v"}, {"one": b"x" * 100, "two": b"abc"}, codec="raw")
     version, header, records = split_file(data)
-    assert version == (1, 0)
+    assert version == (2, 0)
     assert json.loads(header) == {"k": "v"}
     assert records == [["one", b"raw\0", b"x" * 100, 100], ["two", b"raw\0", b"abc", 3]]
     zstd_records = split_file(encode_container({}, {"s": b"y" * 1000}, codec="zstd"))[2]
@@ -245,9 +245,18 @@ def test_rejects_wrong_magic(small_files, tmp_path):
 
 def test_rejects_unknown_major_version_accepts_newer_minor(small_files, tmp_path):
     version, header, records = split_file(small_files["sh2_zstd"])
-    _expect(join_file((2, 0), header, records), tmp_path, r"version 2\.0 is not supported")
-    newer = join_file((1, 7), header, records + [["future_extra", b"zstd", b"\x00garbage", 123]])
+    _expect(join_file((3, 0), header, records), tmp_path, r"version 3\.0 is not supported")
+    newer = join_file((2, 7), header, records + [["future_extra", b"zstd", b"\x00garbage", 123]])
     assert len(_read_bytes(newer, tmp_path)) == 300
+
+
+def test_version_1_files_still_read(small_files, tmp_path):
+    version, header, records = split_file(small_files["sh2_zstd"])
+    assert version == (2, 0)
+    old = _read_bytes(join_file((1, 0), header, records), tmp_path)
+    new = _read_bytes(small_files["sh2_zstd"], tmp_path)
+    assert len(old) == 300 and np.array_equal(old.means, new.means) and np.array_equal(old.sh, new.sh)
+    assert "restoration" not in old.metadata
 
 
 def test_rejects_bad_checksums(small_files, tmp_path):

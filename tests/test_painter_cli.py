@@ -54,7 +54,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def candidate(files) -> Path:
     """The fox compressed 100x through `exgs compress`, scored from the test cameras (quick at 40x28)."""
     path = files["root"] / "fox.exgs"
-    assert main(["compress", str(SCENE), "-o", str(path), "--ratio", "100", "--cameras", str(files["cameras"])]) == 0
+    assert main(["compress", str(SCENE), "-o", str(path), "--ratio", "100", "--cameras", str(files["cameras"]),
+                 "--restoration", "none"]) == 0
     return path
 
 
@@ -128,7 +129,7 @@ def test_bad_weights_are_one_line_errors(files, tmp_path, capsys, monkeypatch, h
 def test_restore_without_default_weights_says_what_to_pass(files, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(weights_module, "DEFAULT_WEIGHTS", tmp_path / "not_installed")
     message = _one_line_error(["restore", str(SCENE), "--cameras", str(files["cameras"]), "-o",
-                               str(tmp_path / "out")], capsys)
+                               str(tmp_path / "out"), "--generic"], capsys)
     assert "no default GaussPainter weights" in message and "--weights" in message
 
 

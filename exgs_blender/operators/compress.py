@@ -32,9 +32,10 @@ class CompressJob:
     """One compression of a world-space scene; run() in this thread or start() a thread. No bpy inside."""
 
     def __init__(self, scene: GaussianScene, target: dict, cameras: list[Camera] | None, sh_degree: int,
-                 rt: Any, views: str = "") -> None:
+                 rt: Any, views: str = "", restoration: str = "fit") -> None:
         self.scene, self.target, self.cameras, self.sh_degree, self.runtime = scene, target, cameras, sh_degree, rt
         self.views = views  # what the scoring views are, for the user
+        self.restoration = restoration
         self.stage, self.fraction = "starting", 0.0
         self.data: bytes | None = None
         self.stats: dict | None = None
@@ -51,7 +52,7 @@ class CompressJob:
     def run(self) -> None:
         try:
             self.data, self.stats = self.runtime.compress(self.scene, self.target, self.cameras, self.sh_degree,
-                                                          self._progress)
+                                                          self._progress, self.restoration)
         except Cancelled:
             self.cancelled = True
         except Exception as error:  # reported to the user by the operator
@@ -155,7 +156,8 @@ def prepare_job(context: bpy.types.Context, obj: bpy.types.Object) -> CompressJo
     settings = context.scene.exgs_compress
     scene = scene_of(obj, world_space=True)
     cameras, views = scoring_cameras(context, settings.views, settings.path_views)
-    return CompressJob(scene, target_of(settings), cameras, settings.sh_degree, runtime.get_runtime(), views)
+    return CompressJob(scene, target_of(settings), cameras, settings.sh_degree, runtime.get_runtime(), views,
+                       "fit" if settings.fit_restoration else "none")
 
 
 def already_compressed(obj: bpy.types.Object) -> str | None:

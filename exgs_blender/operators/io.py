@@ -253,7 +253,11 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
     def _world_scene(self, objects: list[bpy.types.Object]) -> GaussianScene:
         to_file = np.linalg.inv(file_to_blender(self.up_axis, self.scale))
         scenes = [scene_of(obj).transformed(to_file) for obj in objects]
-        return scenes[0] if len(scenes) == 1 else GaussianScene.concatenate(scenes)
+        if len(scenes) == 1:
+            return scenes[0]  # with its fitted restoration, if it has one (written back into an .exgs file)
+        merged = GaussianScene.concatenate(scenes)
+        merged.metadata.pop("restoration", None)  # fitted to one object's Gaussians, not to the merge
+        return merged
 
 
 def _strip_export_extension(path: str) -> str:

@@ -65,6 +65,10 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         if problem:
             _lines(layout.box(), problem)
             return
+        if info["restoration_strength"] is not None:
+            gain = info["restoration_gain_db"]
+            layout.label(text=f"Fitted restoration: {gain:+.2f} dB validated" if gain is not None
+                         else "Fitted restoration", icon="SHADERFX")
         _runtime_line(layout)
         column = layout.column()
         column.enabled = not settings.running
@@ -78,6 +82,7 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
                          else "Scoring from 24 orbit views (no animated camera)", icon="CAMERA_DATA")
         if settings.views in ("AUTO", "ACTIVE_PATH"):
             column.prop(settings, "path_views")
+        column.prop(settings, "fit_restoration")
         column.prop(settings, "result", expand=True)
         warning = already_compressed(obj)
         if warning:
@@ -129,6 +134,7 @@ class RENDER_PT_exgs(bpy.types.Panel):
             box = layout.box()
             _lines(box, hint)
             box.prop(scene.view_settings, "view_transform")
+        layout.prop(settings, "use_fitted")
         layout.prop(settings, "use_restore")
         column = layout.column()
         column.enabled = settings.use_restore

@@ -11,13 +11,17 @@ SceneFormatError naming the file. numpy, zlib, lzma and (for zstd sections) zsta
 
 from __future__ import annotations
 
+import base64
 import json
 import lzma
 import os
 import re
 import struct
 import zlib
+from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
@@ -27,8 +31,9 @@ from exgs_core.validate import JsonError, parse_json
 from exgs_core.ugc.pack import PackSettings, check_pack_header, expected_section_sizes, pack_scene, unpack_scene
 
 MAGIC = b"EXGS\r\n\x1a\n"
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2  # 2 added the optional "restoration" section; 1.x files read unchanged
 FORMAT_MINOR = 0
+READABLE_MAJORS = (1, 2)
 # magic, major, minor, section count, header length
 _PREAMBLE = struct.Struct("<8sHHII")
 # codec tag, stored length, decoded length, CRC-32 (after the length-prefixed name)
@@ -173,9 +178,10 @@ def _read_header(data: memoryview, path: Any) -> tuple[dict[str, Any], int, int]
     if len(data) < _PREAMBLE.size:
         raise SceneFormatError(path, "truncated .exgs file: the preamble is incomplete")
     _, major, minor, section_count, header_length = _PREAMBLE.unpack_from(data, 0)
-    if major != FORMAT_MAJOR:
+    if major not in READABLE_MAJORS:
         raise SceneFormatError(
-            path, f".exgs format version {major}.{minor} is not supported (this reader reads {FORMAT_MAJOR}.x)"
+            path, f".exgs format version {major}.{minor} is not supported (this reader reads "
+            f"{' and '.join(f'{m}.x' for m in READABLE_MAJORS)})"
         )
     if section_count > MAX_SECTIONS:
         raise SceneFormatError(
@@ -309,12 +315,16 @@ def write_exgs(
 ) -> int:
     """Pack `scene` and write it atomically to `path`; returns the number of bytes written.
 
-    `extra_header` adds or replaces top-level header entries (source, compression, painter, anything new),
+    A fitted restoration in the scene's metadata (read from an .exgs file) is written along: it was fitted to
+    these Gaussians. `extra_header` adds or replaces top-level header entries (source, compression, painter, anything new),
     but not the ones pack_scene writes. SH bands above `sh_degree` are dropped. `codec` is "lzma" (the
     default: standard library, smallest), "zstd", "raw" or "auto". Raises ValueError for a scene that cannot
     be packed, before the file is touched.
     """
     data = encode_exgs(scene, settings, extra_header, sh_degree, codec)
+    restoration = scene.metadata.get("restoration")
+    if isinstance(restoration, Restoration):
+        data = with_restoration(data, restoration)
     with atomic_write(path) as handle:
         handle.write(data)
     return len(data)
@@ -378,6 +388,8 @@ def decode_exgs(data: bytes, path: str | os.PathLike | None = None) -> GaussianS
     except ValueError as error:
         raise SceneFormatError(path, f"the .exgs content is inconsistent: {error}") from None
     scene.metadata.update(format="exgs", source_bytes=len(data), exgs=header)
+    if RESTORATION_SECTION in sections:
+        scene.metadata["restoration"] = Restoration(header["restoration"], sections[RESTORATION_SECTION])
     source = header.get("source")
     if isinstance(source, dict) and isinstance(source.get("comments"), list):
         scene.metadata["comments"] = [c for c in source["comments"] if isinstance(c, str)]
@@ -387,7 +399,131 @@ def decode_exgs(data: bytes, path: str | os.PathLike | None = None) -> GaussianS
 def scene_section_sizes(header: dict[str, Any]) -> dict[str, int]:
     """The sections a scene header calls for and their decoded lengths; ValueError if it is unusable."""
     check_pack_header(header)
-    return expected_section_sizes(header)
+    sizes = expected_section_sizes(header)
+    if "restoration" in header:
+        sizes[RESTORATION_SECTION] = restoration_payload_size(header["restoration"])
+    return sizes
+
+
+# --- the per-scene restoration (format 2) ---------------------------------------------------------------------
+
+RESTORATION_SECTION = "restoration"
+RESTORATION_KINDS = ("residual_cnn",)
+RESTORATION_DTYPES = {"float16": np.dtype("<f2")}
+MAX_RESTORATION_VALUES = 1 << 22
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """A restoration fitted to one scene while compressing it: what the header's "restoration" entry says
+    (kind, config, tensor names and shapes, dtype, strength, validation) and the section's bytes (the tensors
+    one after another, little-endian). exgs_core.painter.fit turns it into a torch module."""
+
+    info: dict[str, Any]
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        expected = restoration_payload_size(self.info)
+        if len(self.payload) != expected:
+            raise ValueError(f"restoration payload holds {len(self.payload)} bytes; its tensors need {expected}")
+
+    @property
+    def strength(self) -> float:
+        return float(self.info["strength"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.info["kind"])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tensors by name, as arrays of the stored dtype (read-only views of the payload)."""
+        dtype = RESTORATION_DTYPES[self.info["dtype"]]
+        out, offset = {}, 0
+        for name, shape in self.info["tensors"]:
+            count = int(np.prod(shape, dtype=np.int64))
+            out[name] = np.frombuffer(self.payload, dtype, count, offset).reshape(shape)
+            offset += count * dtype.itemsize
+        return out
+
+    def to_text(self) -> str:
+        """One JSON string (payload in base64): how Blender keeps it as a custom property of the splat mesh."""
+        return json.dumps({"info": self.info, "payload": base64.b64encode(self.payload).decode("ascii")})
+
+    @classmethod
+    def from_text(cls, text: str) -> "Restoration":
+        """The restoration to_text() wrote; ValueError when the text is not one."""
+        try:
+            value = json.loads(text)
+            info, payload = value["info"], base64.b64decode(value["payload"], validate=True)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"not a stored restoration ({error})") from None
+        return cls(info, payload)
+
+    @classmethod
+    def from_arrays(cls, kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray], strength: float,
+                    validated: dict[str, Any] | None = None, dtype: str = "float16") -> "Restoration":
+        stored = {name: np.ascontiguousarray(value, RESTORATION_DTYPES[dtype]) for name, value in arrays.items()}
+        info = {"kind": kind, "config": dict(config), "dtype": dtype, "strength": round(float(strength), 4),
+                "tensors": [[name, list(value.shape)] for name, value in stored.items()],
+                "validated": dict(validated or {})}
+        return cls(info, b"".join(value.tobytes() for value in stored.values()))
+
+
+def restoration_payload_size(info: Any) -> int:
+    """Bytes of the restoration section a header's "restoration" entry calls for; ValueError if unusable."""
+    if not isinstance(info, dict):
+        raise ValueError("'restoration' must be an object")
+    if info.get("kind") not in RESTORATION_KINDS:
+        raise ValueError(f"unknown restoration kind {info.get('kind')!r}; this reader knows "
+                         f"{', '.join(RESTORATION_KINDS)}")
+    if info.get("dtype") not in RESTORATION_DTYPES:
+        raise ValueError(f"unknown restoration dtype {info.get('dtype')!r}")
+    strength = info.get("strength")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise ValueError(f"restoration strength must be a number in [0, 1], got {strength!r}")
+    if not isinstance(info.get("config"), dict):
+        raise ValueError("'restoration.config' must be an object")
+    tensors = info.get("tensors")
+    if not isinstance(tensors, list) or not tensors:
+        raise ValueError("'restoration.tensors' must be a non-empty list of [name, shape]")
+    total = 0
+    for entry in tensors:
+        if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
+                or not isinstance(entry[1], list)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_RESTORATION_VALUES
+                           for d in entry[1])):
+            raise ValueError(f"'restoration.tensors' entry {str(entry)[:60]} is not [name, [positive sizes]]")
+        total += int(np.prod(entry[1], dtype=np.int64))
+        if total > MAX_RESTORATION_VALUES:
+            raise ValueError(f"the restoration declares more than {MAX_RESTORATION_VALUES} values")
+    return total * RESTORATION_DTYPES[info["dtype"]].itemsize
+
+
+def read_restoration(path: str | os.PathLike) -> Restoration | None:
+    """The restoration stored in an .exgs file, or None when it has none (or is another format)."""
+    with open(path, "rb") as handle:
+        if not is_exgs(handle.read(len(MAGIC))):
+            return None
+    return read_exgs(path).metadata.get("restoration")
+
+
+def with_restoration(data: bytes, restoration: Restoration, path: str | os.PathLike | None = None,
+                     header_updates: dict[str, Any] | None = None) -> bytes:
+    """The .exgs bytes `data` with `restoration` added (header entry + section); the scene's sections are
+    copied byte for byte. `header_updates` replaces top-level descriptive header entries (not pack_scene's).
+    ValueError when `data` already holds a restoration."""
+    view = memoryview(data).toreadonly()
+    header, section_count, offset = _read_header(view, path)
+    if "restoration" in header:
+        raise ValueError("the .exgs data already holds a restoration")
+    for key in header_updates or {}:
+        if key in _PACK_KEYS or key == "restoration":
+            raise ValueError(f"header_updates may not set {key!r}")
+    header = {**header, **(header_updates or {}), "restoration": restoration.info}
+    header_bytes = json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, section_count + 1, len(header_bytes))
+    return b"".join([preamble, header_bytes, _CRC.pack(zlib.crc32(preamble[8:] + header_bytes)),
+                     bytes(view[offset:]), _encode_section(RESTORATION_SECTION, restoration.payload, "auto")])
 
 
 def is_exgs(data_start: bytes) -> bool:
@@ -398,4 +534,5 @@ def is_exgs(data_start: bytes) -> bool:
 __all__ = [
     "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "CODECS", "encode_container", "decode_container", "encode_exgs",
     "decode_exgs", "read_exgs", "write_exgs", "build_header", "scene_section_sizes", "is_exgs", "compress",
+    "Restoration", "RESTORATION_SECTION", "read_restoration", "with_restoration", "restoration_payload_size",
 ]

@@ -18,6 +18,8 @@ import pytest
 
 from exgs_core.camera import Camera, blender_camera_to_camera, look_at
 from exgs_core.io import read_scene, write_scene
+from exgs_core.io.exgs import Restoration, encode_exgs, with_restoration
+from exgs_core.painter.fit import restoration_module
 from exgs_core.painter.restore import restore
 from exgs_core.painter.strength import strength_for_ratio
 from exgs_core.painter.weights import load_painter
@@ -154,6 +156,7 @@ def session(blender_extension: InstalledExtension, tmp_path_factory: pytest.Temp
 
         # A compress job cancelled while it runs on its thread leaves everything as it was.
         scene.exgs_compress.views = "AUTO"
+        scene.exgs_compress.fit_restoration = False  # the generic painter's path; fitting is tested in core
         job = compress_ops.prepare_job(bpy.context, original)
         job.start()
         while job.stage == "starting" and not job.finished:
@@ -245,3 +248,35 @@ def test_reload_renders_identically_and_animation(session: dict, blender_extensi
     for path, matrix, scene in zip(frames, matrices, (compressed, compressed.transformed(moved))):
         _assert_matches(path, scene, matrix, strength)
     assert _psnr(read_exr(frames[0])["ViewLayer.ExGS Raw.G"], read_exr(frames[1])["ViewLayer.ExGS Raw.G"]) < 30
+
+
+def test_f12_restores_with_the_objects_own_fitted_restoration(blender_extension: InstalledExtension,
+                                                              tmp_path: Path) -> None:
+    """An object imported from an .exgs file with a fitted restoration: F12's Combined pass is its raw pass
+    restored by that restoration at its strength; with Fitted Restoration off it is the raw pass."""
+    source = random_gaussians(MESH2SPLAT_DIR / "spot.splat", 2000, seed=1)
+    rng = np.random.default_rng(0)
+    shapes = {"conv1.weight": (8, 4, 3, 3), "conv1.bias": (8,), "conv2.weight": (8, 8, 3, 3), "conv2.bias": (8,),
+              "conv3.weight": (3, 8, 3, 3), "conv3.bias": (3,)}
+    stored = Restoration.from_arrays("residual_cnn", {"channels": 8},
+                                     {k: 0.1 * rng.normal(size=s) for k, s in shapes.items()}, 0.7, {"gain_db": 0.4})
+    (tmp_path / "fitted.exgs").write_bytes(with_restoration(encode_exgs(source), stored))
+    matrix = _camera_matrix(source.transformed(MINUS_Y_UP), 0.6)
+    run_blender(SETUP + dedent("""
+        scene = bpy.context.scene
+        assert bpy.ops.import_scene.gaussian_splats(filepath=args["source"]) == {"FINISHED"}
+        setup_render(scene, args["matrix"])
+        save_world(bpy.context.active_object, args["dir"] + "/world.npz")
+        f12(args["dir"] + "/fitted.exr")
+        scene.exgs_render.use_fitted = False
+        f12(args["dir"] + "/off.exr")
+    """), blender_extension, args={"source": str(tmp_path / "fitted.exgs"), "dir": str(tmp_path), "camera": CAMERA,
+                                   "world": list(WORLD), "matrix": matrix.tolist()})
+    expected = _expected(_load(tmp_path / "world.npz"), matrix)
+    module = restoration_module(stored, device="cpu")
+    wanted = restore(expected.rgb.numpy(), expected.alpha.numpy(), module, 0.7)
+    fitted, off = read_exr(tmp_path / "fitted.exr"), read_exr(tmp_path / "off.exr")
+    raw, combined = _pass(fitted, "ExGS Raw", "RGBA"), _pass(fitted, "Combined", "RGBA")
+    assert _psnr(_srgb(raw[..., :3]), expected.rgb.numpy()) >= 40
+    assert _psnr(_srgb(combined[..., :3]), wanted) >= 40 and _psnr(wanted, expected.rgb.numpy()) < 40
+    np.testing.assert_array_equal(_pass(off, "Combined", "RGBA"), _pass(off, "ExGS Raw", "RGBA"))

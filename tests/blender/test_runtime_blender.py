@@ -51,6 +51,7 @@ def test_without_torch_then_worker(blender_extension: InstalledExtension, small_
         result["kind"] = runtime.get_runtime().name
         f12(args["dir"] + "/worker.exr")
         scene.exgs_compress.target, scene.exgs_compress.keep, scene.exgs_compress.views = "KEEP", 0.5, "CAMERAS"
+        scene.exgs_compress.fit_restoration = False
         result["compress"] = sorted(bpy.ops.exgs.compress())
         result["count"] = splat_object.splat_info(bpy.context.active_object)["count"]
         # Again, in place and scored along the active camera's path (frames 1-3, 2 sampled views).
@@ -123,7 +124,7 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         key, world = engine.world_scene(objects)
         published = []
         renderer = engine.ViewportRenderer(runtime.get_runtime, lambda: published.append(renderer.latest()[2]))
-        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), False, None, 0.5, 0.05, world))
+        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), False, None, 0.5, 0.05, scene=world))
         assert renderer.wait_final(120), renderer.error
         renderer.stop()
         result["published"] = published

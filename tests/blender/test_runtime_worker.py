@@ -51,8 +51,9 @@ def test_worker_renders_like_exgs_core(worker, small_scene):
 def test_worker_compress_matches_in_process_and_cancels(worker, small_scene):
     target = {"kind": "keep", "value": 0.2}
     stages = []
-    data, stats = worker.compress(small_scene, target, None, 0, on_progress=lambda s, f: stages.append((s, f)))
-    local_data, local_stats = InProcessRuntime().compress(small_scene, target, None, 0)
+    data, stats = worker.compress(small_scene, target, None, 0, on_progress=lambda s, f: stages.append((s, f)),
+                                  restoration="none")
+    local_data, local_stats = InProcessRuntime().compress(small_scene, target, None, 0, restoration="none")
     assert stats["gaussians_after"] == local_stats["gaussians_after"] == 600
     assert data == local_data  # deterministic pipeline, same bytes
     assert stages and stages[-1] == ("done", 1.0)
@@ -61,7 +62,7 @@ def test_worker_compress_matches_in_process_and_cancels(worker, small_scene):
         raise Cancelled("cancelled")
 
     with pytest.raises(Cancelled):
-        worker.compress(small_scene, target, None, 0, on_progress=cancel)
+        worker.compress(small_scene, target, None, 0, on_progress=cancel, restoration="none")
     assert worker._process is None  # the job was stopped with its process; the next request starts a new one
     worker.load_scene("spot", small_scene)
     assert worker.render("spot", orbit_cameras(small_scene.means, 1, 16, 16)[0]).raw.shape == (16, 16, 3)

@@ -7,14 +7,26 @@ from pathlib import Path
 import numpy as np
 
 from exgs_core.io import read_scene
+from exgs_core.io.exgs import Restoration, encode_exgs, read_restoration, with_restoration
 from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.conftest import SCENES_DIR, requires_data
 
 SH_PLY = SCENES_DIR / "pcengine_playbot_3_0.inria.ply"  # 31k Gaussians, SH degree 2, non-zero bands
 
 
+def _restoration() -> Restoration:
+    rng = np.random.default_rng(0)
+    arrays = {"conv1.weight": rng.normal(size=(8, 4, 3, 3)), "conv1.bias": rng.normal(size=8),
+              "conv2.weight": rng.normal(size=(8, 8, 3, 3)), "conv2.bias": rng.normal(size=8),
+              "conv3.weight": rng.normal(size=(3, 8, 3, 3)), "conv3.bias": rng.normal(size=3)}
+    return Restoration.from_arrays("residual_cnn", {"channels": 8}, arrays, 0.7, {"gain_db": 0.5})
+
+
 @requires_data
 def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp_path: Path) -> None:
+    stored = _restoration()
+    fitted_path = tmp_path / "fitted.exgs"
+    fitted_path.write_bytes(with_restoration(encode_exgs(read_scene(SH_PLY).subset(slice(0, 300))), stored))
     out = run_blender(
         """
         import numpy as np
@@ -44,9 +56,18 @@ def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp
                               tuple(round(v, 6) for v in obj.scale), so.splat_info(obj)["count"],
                               sorted(a.name for a in obj.data.attributes if a.name.startswith("f_rest")) ]
         result["same_data"] = bool(np.array_equal(small.sh, scene.subset(slice(0, 500)).with_sh_degree(1).sh))
+        from exgs_core.io import write_scene
+        fitted = so.create_splat_object(read_scene(args["fitted"]), "Fitted")
+        result["fitted_info"] = so.splat_info(fitted)
+        back = so.scene_from_object(fitted).metadata["restoration"]
+        result["fitted_payload"] = back.payload.hex()
+        write_scene(so.scene_from_object(fitted), args["exported"])
+        so.replace_splat_data(fitted, scene.subset(slice(0, 100)))  # other Gaussians: the restoration goes
+        result["replaced_restoration"] = so.splat_info(fitted)["restoration_strength"]
         """,
         blender_extension,
-        args={"ply": str(SH_PLY), "out": str(tmp_path / "world.npz")},
+        args={"ply": str(SH_PLY), "out": str(tmp_path / "world.npz"), "fitted": str(fitted_path),
+              "exported": str(tmp_path / "exported.exgs")},
     )
     reference = read_scene(SH_PLY)
     with np.load(tmp_path / "world.npz") as saved:
@@ -57,7 +78,13 @@ def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp
         np.testing.assert_allclose(saved["sh"], expected.sh, atol=1e-5)
         assert not np.allclose(saved["sh"][:, 1:], reference.sh[:, 1:], atol=1e-3), "SH must rotate with the object"
     assert out["info"] == {"count": len(reference), "sh_degree": 2, "source_name": SH_PLY.name,
-                           "source_bytes": SH_PLY.stat().st_size, "inria_ratio": None}
+                           "source_bytes": SH_PLY.stat().st_size, "inria_ratio": None,
+                           "restoration_strength": None, "restoration_gain_db": None}
+    # a fitted restoration stays with the object (and the .blend) and an export writes it back bit-exactly
+    assert out["fitted_info"]["restoration_strength"] == 0.7 and out["fitted_info"]["restoration_gain_db"] == 0.5
+    assert bytes.fromhex(out["fitted_payload"]) == stored.payload
+    assert read_restoration(tmp_path / "exported.exgs").payload == stored.payload
+    assert out["replaced_restoration"] is None
     assert out["not_splat"] == [False, False]
     assert "'Splat'" in out["non_uniform"] and "scale" in out["non_uniform"]
     name, count, degree, same_material, scale, info_count, rest = out["replaced"]

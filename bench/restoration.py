@@ -1,0 +1,130 @@
+"""Benchmark: restoration fitted per scene (exgs compress's default) against no restoration, at equal bytes.
+
+For each held-out scene (never used to train or tune the shipped painter: default_weights/README.md) and each
+ratio, the scene is compressed twice to the same target from the same significance scores: with
+`--restoration none`, and with the default fitted restoration (its bytes inside the target). Both files are
+rendered from test views used neither for fitting nor for validation (closer than the scoring views: 0.4-1.0
+of the fitting distance, 192 px, varied backgrounds) and scored against the full scene: raw frames of the
+plain file against restored frames of the fitted file. Results go to a JSON-lines file, one line per
+(scene, ratio), resumable; --markdown prints the tables for docs/results.md.
+
+    python bench/restoration.py --out bench_restoration.jsonl [--ratios 100 300] [--scenes ...] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from exgs_core.io import read_scene  # noqa: E402
+from exgs_core.painter import fit  # noqa: E402
+from exgs_core.painter.restore import restore_batch  # noqa: E402
+from exgs_core.ugc.compress import CompressSettings, Target, scoring_cameras  # noqa: E402
+from exgs_core.ugc.restoration import RestorationSettings, compress_restored  # noqa: E402
+from exgs_core.ugc.significance import significance  # noqa: E402
+from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR  # noqa: E402
+
+HELD_OUT = [SCENES_DIR / "mjw_fox.ply", SCENES_DIR / "pcengine_playbot_3_0.inria.ply",
+            *(MESH2SPLAT_DIR / f"{name}.splat" for name in ("cat", "koala", "pizza", "spot", "tree"))]
+TEST_VIEWS = 8
+TEST_SEED = 424242
+
+
+def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, fit_seconds: float) -> dict:
+    scene = read_scene(path)
+    settings = CompressSettings()
+    target = Target("ratio", ratio)
+    plain = compress_restored(scene, target, cameras, settings, scores=scores,
+                              restoration=RestorationSettings("none"))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    fitted = compress_restored(scene, target, cameras, settings, scores=scores,
+                               restoration=RestorationSettings("fit", fit_seconds))
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    views = fit.jittered_views(scene, TEST_VIEWS, TEST_SEED, distance_range=(0.4, 1.0))
+    backgrounds = fit.backgrounds_for(len(views), TEST_SEED)
+    targets = fit.render_targets(scene, views, backgrounds)
+    plain_inputs = fit.render_inputs(plain.scene, views, backgrounds)
+    fitted_inputs = fit.render_inputs(fitted.scene, views, backgrounds)
+    restorer = fit.scene_restorer(fitted.scene, device="cpu")
+    raw_plain, raw_fitted, restored = [], [], []
+    for y, xp, xf in zip(targets, plain_inputs, fitted_inputs):
+        raw_plain.append(fit.frame_psnr(xp[:3], y))
+        raw_fitted.append(fit.frame_psnr(xf[:3], y))
+        if restorer is None:
+            restored.append(raw_fitted[-1])
+        else:
+            out = restore_batch(xf[None, :3], xf[None, 3:], restorer[0], restorer[1])[0]
+            restored.append(fit.frame_psnr(out, y))
+    gains = np.array(restored) - np.array(raw_plain)
+    info = fitted.stats.get("restoration", {})
+    return {
+        "scene": path.name, "ratio": ratio, "gaussians": len(scene),
+        "plain_bytes": len(plain.data), "fitted_bytes": len(fitted.data), "budget": target.size_in_bytes(len(scene)),
+        "plain_gaussians": len(plain.scene), "fitted_gaussians": len(fitted.scene),
+        "stored": bool(info.get("stored")), "strength": info.get("strength"),
+        "validated_gain_db": info.get("gain_db"), "validated_equal_bytes_gain_db": info.get("equal_bytes_gain_db"),
+        "raw_plain_psnr": float(np.mean(raw_plain)), "raw_fitted_psnr": float(np.mean(raw_fitted)),
+        "restored_psnr": float(np.mean(restored)), "gain_db": float(gains.mean()),
+        "worst_view_gain_db": float(gains.min()), "per_view_gain_db": [round(float(g), 3) for g in gains],
+        "restoration_seconds": round(seconds, 1), "restoration_cpu_seconds": round(cpu_seconds, 1),
+        "fit_seconds": info.get("fit_seconds"), "fit_cpu_seconds": info.get("fit_cpu_seconds"),
+        "steps": info.get("steps"), "reason": info.get("reason"),
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| scene | ratio | bytes (plain / fitted) | raw, no restoration (dB) | restored, fitted (dB) | gain (dB) | "
+             "worst view (dB) | strength | fit wall / CPU s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scene']} | {r['ratio']:g}x | {r['plain_bytes']:,} / {r['fitted_bytes']:,} | "
+                     f"{r['raw_plain_psnr']:.2f} | {r['restored_psnr']:.2f} | {r['gain_db']:+.2f} | "
+                     f"{r['worst_view_gain_db']:+.2f} | {r['strength'] if r['stored'] else 'none'} | "
+                     f"{r['fit_seconds']} / {r['fit_cpu_seconds']} |")
+    lines += ["", "| ratio | scenes | mean gain (dB) | lowest scene gain (dB) |", "|---:|---:|---:|---:|"]
+    for ratio in sorted({r["ratio"] for r in rows}):
+        gains = [r["gain_db"] for r in rows if r["ratio"] == ratio]
+        lines.append(f"| {ratio:g}x | {len(gains)} | {np.mean(gains):+.2f} | {min(gains):+.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON-lines results (resumable)")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[100.0, 300.0])
+    parser.add_argument("--scenes", nargs="*", help="scene files (default: the held-out scenes)")
+    parser.add_argument("--fit-seconds", type=float, default=None, help="default: the compressor's")
+    parser.add_argument("--markdown", action="store_true", help="only print the tables of --out")
+    args = parser.parse_args()
+    out = Path(args.out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    if args.markdown:
+        print(markdown(rows))
+        return
+    fit_seconds = args.fit_seconds or RestorationSettings().fit_seconds
+    done = {(r["scene"], r["ratio"]) for r in rows}
+    for path in [Path(p) for p in args.scenes] if args.scenes else HELD_OUT:
+        todo = [ratio for ratio in args.ratios if (path.name, ratio) not in done]
+        if not todo:
+            continue
+        scene = read_scene(path)
+        cameras = scoring_cameras(scene)
+        scores = significance(scene, cameras, CompressSettings().variant)
+        for ratio in todo:
+            row = measure(path, ratio, scores, cameras, fit_seconds)
+            print(json.dumps({k: v for k, v in row.items() if k != "per_view_gain_db"}), flush=True)
+            with out.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

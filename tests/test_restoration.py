@@ -1,0 +1,168 @@
+"""Restoration per scene: the .exgs section (format 2), fitting it on a real scene, and using it to restore."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from exgs_core.cli import main
+from exgs_core.errors import SceneFormatError
+from exgs_core.io import read_scene, write_scene
+from exgs_core.io.exgs import (RESTORATION_SECTION, Restoration, decode_container, decode_exgs, encode_exgs,
+                               read_restoration, with_restoration)
+from exgs_core.painter.fit import (FitResult, ResidualCNN, fit_restoration, frame_psnr, jittered_views,
+                                   render_pairs, restoration_module, scene_restorer)
+from exgs_core.painter.restore import restore
+from exgs_core.render import render
+from exgs_core.ugc.compress import Target, compress, scoring_cameras
+from tests.conftest import MESH2SPLAT_DIR, random_gaussians, requires_data
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _random_restoration(seed: int = 0, strength: float = 0.7) -> Restoration:
+    torch.manual_seed(seed)
+    module = ResidualCNN()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.05 * torch.randn(p.shape))
+    result = FitResult(module, strength, 0.5, 30.0, 30.5, -0.1, 2, 10, 1.0, [0.5])
+    return result.to_restoration()
+
+
+@pytest.fixture(scope="module")
+def small_file() -> bytes:
+    """A real 2,000-Gaussian scene (spot) as .exgs bytes."""
+    if not MESH2SPLAT_DIR.is_dir():
+        pytest.skip("real data folder is absent")
+    return encode_exgs(random_gaussians(MESH2SPLAT_DIR / "spot.splat", 2000, seed=1))
+
+
+def test_restoration_section_round_trips_bit_exactly(small_file, tmp_path) -> None:
+    stored = _random_restoration()
+    data = with_restoration(small_file, stored)
+    header, sections = decode_container(data)
+    assert sections[RESTORATION_SECTION] == stored.payload and header["restoration"] == stored.info
+    assert data[8:10] == b"\x02\x00"  # format version 2
+    plain, restored = decode_exgs(small_file), decode_exgs(data)
+    assert np.array_equal(plain.means, restored.means) and np.array_equal(plain.sh, restored.sh)
+    back = restored.metadata["restoration"]
+    assert back.payload == stored.payload and back.info == stored.info and back.strength == 0.7
+    assert "restoration" not in plain.metadata
+    module = restoration_module(back, device="cpu")
+    for name, value in ResidualCNN().state_dict().items():
+        assert module.state_dict()[name].shape == value.shape
+    assert len(stored.payload) == 2 * 1099  # 3 convolutions, 8 channels, fp16
+    path = tmp_path / "x.exgs"
+    path.write_bytes(data)
+    assert read_restoration(path).payload == stored.payload
+    with pytest.raises(ValueError, match="already holds"):
+        with_restoration(data, stored)
+
+
+def test_corrupted_restoration_section_is_a_clear_error_naming_the_file(small_file, tmp_path) -> None:
+    data = bytearray(with_restoration(small_file, _random_restoration()))
+    data[-3] ^= 0x20  # inside the last section: the restoration
+    path = tmp_path / "damaged.exgs"
+    path.write_bytes(bytes(data))
+    with pytest.raises(SceneFormatError, match=r"damaged\.exgs.*'restoration' checksum mismatch"):
+        read_scene(path)
+    header, sections = decode_container(with_restoration(small_file, _random_restoration()))
+    header["restoration"]["tensors"][0][1] = [999]  # the header no longer matches the section
+    from exgs_core.io.exgs import encode_container
+
+    bad = tmp_path / "inconsistent.exgs"
+    bad.write_bytes(encode_container(header, sections))
+    with pytest.raises(SceneFormatError, match=r"inconsistent\.exgs.*'restoration'"):
+        read_scene(bad)
+
+
+def test_info_shows_the_restoration(small_file, tmp_path, capsys) -> None:
+    path = tmp_path / "fitted.exgs"
+    path.write_bytes(with_restoration(small_file, _random_restoration()))
+    assert main(["info", str(path)]) == 0
+    assert "restoration  fitted (residual_cnn, 2,198 bytes, strength 0.7" in capsys.readouterr().out
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["restoration"]["strength"] == 0.7
+
+
+def test_restoring_with_the_files_restoration_is_deterministic(small_file) -> None:
+    scene = decode_exgs(with_restoration(small_file, _random_restoration(strength=1.0)))
+    camera = jittered_views(scene, 1, seed=3, size=40)[0]
+    frame = render(scene, camera, background=(0.2, 0.3, 0.4))
+    rgb, alpha = frame.rgb.numpy(), frame.alpha.numpy()
+    outputs = []
+    for _ in range(2):
+        module, strength = scene_restorer(scene, device="cpu")
+        outputs.append(restore(rgb, alpha, module, strength))
+    assert np.array_equal(outputs[0], outputs[1]) and not np.allclose(outputs[0], rgb, atol=1e-3)
+
+
+@requires_data
+def test_a_fit_on_a_real_scene_beats_raw_on_unseen_views() -> None:
+    scene = random_gaussians(MESH2SPLAT_DIR / "koala.splat", 10_000, seed=0)  # held out from the painter
+    cameras = scoring_cameras(scene, views=6, size=64)
+    decoded = compress(scene, Target("ratio", 100), cameras).scene
+    pairs = render_pairs(scene, decoded, jittered_views(scene, 16, seed=1, size=80), seed=1)
+    validation = render_pairs(scene, decoded, jittered_views(scene, 4, seed=2, size=80), seed=2)
+    result = fit_restoration(pairs, validation, seconds=8, seed=0)
+    assert result.strength > 0 and result.gain_db > 0.1
+    unseen = render_pairs(scene, decoded, jittered_views(scene, 4, seed=3, size=80), seed=3)
+    raw, restored = [], []
+    for x, y in zip(unseen.inputs, unseen.targets):
+        raw.append(frame_psnr(x[:3], y))
+        out = restore(x[:3].permute(1, 2, 0), 1 - x[3], result.module, result.strength)
+        restored.append(frame_psnr(out.permute(2, 0, 1), y))
+    assert np.mean(restored) > np.mean(raw) + 0.1
+
+
+@requires_data
+def test_cli_compress_fits_by_default_and_none_writes_no_section(tmp_path, capsys) -> None:
+    source = tmp_path / "koala.ply"
+    write_scene(random_gaussians(MESH2SPLAT_DIR / "koala.splat", 8_000, seed=0), source)
+    fitted, plain = tmp_path / "fitted.exgs", tmp_path / "plain.exgs"
+    common = [str(source), "--ratio", "100", "--views", "4"]
+    assert main(["compress", *common, "-o", str(fitted), "--fit-seconds", "12"]) == 0
+    summary = capsys.readouterr().out
+    assert "restoration" in summary
+    assert main(["compress", *common, "-o", str(plain), "--restoration", "none"]) == 0
+    capsys.readouterr()
+    budget = 248 * 8_000 / 100
+    for path in (fitted, plain):
+        assert path.stat().st_size <= budget  # the correction's bytes count inside the target
+    assert read_restoration(plain) is None and "restoration" not in read_scene(plain).metadata["exgs"]
+    stored = read_restoration(fitted)
+    if stored is None:  # the compressor may decide spending the bytes on Gaussians validates better
+        assert "restoration  none:" in summary
+        return
+    assert "restoration  stored" in summary and 0 < stored.strength <= 1
+    assert stored.info["validated"]["equal_bytes_gain_db"] > 0
+    assert len(read_scene(fitted)) < len(read_scene(plain))  # the budget was split
+    cameras = tmp_path / "cameras.json"
+    assert main(["cameras", str(source), "--orbit", "2", "--size", "48x40", "-o", str(cameras)]) == 0
+    out = tmp_path / "restored"
+    assert main(["restore", str(fitted), "--cameras", str(cameras), "-o", str(out), "--save-raw"]) == 0
+    assert "fitted restoration" in capsys.readouterr().out
+    raw = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "raw" / "00000.png"))
+    restored = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "00000.png"))
+    assert raw.shape == restored.shape and not np.array_equal(raw, restored)
+    report = tmp_path / "report"
+    assert main(["eval", str(source), str(fitted), str(plain), "--cameras", str(cameras), "-o", str(report),
+                 "--no-restore"]) == 0
+    metrics = {c["name"]: c for c in json.loads((report / "metrics.json").read_text())["candidates"]}
+    assert metrics["fitted.exgs"]["fitted_psnr"] is not None and metrics["plain.exgs"]["fitted_psnr"] is None
+    assert "restored (fitted)" in (report / "metrics.md").read_text()
+
+
+def test_files_without_a_restoration_restore_raw_by_default(small_file, tmp_path, capsys) -> None:
+    path = tmp_path / "plain.exgs"
+    path.write_bytes(small_file)
+    cameras = tmp_path / "cameras.json"
+    assert main(["cameras", str(path), "--orbit", "1", "--size", "32x24", "-o", str(cameras)]) == 0
+    out = tmp_path / "out"
+    assert main(["restore", str(path), "--cameras", str(cameras), "-o", str(out), "--save-raw"]) == 0
+    assert "raw: the file holds no fitted restoration" in capsys.readouterr().out
+    assert (out / "00000.png").read_bytes() == (out / "raw" / "00000.png").read_bytes()
