@@ -3,12 +3,13 @@
 For each scene and each target ratio (against the 248 B/Gaussian INRIA .ply), every method goes through the
 same compress() -> .exgs bytes -> decode path, so all files are within 2% of the same size and differ only in
 which Gaussians they keep and how:
-  UGC            significance (default variant) + voxel sampling + amplification (the shipped defaults)
+  UGC            the shipped defaults: significance + fixed voxel sampling, what is pruned merged into what is kept
   random         uniformly random Gaussians
   opacity        the most opaque Gaussians
   LightGaussian  sigma*T summed over the scoring views x volume^0.1 (its score, no fine-tuning)
-  UGC-no-voxels  UGC with plain top-k selection
-  UGC-no-amp     UGC without amplification
+  UGC-paper      the paper's path: drop what is pruned, amplify the survivors (--method paper)
+  UGC-no-voxels  the paper's path with plain top-k selection
+  UGC-no-amp     the paper's path without amplification
 Quality: PSNR and SSIM of renders against the uncompressed scene's renders, on held-out views (orbits at two
 elevations, none of them a scoring view).
 
@@ -39,7 +40,7 @@ from exgs_core.ugc.compress import CompressSettings, Target, compress, scoring_c
 from exgs_core.ugc.significance import significance  # noqa: E402
 from tests.conftest import real_scene_paths  # noqa: E402
 
-METHODS = ["UGC", "random", "opacity", "LightGaussian", "UGC-no-voxels", "UGC-no-amp"]
+METHODS = ["UGC", "random", "opacity", "LightGaussian", "UGC-paper", "UGC-no-voxels", "UGC-no-amp"]
 TEST_SIZE = 256
 
 
@@ -68,14 +69,16 @@ def method_inputs(scene: GaussianScene, cameras: list, defaults: CompressSetting
     rng = np.random.default_rng(seed)
     default_scores = significance(scene, cameras, defaults.variant)
     sigma_t = default_scores if defaults.variant == "sigma_t" else significance(scene, cameras, "sigma_t")
-    plain = replace(defaults, use_voxels=False, amplification=Amplification())
+    plain = replace(defaults, method="paper", use_voxels=False, amplification=Amplification())  # drop only
+    paper = replace(defaults, method="paper")
     return {
         "UGC": (defaults, default_scores),
         "random": (plain, rng.permutation(len(scene)).astype(np.float64)),
         "opacity": (plain, scene.opacities().astype(np.float64)),
         "LightGaussian": (plain, lightgaussian_scores(scene, sigma_t)),
-        "UGC-no-voxels": (replace(defaults, use_voxels=False), default_scores),
-        "UGC-no-amp": (replace(defaults, amplification=Amplification()), default_scores),
+        "UGC-paper": (paper, default_scores),
+        "UGC-no-voxels": (replace(paper, use_voxels=False), default_scores),
+        "UGC-no-amp": (replace(paper, amplification=Amplification()), default_scores),
     }
 
 

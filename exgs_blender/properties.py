@@ -63,8 +63,10 @@ class ExgsRenderSettings(bpy.types.PropertyGroup):
                     "(stored in its .exgs file); used instead of GaussPainter when the frame shows that object alone",
     )
     use_restore: BoolProperty(  # type: ignore[valid-type]
-        name="GaussPainter Restoration", default=True,
-        description="Restore each rendered frame with GaussPainter (the raw render stays in the ExGS Raw pass)",
+        name="GaussPainter Restoration", default=False,
+        description="Restore frames with the generic GaussPainter where no fitted restoration applies (the raw "
+                    "render stays in the ExGS Raw pass). Off by default: on held-out captured scenes it lowered "
+                    "PSNR (docs/painter.md)",
     )
     strength_mode: EnumProperty(  # type: ignore[valid-type]
         name="Strength",

@@ -86,7 +86,8 @@ assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
 
 # F12 through ExGS, every pass into a multilayer EXR.
 render.engine = "EXGS"
-assert scene.exgs_render.use_restore and scene.exgs_render.weights == ""  # the shipped GaussPainter weights
+scene.exgs_render.use_restore = True  # the generic GaussPainter (off by default), shipped weights
+assert scene.exgs_render.weights == ""
 settings = render.image_settings
 settings.media_type = "MULTI_LAYER_IMAGE"
 settings.exr_codec = "NONE"

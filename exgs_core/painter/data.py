@@ -111,16 +111,17 @@ def ratio_schedule(rng: np.random.Generator, settings: PairSettings) -> list[flo
     return [round(float(math.exp(rng.uniform(bins[i], bins[i + 1]))), 2) for i in range(settings.targets_per_scene)]
 
 
-def background_for(rng: np.random.Generator) -> tuple[float, float, float]:
-    """Black half the time, white or grey sometimes, otherwise a random colour (users render on anything)."""
+def background_for(rng: np.random.Generator, black: float = 0.5, white: float = 0.15, grey: float = 0.15
+                   ) -> tuple[float, float, float]:
+    """Black, white or grey with these shares, otherwise a random colour (users render on anything)."""
     pick = rng.uniform()
-    if pick < 0.5:
+    if pick < black:
         return (0.0, 0.0, 0.0)
-    if pick < 0.65:
+    if pick < black + white:
         return (1.0, 1.0, 1.0)
-    if pick < 0.8:
-        grey = round(float(rng.uniform(0.1, 0.9)), 3)
-        return (grey, grey, grey)
+    if pick < black + white + grey:
+        value = round(float(rng.uniform(0.1, 0.9)), 3)
+        return (value, value, value)
     return tuple(round(float(v), 3) for v in rng.uniform(0.0, 1.0, 3))
 
 

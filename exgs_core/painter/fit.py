@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from exgs_core.camera import Camera, look_at, robust_bounds
+from exgs_core.painter.data import background_for
 from exgs_core.io.exgs import Restoration
 from exgs_core.scene import GaussianScene, quat_to_rotation, rotation_to_quat
 
@@ -117,10 +118,6 @@ def views_between(cameras: Sequence[Camera]) -> list[Camera]:
     return out
 
 
-def at_most(cameras: Sequence[Camera], size: int) -> list[Camera]:
-    return [c.scaled(min(1.0, size / max(c.width, c.height))) for c in cameras]
-
-
 @dataclass
 class Pairs:
     """Frames of the decoded compressed scene (inputs: rgb + mask = 1 - alpha) and of the full scene (targets)."""
@@ -132,22 +129,9 @@ class Pairs:
         return len(self.inputs)
 
 
-def background_for(rng: np.random.Generator) -> tuple[float, float, float]:
-    """Black a third of the time, white or grey sometimes, otherwise a random colour."""
-    pick = rng.uniform()
-    if pick < 0.35:
-        return (0.0, 0.0, 0.0)
-    if pick < 0.5:
-        return (1.0, 1.0, 1.0)
-    if pick < 0.7:
-        grey = float(rng.uniform(0.1, 0.9))
-        return (grey, grey, grey)
-    return tuple(float(v) for v in rng.uniform(0.0, 1.0, 3))
-
-
 def backgrounds_for(count: int, seed: int) -> list[tuple[float, float, float]]:
     rng = np.random.default_rng(seed)
-    return [background_for(rng) for _ in range(count)]
+    return [background_for(rng, black=0.35, white=0.15, grey=0.2) for _ in range(count)]
 
 
 def render_inputs(decoded: GaussianScene, cameras: Sequence[Camera], backgrounds: Sequence[tuple],

@@ -19,7 +19,7 @@ from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, with_restoration
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.scene import GaussianScene
-from exgs_core.ugc.compress import CompressResult, CompressSettings, ProgressCallback, Target, compress
+from exgs_core.ugc.compress import CompressResult, CompressSettings, ProgressCallback, Target, at_scoring_size, compress
 
 MODES = ("fit", "none")
 DEFAULT_FIT_SECONDS = 90.0  # process CPU seconds for the whole fit: rendering pairs, optimisation, validation
@@ -147,7 +147,7 @@ def restoration_views(scene: GaussianScene, cameras: Sequence, seed: int) -> tup
     from exgs_core.painter import fit
 
     step = max(1, int(np.ceil(len(cameras) / GIVEN_VIEWS)))
-    given = fit.at_most(list(cameras)[::step], fit.VIEW_SIZE)
+    given = at_scoring_size(list(cameras)[::step], fit.VIEW_SIZE)
     between = fit.views_between(given)
     jittered = fit.jittered_views(scene, max(fit.FIT_VIEWS // 2, fit.FIT_VIEWS - len(given) - len(between)), seed)
     validation = fit.jittered_views(scene, fit.VALIDATION_VIEWS, seed + 1_000_003)

@@ -140,6 +140,7 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
                 bpy.data.objects.remove(obj)
         original.hide_set(False)
         original.hide_render = False
+        scene.exgs_render.use_restore = True  # the generic painter (off by default)
         scene.exgs_render.strength_mode, scene.exgs_render.strength = "MANUAL", 1.0
         f12(args["dir"] + "/relative_weights.exr")
 

@@ -151,6 +151,7 @@ def session(blender_extension: InstalledExtension, tmp_path_factory: pytest.Temp
         assert bpy.ops.import_scene.gaussian_splats(filepath=args["source"]) == {"FINISHED"}
         original = bpy.context.active_object
         setup_render(scene, args["matrix"])
+        scene.exgs_render.use_restore = True  # the generic painter's path (off by default)
         f12(args["dir"] + "/original.exr")
         before = splat_object.scene_from_object(original, world_space=False)
 

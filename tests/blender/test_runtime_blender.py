@@ -98,6 +98,7 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         scene = bpy.context.scene
         assert bpy.ops.import_scene.gaussian_splats(filepath=args["source"]) == {"FINISHED"}
         setup_render(scene, args["matrix"])
+        scene.exgs_render.use_restore = True  # the generic painter's path (off by default)
         scene.exgs_render.weights = args["weights"]
         f12(args["dir"] + "/auto.exr")  # strength by compression: a never-compressed object is not restored
         imported = bpy.context.active_object
