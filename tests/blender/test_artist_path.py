@@ -81,6 +81,7 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
         setup_render(scene, args["matrix"])
         s = scene.exgs_compress
         s.target, s.keep = "KEEP", 0.5
+        s.fit_restoration = False  # views, warnings and messages here; fitting is tested in core and at F12
 
         def compress(views):
             for obj in bpy.context.view_layer.objects:
