@@ -37,6 +37,7 @@ NODE_GROUP_NAME = "ExGS Splat Display"
 MATERIAL_NAME = "ExGS Splat"
 COLOR_ATTRIBUTE = "exgs_color"
 RESTORATION_PROPERTY = "exgs_restoration"  # Restoration.to_text() of the .exgs file the Gaussians came from
+INPUT_COUNT_PROPERTY = "exgs_input_count"  # Gaussians the .exgs was compressed from: its ratio survives an export
 RADIUS_INPUT = "Radius Factor"
 RATIO_INPUT = "Display Ratio"
 # The viewport shows at most about this many Gaussians (a random subset of larger scenes; the modifier's
@@ -213,10 +214,12 @@ def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
     mesh["exgs_splat"] = SPLAT_VERSION
     mesh["exgs_sh_degree"] = scene.sh_degree
     ratio = inria_ratio(scene)  # set by .exgs files made by compression; gone when other data replaces them
+    for key in ("exgs_inria_ratio", INPUT_COUNT_PROPERTY):
+        if mesh.get(key) is not None:
+            del mesh[key]
     if ratio is not None:
         mesh["exgs_inria_ratio"] = ratio
-    elif mesh.get("exgs_inria_ratio") is not None:
-        del mesh["exgs_inria_ratio"]
+        mesh[INPUT_COUNT_PROPERTY] = int(scene.metadata["exgs"]["compression"]["input_count"])
     for key, value in _source_properties(scene).items():
         mesh[key] = value
     restoration = scene.metadata.get("restoration")  # fitted to these Gaussians: kept in the .blend
@@ -263,6 +266,8 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
         _transposed(sh_rows).reshape(count, k, 3),
     )
     scene.metadata.update(_stored_source(mesh))
+    if mesh.get(INPUT_COUNT_PROPERTY) is not None:  # an export to .exgs keeps the ratio
+        scene.metadata["exgs"] = {"compression": {"input_count": int(mesh[INPUT_COUNT_PROPERTY])}}
     restoration = stored_restoration(mesh)
     if restoration is not None:
         scene.metadata["restoration"] = restoration

@@ -29,6 +29,7 @@ from exgs_core.io.exgs import (
     decode_exgs,
     encode_container,
     encode_exgs,
+    inria_ratio,
     read_exgs,
     scene_section_sizes,
     write_exgs,
@@ -508,3 +509,19 @@ def test_file_size_close_to_sections(small_files):
         _, header, records = split_file(data)
         overhead = len(data) - sum(len(r[2]) for r in records)
         assert overhead == 24 + len(header) + sum(1 + len(r[0]) + 24 for r in records)
+
+
+@requires_data
+def test_rewriting_a_compressed_file_keeps_its_ratio(tmp_path: Path) -> None:
+    """What a compressed scene was compressed from travels with it: an export or convert to .exgs keeps the ratio."""
+    from exgs_core.io import read_scene
+
+    scene = read_scene(SCENES_DIR / "mjw_fox.ply").subset(slice(0, 2000))
+    write_exgs(scene, tmp_path / "a.exgs", extra_header={"compression": {"input_count": 200_000}})
+    first = read_exgs(tmp_path / "a.exgs")
+    write_exgs(first, tmp_path / "b.exgs")
+    again = read_exgs(tmp_path / "b.exgs")
+    assert again.metadata["exgs"]["compression"] == {"input_count": 200_000}
+    assert inria_ratio(again) == pytest.approx(inria_ratio(first), rel=0.02)
+    write_exgs(scene, tmp_path / "plain.exgs")  # never compressed: no ratio is made up
+    assert inria_ratio(read_exgs(tmp_path / "plain.exgs")) is None

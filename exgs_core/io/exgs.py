@@ -315,12 +315,15 @@ def write_exgs(
 ) -> int:
     """Pack `scene` and write it atomically to `path`; returns the number of bytes written.
 
-    A fitted restoration in the scene's metadata (read from an .exgs file) is written along: it was fitted to
-    these Gaussians. `extra_header` adds or replaces top-level header entries (source, compression, painter, anything new),
+    A fitted restoration and the compression record (how many Gaussians they were compressed from, hence the
+    ratio) in the scene's metadata (read from an .exgs file) are written along: they describe these Gaussians. `extra_header` adds or replaces top-level header entries (source, compression, painter, anything new),
     but not the ones pack_scene writes. SH bands above `sh_degree` are dropped. `codec` is "lzma" (the
     default: standard library, smallest), "zstd", "raw" or "auto". Raises ValueError for a scene that cannot
     be packed, before the file is touched.
     """
+    compression = (scene.metadata.get("exgs") or {}).get("compression")
+    if isinstance(compression, dict) and "compression" not in (extra_header or {}):
+        extra_header = {**(extra_header or {}), "compression": compression}  # keeps what it was compressed from
     data = encode_exgs(scene, settings, extra_header, sh_degree, codec)
     restoration = scene.metadata.get("restoration")
     if isinstance(restoration, Restoration):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from exgs_core.io import read_scene
-from exgs_core.io.exgs import Restoration, encode_exgs, read_restoration, with_restoration
+from exgs_core.io.exgs import Restoration, encode_exgs, inria_ratio, read_restoration, with_restoration
 from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.conftest import SCENES_DIR, requires_data
 
@@ -26,7 +27,9 @@ def _restoration() -> Restoration:
 def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp_path: Path) -> None:
     stored = _restoration()
     fitted_path = tmp_path / "fitted.exgs"
-    fitted_path.write_bytes(with_restoration(encode_exgs(read_scene(SH_PLY).subset(slice(0, 300))), stored))
+    compressed_from = {"compression": {"input_count": 30_000}}  # as if compressed from 30k Gaussians
+    fitted_path.write_bytes(with_restoration(encode_exgs(read_scene(SH_PLY).subset(slice(0, 300)),
+                                                         extra_header=compressed_from), stored))
     out = run_blender(
         """
         import numpy as np
@@ -84,6 +87,10 @@ def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp
     assert out["fitted_info"]["restoration_strength"] == 0.7 and out["fitted_info"]["restoration_gain_db"] == 0.5
     assert bytes.fromhex(out["fitted_payload"]) == stored.payload
     assert read_restoration(tmp_path / "exported.exgs").payload == stored.payload
+    # ... and keeps the ratio: what the Gaussians were compressed from travels with them
+    ratio = 248 * 30_000 / fitted_path.stat().st_size
+    assert out["fitted_info"]["inria_ratio"] == pytest.approx(ratio)
+    assert inria_ratio(read_scene(tmp_path / "exported.exgs")) == pytest.approx(ratio, rel=0.05)
     assert out["replaced_restoration"] is None
     assert out["not_splat"] == [False, False]
     assert "'Splat'" in out["non_uniform"] and "scale" in out["non_uniform"]
