@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import best_of  # noqa: E402
+
 import torch  # noqa: E402
 
 from exgs_core.camera import orbit_cameras  # noqa: E402
@@ -26,15 +28,6 @@ from exgs_core.io import read_scene  # noqa: E402
 from exgs_core.render import render  # noqa: E402
 from tests.conftest import real_scene_paths  # noqa: E402
 from tests.reference_render import reference_render  # noqa: E402
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def compare_on_scenes(size: int, n_views: int, max_scenes: int | None) -> None:

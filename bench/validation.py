@@ -16,26 +16,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.timing import best_of  # noqa: E402
 
 from exgs_core.io import _READERS, detect_format, read_scene, write_scene  # noqa: E402
 from exgs_core.io.sog import read_sog  # noqa: E402
 from exgs_core.synthetic import tile_scene  # noqa: E402
 from exgs_core.validate import non_finite_rows  # noqa: E402
 from tests.conftest import real_scene_paths  # noqa: E402
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bare_reader(path: Path):
@@ -54,10 +46,10 @@ def main() -> None:
         total_bare = total_checked = 0.0
         print(f"{'scene':36} {'bare s':>8} {'read_scene s':>12} {'check s':>8} {'ratio':>6}")
         for path in [*real_scene_paths(), big]:
-            bare = best(lambda: bare_reader(path), args.repeats)
-            checked = best(lambda: read_scene(path), args.repeats)
+            bare = best_of(lambda: bare_reader(path), args.repeats)
+            checked = best_of(lambda: read_scene(path), args.repeats)
             scene = read_scene(path)
-            check = best(lambda: non_finite_rows(scene), args.repeats)
+            check = best_of(lambda: non_finite_rows(scene), args.repeats)
             total_bare, total_checked = total_bare + bare, total_checked + checked
             name = path.parent.name if path.name == "meta.json" else path.name
             print(f"{name[:36]:36} {bare:8.4f} {checked:12.4f} {check:8.4f} {checked / bare:6.3f}")
@@ -72,7 +64,7 @@ def write_ratio(folder: Path, big: Path, repeats: int) -> None:
     from exgs_core import fileio
 
     scene = read_scene(big)
-    full = best(lambda: write_scene(scene, folder / "atomic.ply"), repeats)
+    full = best_of(lambda: write_scene(scene, folder / "atomic.ply"), repeats)
     crowded = folder / "crowded"
     crowded.mkdir()
     for index in range(10_000):
@@ -83,7 +75,7 @@ def write_ratio(folder: Path, big: Path, repeats: int) -> None:
         fileio.remove_stale_temporaries(crowded)
         fileio._target_mode(crowded / "new.png")
 
-    extra = best(additions, repeats)
+    extra = best_of(additions, repeats)
     print(f"write_scene {len(scene):,} Gaussians .ply: {full:.3f} s; atomic_write's additions (stale-temporary "
           f"scan of a 10,000-file folder, once per process, and the mode): {extra * 1000:.2f} ms")
 
@@ -97,10 +89,10 @@ def painter_ratio(repeats: int) -> None:
     folder = weights.default_weights_path()
     if not (folder / weights.INDEX_NAME).is_file():
         return
-    load = best(lambda: weights.load_painter_folder(folder), repeats)
+    load = best_of(lambda: weights.load_painter_folder(folder), repeats)
     tensors = [t for name in ("vae", "unet", "conditioning")
                for t in load_safetensors((folder / name / weights.WEIGHTS_NAME).read_bytes()).values()]
-    check = best(lambda: [np.isfinite(t.float().numpy().sum(dtype=np.float64)) for t in tensors], repeats)
+    check = best_of(lambda: [np.isfinite(t.float().numpy().sum(dtype=np.float64)) for t in tensors], repeats)
     print(f"painter: load_painter_folder {load:.3f} s (config bounds, meta-device build, tensors assigned), "
           f"of which the finite check of {len(tensors)} tensors takes {check:.3f} s")
 
