@@ -27,6 +27,7 @@ from torch import nn
 from exgs_core.camera import Camera, look_at, robust_bounds
 from exgs_core.painter.data import background_for
 from exgs_core.io.exgs import Restoration
+from exgs_core.metrics import psnr
 from exgs_core.scene import GaussianScene, quat_to_rotation, rotation_to_quat
 
 KIND = "residual_cnn"
@@ -308,10 +309,10 @@ def _validate(module: ResidualCNN, validation: Pairs, device: torch.device, step
 
 def frame_psnr(image: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1], after 8-bit rounding as a saved frame would have (capped at 60 dB)."""
-    a = (image.float().clamp(0, 1) * 255).round()
-    b = (target.float().clamp(0, 1) * 255).round()
-    mse = float(((a - b) ** 2).mean()) / 255.0**2
-    return 60.0 if mse <= 1e-6 else min(60.0, -10.0 * math.log10(mse))
+    def saved(x: torch.Tensor) -> torch.Tensor:
+        return (x.float().clamp(0, 1) * 255).round() / 255
+
+    return min(60.0, float(psnr(saved(image), saved(target))))
 
 
 def scene_restorer(scene: GaussianScene, device: str | torch.device | None = None
