@@ -24,8 +24,14 @@ class ExgsCompressSettings(bpy.types.PropertyGroup):
                            description="Target file size in MB (10^6 bytes)")
     keep: FloatProperty(name="Keep", default=0.1, min=1e-6, max=1.0, subtype="FACTOR",  # type: ignore[valid-type]
                         description="Fraction of the Gaussians to keep")
-    sh_degree: IntProperty(name="SH Degree", default=0, min=0, max=3,  # type: ignore[valid-type]
-                           description="Spherical-harmonics degree kept (0: view-independent colour, smallest)")
+    sh_degree: EnumProperty(  # type: ignore[valid-type]
+        name="SH Degree",
+        items=[("AUTO", "Automatic", "0 or 1, whichever renders better at the target size (scenes with SH)"),
+               ("0", "0", "View-independent colour, the smallest"),
+               ("1", "1", "Spherical harmonics up to degree 1"),
+               ("2", "2", "Spherical harmonics up to degree 2"),
+               ("3", "3", "Spherical harmonics up to degree 3")],
+        default="AUTO", description="Spherical-harmonics degree kept")
     views: EnumProperty(  # type: ignore[valid-type]
         name="Scoring Views",
         items=[("AUTO", "Automatic", "The active camera's path over the frame range when the camera is animated "

@@ -116,8 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--inside-out", action="store_true", help="automatic views from inside (rooms)")
     compress.add_argument("--score", choices=["alpha_t", "sigma_t"], default=None, help="significance variant")
     compress.add_argument("--filter-nan", action="store_true", help=FILTER_NAN_HELP)
-    compress.add_argument("--method", choices=["merge", "paper"], default="merge",
-                          help="merge what is pruned into what is kept (default), or drop and amplify (the paper)")
+    compress.add_argument("--method", choices=["auto", "merge", "paper"], default="auto",
+                          help="merge what is pruned into what is kept, or drop and amplify (the paper); "
+                               "auto (default): both, keeping the one that renders closer to the scene")
+    compress.add_argument("--quantisation-level", type=int, choices=range(7), default=None, metavar="0-6",
+                          help="bits per value, 0 finest to 6 coarsest (default: the level that renders best "
+                               "at the target size)")
     compress.add_argument("--restoration", choices=["fit", "none"], default="fit",
                           help="fit (default): fit a restoration to this scene and store it in the file when it "
                                "validates better than spending its bytes on Gaussians; none: no restoration")
@@ -318,7 +322,7 @@ def run_compress(args: argparse.Namespace) -> None:
         cameras = read_transforms(args.cameras)
     else:
         cameras = scoring_cameras(scene, views=args.views, inside_out=args.inside_out)
-    settings = CompressSettings(method=args.method)
+    settings = CompressSettings(method=args.method, quantisation_level=args.quantisation_level)
     if args.sh_degree is not None:
         settings.sh_degree = args.sh_degree
     if args.score is not None:

@@ -177,7 +177,7 @@ def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[floa
     return frame
 
 
-def compress_scene(scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None, sh_degree: int | None,
+def compress_scene(scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None, sh_degree: int | str | None,
                    on_progress: ProgressCallback | None = None, restoration: str = "fit") -> tuple[bytes, dict]:
     """UGC compression: (.exgs bytes, stats). `cameras` (scored at SCORING_SIZE) or None for the automatic views.
     `restoration` "fit" fits a restoration to the scene within the target (exgs_core.ugc.restoration), "none"."""
@@ -261,7 +261,7 @@ class InProcessRuntime:
             return render_frame(scene, camera, background, restore, weights, fitted)
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
-                 sh_degree: int | None, on_progress: ProgressCallback | None = None,
+                 sh_degree: int | str | None, on_progress: ProgressCallback | None = None,
                  restoration: str = "fit") -> tuple[bytes, dict]:
         return compress_scene(scene, target, cameras, sh_degree, on_progress, restoration)
 
@@ -344,7 +344,7 @@ class WorkerRuntime:
         return Frame(out["raw"], out["alpha"], out["depth"], out.get("restored"), reply.get("warning"))
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
-                 sh_degree: int | None, on_progress: ProgressCallback | None = None,
+                 sh_degree: int | str | None, on_progress: ProgressCallback | None = None,
                  restoration: str = "fit") -> tuple[bytes, dict]:
         header = {"cmd": "compress", "target": target, "sh_degree": sh_degree, "metadata": _json_safe(scene.metadata),
                   "restoration": restoration,

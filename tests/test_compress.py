@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from exgs_core.camera import orbit_cameras, write_transforms
+from exgs_core.camera import orbit_cameras, sphere_cameras, write_transforms
 from exgs_core.cli import main
 from exgs_core.errors import ExgsError, SceneFormatError
 from exgs_core.io import read_scene, write_scene
 from exgs_core.ugc.compress import (
     INRIA_BYTES_PER_GAUSSIAN,
+    QUANTISATION_LEVELS,
     CompressSettings,
     Target,
     compress,
@@ -36,7 +37,7 @@ def fox_views(fox):
 
 
 @requires_data
-@pytest.mark.parametrize("target", [Target("ratio", 100.0), Target("ratio", 37.0), Target("size", 150_000)])
+@pytest.mark.parametrize("target", [Target("ratio", 100.0), Target("ratio", 37.0), Target("size", 100_000)])
 def test_size_and_ratio_targets_are_met_within_two_percent(fox, fox_views, target):
     result = compress(fox, target, fox_views)
     budget = target.size_in_bytes(len(fox))
@@ -104,6 +105,45 @@ def test_unreachable_targets_and_bad_targets_fail_clearly(fox, fox_views):
         Target("ratio", -2)
     with pytest.raises(SceneFormatError):
         decompress(b"EXGS but not really")
+
+
+@requires_data
+def test_the_quantisation_level_and_method_are_those_that_render_best(fox, fox_views):
+    """At a fixed size coarser levels buy more Gaussians: the level kept is the one with the least check-view
+    error of those tried, a heavier ratio never gets a finer level, and auto keeps the better method."""
+    levels = {}
+    for ratio in (30.0, 150.0):
+        result = compress(fox, Target("ratio", ratio), fox_views)
+        stats = result.stats
+        errors = stats["level_errors"]
+        assert len(errors) >= 2 and stats["quantisation_level"] == min(errors, key=errors.get)
+        assert set(stats["method_errors"]) == {"merge SH 0", "paper SH 0"}  # the fox has no SH bands to try
+        assert min(stats["method_errors"], key=stats["method_errors"].get) == f"{stats['method']} SH 0"
+        header = result.scene.metadata["exgs"]
+        assert header["compression"]["quantisation_level"] == stats["quantisation_level"]
+        assert header["compression"]["method"] == stats["method"]
+        assert header["quantisation"]["means"]["bits"] == QUANTISATION_LEVELS[stats["quantisation_level"]].position_bits
+        levels[ratio] = stats["quantisation_level"]
+    assert levels[150.0] > levels[30.0]
+
+    fixed = compress(fox, Target("ratio", 150.0), fox_views, CompressSettings(method="merge", quantisation_level=0))
+    assert fixed.stats["quantisation_level"] == 0 and fixed.stats["level_errors"] == {}
+    assert len(fixed.scene) < len(result.scene)  # the finest level affords fewer Gaussians
+    with pytest.raises(ValueError, match="quantisation level"):
+        CompressSettings(quantisation_level=len(QUANTISATION_LEVELS))
+
+
+@requires_data
+def test_a_size_is_met_where_merging_makes_the_bytes_grow_as_the_count_falls():
+    """On a mesh-converted object merged Gaussians pack worse than the originals (their shared scales and
+    opacity become distinct values): at 50x fewer Gaussians took almost as many bytes, and the old search
+    ran out of attempts ("even 1 Gaussian takes 500,337 bytes")."""
+    spot = read_scene(MESH2SPLAT_DIR / "spot.splat")
+    target = Target("ratio", 50.0)
+    result = compress(spot, target, sphere_cameras(spot.means, 8, 64, 64),
+                      CompressSettings(method="merge", quantisation_level=0))
+    budget = target.size_in_bytes(len(spot))
+    assert 0.98 * budget <= len(result.data) <= budget and len(result.scene) < len(spot)
 
 
 def test_parse_size_units():

@@ -31,7 +31,7 @@ from ..splat_object import create_splat_object, is_splat_object, replace_splat_d
 class CompressJob:
     """One compression of a world-space scene; run() in this thread or start() a thread. No bpy inside."""
 
-    def __init__(self, scene: GaussianScene, target: dict, cameras: list[Camera] | None, sh_degree: int,
+    def __init__(self, scene: GaussianScene, target: dict, cameras: list[Camera] | None, sh_degree: int | str | None,
                  rt: Any, views: str = "", restoration: str = "fit") -> None:
         self.scene, self.target, self.cameras, self.sh_degree, self.runtime = scene, target, cameras, sh_degree, rt
         self.views = views  # what the scoring views are, for the user
@@ -156,7 +156,8 @@ def prepare_job(context: bpy.types.Context, obj: bpy.types.Object) -> CompressJo
     settings = context.scene.exgs_compress
     scene = scene_of(obj, world_space=True)
     cameras, views = scoring_cameras(context, settings.views, settings.path_views)
-    return CompressJob(scene, target_of(settings), cameras, settings.sh_degree, runtime.get_runtime(), views,
+    sh_degree = "auto" if settings.sh_degree == "AUTO" else int(settings.sh_degree)
+    return CompressJob(scene, target_of(settings), cameras, sh_degree, runtime.get_runtime(), views,
                        "fit" if settings.fit_restoration else "none")
 
 

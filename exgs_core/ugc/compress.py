@@ -1,8 +1,10 @@
 """compress(scene, target) and decompress(data): UGC end to end, without re-optimisation.
 
-Pipeline: significance over scoring views -> voxel sampling of exactly K Gaussians -> adaptive
-amplification -> SH reduction, quantisation and entropy coding into an .exgs container.
-A size or ratio target is met by adjusting K until the encoded file lands within 2% below the target.
+Pipeline: significance over scoring views -> voxel sampling of exactly K Gaussians -> the pruned ones merged
+into the kept ones (or, the paper's path, dropped and the kept amplified) -> SH reduction, quantisation and
+entropy coding into an .exgs container. A size or ratio target is met by adjusting K until the encoded file
+lands within 2% below the target, for each quantisation level tried; the level whose file renders closest to
+the full scene on check views is kept.
 """
 
 from __future__ import annotations
@@ -22,21 +24,38 @@ from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.amplify import Amplification, amplify
 from exgs_core.ugc.merge import Merger
+from exgs_core.ugc.pack import PackSettings
 from exgs_core.ugc.sampling import VoxelGrid, voxel_size_for
 from exgs_core.ugc.significance import significance
 
 SIZE_TOLERANCE = 0.02
 # Defaults chosen by bench/compress.py and the measurements in docs/method.md.
-DEFAULT_SH_DEGREE = 0
+SH_AUTO = "auto"  # the SH degree of SH_AUTO_DEGREES that renders best at the target (scenes with SH only)
+SH_AUTO_DEGREES = (0, 1)
+DEFAULT_SH_DEGREE = SH_AUTO
 DEFAULT_VARIANT = "alpha_t"
 DEFAULT_AMPLIFICATION = Amplification(scale_power=0.1, opacity_power=0.5, max_scale_gain=2.0)
 DEFAULT_VOXEL_COVERAGE = 0.15
 DEFAULT_VOXEL_PROPORTIONAL = None  # None: (coverage, proportional) chosen per scene on check views
 SAMPLING_CANDIDATES = ((0.15, 0.0), (0.15, 0.5), (0.15, 1.0), (0.6, 1.0))  # (voxel coverage, proportional)
 METHODS = ("merge", "paper")
-DEFAULT_METHOD = "merge"
+METHOD_CHOICES = ("auto", *METHODS)  # auto: both, the one whose file renders closer on the check views
+DEFAULT_METHOD = "auto"
 MERGE_SAMPLING = (0.6, 0.5)  # (voxel coverage, proportional) of the merge method: fixed, for every scene and count
-CHECK_VIEWS = 4
+CHECK_VIEWS = 8  # scoring views (at scoring size) on which sampling options and quantisation levels are compared
+# Quantisation levels, finest first. At a fixed file size a coarser level buys more Gaussians; which level
+# renders best depends on the scene and the ratio, so it is chosen by rendered error (docs/method.md).
+QUANTISATION_LEVELS = (
+    PackSettings(),  # 14/7/7/8/8 bits (position, rotation, scale, opacity, colour), SH 5/4/4
+    PackSettings(position_bits=13, rotation_bits=6, scale_bits=6, opacity_bits=7, color_bits=7, sh_bits=(4, 3, 3)),
+    PackSettings(position_bits=12, rotation_bits=5, scale_bits=5, opacity_bits=6, color_bits=6, sh_bits=(4, 3, 3)),
+    PackSettings(position_bits=10, rotation_bits=5, scale_bits=5, opacity_bits=6, color_bits=6, sh_bits=(3, 3, 3)),
+    PackSettings(position_bits=10, rotation_bits=4, scale_bits=4, opacity_bits=5, color_bits=5, sh_bits=(3, 3, 3)),
+    PackSettings(position_bits=9, rotation_bits=4, scale_bits=4, opacity_bits=4, color_bits=5, sh_bits=(3, 3, 3)),
+    PackSettings(position_bits=8, rotation_bits=4, scale_bits=4, opacity_bits=4, color_bits=4, sh_bits=(3, 2, 2)),
+)
+# Where the search over levels starts, by ratio against the INRIA .ply: (ratio below which, level).
+FIRST_LEVEL_BY_RATIO = ((20.0, 0), (40.0, 1), (70.0, 2), (150.0, 3), (np.inf, 4))
 DEFAULT_VIEWS = 24
 SCORING_SIZE = 192
 
@@ -98,22 +117,31 @@ def parse_size(text: str) -> int:
 
 @dataclass
 class CompressSettings:
-    sh_degree: int | None = DEFAULT_SH_DEGREE  # None keeps the scene's degree
+    sh_degree: int | str | None = DEFAULT_SH_DEGREE  # SH_AUTO, a degree, or None: the scene's degree
     variant: str = DEFAULT_VARIANT
     amplification: Amplification = DEFAULT_AMPLIFICATION
     voxel_coverage: float = DEFAULT_VOXEL_COVERAGE
     voxel_proportional: float | None = DEFAULT_VOXEL_PROPORTIONAL
     use_voxels: bool = True
-    method: str = DEFAULT_METHOD  # "merge": pruned Gaussians merge into kept ones; "paper": drop and amplify
+    # "merge": pruned Gaussians merge into kept ones; "paper": drop and amplify; "auto": the better of the two
+    method: str = DEFAULT_METHOD
+    quantisation_level: int | None = None  # index into QUANTISATION_LEVELS; None: chosen by rendered error
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in METHOD_CHOICES:
+            raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHOD_CHOICES)}")
+        if not (self.sh_degree in (None, SH_AUTO) or (isinstance(self.sh_degree, int) and 0 <= self.sh_degree <= 3)):
+            raise ValueError(f"SH degree must be 0..3, {SH_AUTO!r} or None, got {self.sh_degree!r}")
+        level = self.quantisation_level
+        if level is not None and not (isinstance(level, int) and 0 <= level < len(QUANTISATION_LEVELS)):
+            raise ValueError(f"quantisation level must be 0..{len(QUANTISATION_LEVELS) - 1} (0 finest) or None, "
+                             f"got {level!r}")
 
     def to_dict(self) -> dict:
         amp = self.amplification
         return {
             "method": self.method, "sh_degree": self.sh_degree, "score": self.variant,
+            "quantisation_level": self.quantisation_level,
             "voxel_sampling": self.use_voxels,
             "voxel_coverage": self.voxel_coverage,
             "amplification": {"scale_power": amp.scale_power, "opacity_power": amp.opacity_power,
@@ -166,57 +194,92 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
         scores = significance(scene, cameras, settings.variant,
                               on_view=lambda i: report("scoring", (i + 1) / len(cameras)))
     score_time = time.perf_counter() - start
-    encoder = _Encoder(scene, scores, settings, target, cameras, report)
-    count = encoder.initial_count()
-    data, kept = encoder.encode(count)
-    byte_budget = target.size_in_bytes(len(scene))
-    for attempt in range(10):
-        within = byte_budget is None or (1 - SIZE_TOLERANCE) * byte_budget <= len(data) <= byte_budget
-        if within and not encoder.preview:
-            break
-        if within:
-            encoder.preview = False  # the count found unmerged, now merged
-        else:
-            count = encoder.next_count(count, len(data), byte_budget)
-        data, kept = encoder.encode(count)
-        report("packing", (attempt + 1) / 10)
-    if encoder.preview:  # the search ran out of attempts unmerged
-        encoder.preview = False
-        data, kept = encoder.encode(count)
-    if byte_budget is not None and len(data) > byte_budget:
-        raise ExgsError(f"cannot reach {target.describe()}: even 1 Gaussian takes {len(data):,} bytes")
+    checks = _CheckViews(scene, cameras)
+    methods = METHODS if settings.method == "auto" else (settings.method,)
+    degrees = SH_AUTO_DEGREES if settings.sh_degree == SH_AUTO else (settings.sh_degree,)
+    degrees = tuple(d for d in degrees if d is None or d == 0 or d <= scene.sh_degree) or (0,)
+    encoders: list[_Encoder] = []
+    level = None
+    for method in methods:  # each method at the first degree, then the best method at the others
+        encoders.append(_encode(scene, scores, settings, method, degrees[0], target, checks, report, level))
+        level = encoders[-1].level  # the next search starts there
+    chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
+    for degree in degrees[1:]:
+        encoders.append(_encode(scene, scores, settings, chosen.method, degree, target, checks, report, chosen.level))
+    chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
+    data, kept = chosen.encoding
 
     decoded = decode_exgs(data)
     stats = _stats(scene, decoded, data, score_time, time.perf_counter() - start, len(cameras), target)
-    stats["selection_seconds"] = round(encoder.selection_seconds, 3)  # choosing the sampling on check views
-    stats["merge_seconds"] = round(encoder.merge_seconds, 3)
-    stats["packing_seconds"] = round(encoder.packing_seconds, 3)
-    stats["method"] = settings.method
+    stats["selection_seconds"] = round(sum(e.selection_seconds for e in encoders), 3)  # sampling choice
+    stats["merge_seconds"] = round(sum(e.merge_seconds for e in encoders), 3)
+    stats["packing_seconds"] = round(sum(e.packing_seconds for e in encoders), 3)
+    stats["method"] = chosen.method
+    stats["sh_degree"] = chosen.sh_degree
+    stats["method_errors"] = ({f"{e.method} SH {e.sh_degree}": round(e.error(), 8) for e in encoders}
+                             if len(encoders) > 1 else {})
+    stats["quantisation_level"] = chosen.level
+    stats["quantisation_seconds"] = round(sum(e.level_seconds for e in encoders), 3)
+    stats["level_errors"] = {level: round(error, 8) for level, error in sorted(chosen.level_errors.items())}
     report("done", 1.0)
     return CompressResult(data, decoded, kept, stats)
 
 
+def _encode(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, method: str, sh_degree: int | None,
+            target: Target, checks: "_CheckViews", report: ProgressCallback, first_level: int | None) -> "_Encoder":
+    """An encoder of `method` and `sh_degree` that has written its best file for `target`."""
+    encoder = _Encoder(scene, scores, settings, method, sh_degree, target, checks, report)
+    budget = target.size_in_bytes(len(scene))
+    if budget is None:  # a fixed count: nothing to trade against precision, so the finest level
+        encoder.level = settings.quantisation_level or 0
+        encoder.encoding = encoder.encode(encoder.initial_count())
+    else:
+        encoder.encoding = encoder.best_within(budget, first_level)
+    return encoder
+
+
+class _CheckViews:
+    """A few of the scoring views at scoring size, and the full scene's renders from them (made on first use):
+    what sampling options, quantisation levels and methods are compared on."""
+
+    def __init__(self, scene: GaussianScene, cameras: Sequence):
+        self.scene = scene
+        self.cameras = at_scoring_size(list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS])
+        self.references: list | None = None
+
+    def error(self, candidate: GaussianScene) -> float:
+        """Summed mean squared error of `candidate`'s renders against the full scene's."""
+        from exgs_core.render import render
+
+        if self.references is None:
+            self.references = [render(self.scene, c, backend="torch").rgb for c in self.cameras]
+        return sum(float(((render(candidate, c, backend="torch").rgb - reference) ** 2).mean())
+                   for c, reference in zip(self.cameras, self.references))
+
+
 class _Encoder:
-    """Encodes the best K Gaussians for any K.
+    """Encodes the best K Gaussians for any K, with one method.
 
     The voxel size and the proportional share are fixed at the first K, so later adjustments stay cheap.
     """
 
-    def __init__(self, scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target,
-                 cameras: Sequence, report: ProgressCallback):
+    def __init__(self, scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, method: str,
+                 sh_degree: int | None, target: Target, checks: _CheckViews, report: ProgressCallback):
         self.scene, self.scores, self.settings, self.target, self.report = scene, scores, settings, target, report
-        self.check_cameras = list(cameras)[:: max(1, len(cameras) // CHECK_VIEWS)][:CHECK_VIEWS]
+        self.method, self.sh_degree, self.checks = method, sh_degree, checks
+        self.encoding: tuple[bytes, np.ndarray] | None = None  # what this method wrote in the end
+        self.level = 0  # index into QUANTISATION_LEVELS of what encode() writes
+        self.level_errors: dict[int, float] = {}  # check-view error of each level tried
+        self.level_seconds = 0.0  # the whole search over levels (its packs and merges included)
         self.selection_seconds = 0.0
         self.merge_seconds = 0.0  # all merges of the size search
         self.packing_seconds = 0.0  # all encodes of the size search
         self.grids: dict[float, VoxelGrid] = {}  # per voxel coverage; the voxel size is fixed at the first K
         self.coverage = settings.voxel_coverage
         self.proportional = settings.voxel_proportional
-        self.merged = settings.method == "merge"
+        self.merged = method == "merge"
         self.merger: Merger | None = None
-        # While True, encode() packs the kept Gaussians unmerged: a cheap first search for the count, since
-        # merging changes the bytes per Gaussian little (docs/method.md); the final count is always merged.
-        self.preview = self.merged and target.kind != "keep"
+        self.preview = False  # True while _fit looks for the count on unmerged packs (merge method)
         if self.merged and self.proportional is None:
             self.coverage, self.proportional = MERGE_SAMPLING
         # Amplification is tried on and off when it is enabled and the sampling is chosen by measurement.
@@ -232,23 +295,91 @@ class _Encoder:
         guess_bytes_per_gaussian = 12.0 + 3.0 * (self._degree() + 1) ** 2
         return int(np.clip(budget / guess_bytes_per_gaussian, 1, n))
 
-    def next_count(self, count: int, size: int, budget: int) -> int:
+    def best_within(self, budget: int, first: int | None = None) -> tuple[bytes, np.ndarray]:
+        """The file within `budget` bytes whose scene renders closest to the full scene on the check views,
+        over the quantisation levels: a descent from a first guess by ratio to the level whose neighbours both
+        render worse (at a fixed size, quality rises and then falls as the levels get coarser)."""
+        if self.settings.quantisation_level is not None or not self.checks.cameras:
+            self.level = self.settings.quantisation_level
+            if self.level is None:
+                self.level = first_level(INRIA_BYTES_PER_GAUSSIAN * len(self.scene) / budget)
+            return self._fit(budget)
+        started = time.perf_counter()
+        encodings: dict[int, tuple[bytes, np.ndarray]] = {}
+
+        def error(level: int) -> float:
+            if level not in encodings:
+                self.level = level
+                encodings[level] = self._fit(budget)
+                self.level_errors[level] = self.checks.error(decode_exgs(encodings[level][0]))
+            return self.level_errors[level]
+
+        level = first_level(INRIA_BYTES_PER_GAUSSIAN * len(self.scene) / budget) if first is None else first
+        for step in (-1, 1):
+            moved = False
+            while 0 <= level + step < len(QUANTISATION_LEVELS) and error(level + step) < error(level):
+                level, moved = level + step, True
+            if moved:
+                break
+        self.level = level
+        self.level_seconds = time.perf_counter() - started
+        return encodings[level]
+
+    def _fit(self, budget: int) -> tuple[bytes, np.ndarray]:
+        """The file of the most Gaussians within `budget` bytes (and at most 2% below it when reachable)."""
+        count = self.initial_count()
+        if self.merged:  # find the count on unmerged packs first: merging changes the bytes per Gaussian little
+            self.preview = True
+            count = self._search(count, budget, attempts=8)[0]
+            self.preview = False
+        _, data, kept = self._search(count, budget, attempts=10)
+        return data, kept
+
+    def _search(self, count: int, budget: int, attempts: int) -> tuple[int, bytes, np.ndarray]:
+        """(count, file, kept) of the largest count within budget met, by secant steps inside a bracket (safe
+        where the bytes do not grow in proportion to the count: merged Gaussians of mesh objects)."""
         n = len(self.scene)
-        aim = budget * (1 - SIZE_TOLERANCE / 2)
-        if size > budget and count == 1:
-            return 1
-        per_gaussian = max(size / max(count, 1), 0.5)
-        return int(np.clip(count + (aim - size) / per_gaussian, 1, n))
+        below: tuple[int, int, bytes, np.ndarray] | None = None  # the largest count within budget so far
+        above: tuple[int, int] | None = None  # the smallest count over budget so far
+        slope = None  # bytes per Gaussian between the last two tries (the marginal cost, not the average)
+        previous: tuple[int, int] | None = None
+        for attempt in range(attempts):
+            data, kept = self.encode(count)
+            self.report("packing", (attempt + 1) / attempts)
+            if previous is not None and previous[0] != count and len(data) != previous[1]:
+                slope = (len(data) - previous[1]) / (count - previous[0])
+            previous = (count, len(data))
+            if len(data) <= budget:
+                if below is None or count > below[0]:
+                    below = (count, len(data), data, kept)
+                if len(data) >= (1 - SIZE_TOLERANCE) * budget or count >= n:
+                    break
+            elif above is None or count < above[0]:
+                above = (count, len(data))
+            next_count = _next_count(below[:2] if below else None, above, budget, n, slope)
+            if next_count is None:
+                break
+            count = next_count
+        while below is None:  # out of attempts above the budget: halve until a file fits
+            count = max(1, count // 2)
+            data, kept = self.encode(count)
+            if len(data) <= budget:
+                below = (count, len(data), data, kept)
+            elif count == 1:
+                raise ExgsError(f"cannot reach {self.target.describe()}: even 1 Gaussian takes {len(data):,} bytes")
+        return below[0], below[2], below[3]
 
     def encode(self, count: int) -> tuple[bytes, np.ndarray]:
         kept, pruned = self.select(count)
         start = time.perf_counter()
-        header = {"compression": {**self.settings.to_dict(), "voxel_coverage": self.coverage,
+        header = {"compression": {**self.settings.to_dict(), "method": self.method, "sh_degree": self.sh_degree,
+                                  "voxel_coverage": self.coverage,
                                   "voxel_proportional": self.proportional,
-                                  "amplified": self.amplified,
+                                  "amplified": self.amplified, "quantisation_level": self.level,
                                   "target": {"kind": self.target.kind, "value": self.target.value},
                                   "kept": len(kept), "input_count": len(self.scene)}}
-        data = encode_exgs(pruned, sh_degree=self.settings.sh_degree, extra_header=header)
+        data = encode_exgs(pruned, QUANTISATION_LEVELS[self.level], sh_degree=self.sh_degree,
+                           extra_header=header)
         self.packing_seconds += time.perf_counter() - start
         return data, kept
 
@@ -300,12 +431,8 @@ class _Encoder:
         amplification helps where pruning opens holes but can blur a lightly pruned scene (docs/method.md).
         """
         amplify_option = self.settings.amplification.enabled
-        if not self.check_cameras:
+        if not self.checks.cameras:
             return (self.settings.voxel_coverage, 1.0), amplify_option
-        from exgs_core.render import render
-
-        references = [render(self.scene, c, backend="torch").rgb for c in self.check_cameras]
-
         errors: dict[tuple[tuple[float, float], bool], float] = {}
 
         def error(option: tuple[tuple[float, float], bool]) -> float:
@@ -313,8 +440,7 @@ class _Encoder:
                 (coverage, proportional), amplified = option
                 keep = self._voxel_keep(count, coverage, proportional)
                 _, candidate = self._kept(keep, amplified, coverage, count)
-                errors[option] = sum(float(((render(candidate, c, backend="torch").rgb - ref) ** 2).mean())
-                                     for c, ref in zip(self.check_cameras, references))
+                errors[option] = self.checks.error(candidate)
                 self.report("sampling", len(errors) / (len(SAMPLING_CANDIDATES) + 1))
             return errors[option]
 
@@ -323,9 +449,40 @@ class _Encoder:
             best = min([best, (best[0], False)], key=error)
         return best
 
+    def error(self) -> float:
+        """The check-view error of what this method wrote."""
+        if self.level not in self.level_errors:
+            self.level_errors[self.level] = self.checks.error(decode_exgs(self.encoding[0]))
+        return self.level_errors[self.level]
+
     def _degree(self) -> int:
-        degree = self.settings.sh_degree
+        degree = self.sh_degree
         return self.scene.sh_degree if degree is None else min(degree, self.scene.sh_degree)
+
+
+def first_level(ratio: float) -> int:
+    """Where the search over quantisation levels starts for a ratio against the INRIA .ply."""
+    return next(level for below, level in FIRST_LEVEL_BY_RATIO if ratio < below)
+
+
+def _next_count(below: tuple[int, int] | None, above: tuple[int, int] | None, budget: int, n: int,
+                slope: float | None = None) -> int | None:
+    """The next count to try given (count, bytes) of the largest count within budget and of the smallest over
+    it, and the last measured bytes per added Gaussian; None when there is nothing left between them."""
+    aim = budget * (1 - SIZE_TOLERANCE / 2)
+    if below and above:
+        (low, low_size), (high, high_size) = below, above
+        if high - low <= 1:
+            return None
+        guess = low + (aim - low_size) * (high - low) / max(high_size - low_size, 1)
+        margin = max(1, (high - low) // 8)  # the bracket shrinks by an eighth at least
+        return int(np.clip(round(guess), low + margin, high - margin))
+    count, size = below or above  # type: ignore[misc]
+    per_gaussian = slope if slope is not None and slope > 0 else size / max(count, 1)
+    guess = count + (aim - size) / max(per_gaussian, 0.5)
+    if below:
+        return None if count >= n else int(np.clip(guess, count + 1, n))
+    return None if count <= 1 else int(np.clip(guess, 1, count - 1))
 
 
 def _stats(original: GaussianScene, decoded: GaussianScene, data: bytes, score_time: float, total_time: float,
