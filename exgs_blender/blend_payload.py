@@ -109,7 +109,8 @@ def _on_save_pre(*_: Any) -> None:
             continue
         if not matches_payload(mesh):
             for key in PAYLOAD_PROPERTIES:  # edited: the attributes are the truth now
-                del mesh[key]
+                if mesh.get(key) is not None:
+                    del mesh[key]
             continue
         stash = _stash(mesh)
         if stash is not None:

@@ -126,7 +126,7 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
         mesh.attributes["position"].data.foreach_set("vector", positions)
         np.save(args["dir"] + "/edited.npy", positions)
         bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/edited.blend")
-        result["edited_payload"] = mesh.get("exgs_payload") is not None
+        result["edited_payload"] = [key for key in mesh.keys() if key.startswith("exgs_payload")]
     """), blender_extension, args={"dir": str(tmp_path), "playbot": str(playbot), "fox": str(fox)})
     assert saved["objects"] == ["fox ExGS", "playbot"]
 
@@ -157,6 +157,16 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
         np.save(args["dir"] + "/edited_reloaded.npy", positions)
         result["edited_payload"] = mesh.get("exgs_payload") is not None
         result["fox_payload"] = bpy.data.objects["fox ExGS"].data.get("exgs_payload") is not None
+
+        # Appended objects are decoded (blend_import_post); linked ones (read-only) are decoded when read.
+        bpy.ops.wm.open_mainfile(filepath=args["dir"] + "/empty.blend")
+        blend = args["dir"] + "/scene.blend"
+        bpy.ops.wm.append(directory=blend + "/Object/", filename="playbot")
+        bpy.ops.wm.link(directory=blend + "/Object/", filename="fox ExGS")
+        appended, linked = bpy.data.objects["playbot"], bpy.data.objects["fox ExGS"]
+        result["appended"] = len(appended.data.vertices)
+        result["linked"] = [len(linked.data.vertices), len(splat_object.scene_from_object(linked).means)]
+        dump(args["dir"] + "/appended.npz")
     """), blender_extension, args={"dir": str(tmp_path)})
     assert reloaded["props"] == saved["props"]
     _assert_same_npz(tmp_path / "before.npz", tmp_path / "reloaded.npz")
@@ -167,6 +177,12 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
     np.testing.assert_array_equal(np.load(tmp_path / "edited_reloaded.npy"), np.load(tmp_path / "edited.npy"))
     assert not reloaded["edited_payload"] and reloaded["fox_payload"]
+    assert reloaded["appended"] == 3000 and reloaded["linked"] == [0, 2000]
+    with np.load(tmp_path / "before.npz") as before_arrays, np.load(tmp_path / "appended.npz") as appended:
+        playbot = [key for key in before_arrays.files if key.startswith("playbot/")]
+        assert sorted(key for key in appended.files if key.startswith("playbot/")) == sorted(playbot)
+        for key in playbot:
+            assert before_arrays[key].tobytes() == appended[key].tobytes(), key
 
 
 def _assert_same_npz(a: Path, b: Path) -> None:
