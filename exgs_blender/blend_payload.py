@@ -139,7 +139,7 @@ def _on_load(*_: Any) -> None:
 
 def _stash(mesh: bpy.types.Mesh) -> _Stash | None:
     count = len(mesh.vertices)
-    attributes = []
+    attributes: list[tuple[str, str, np.ndarray]] = []
     for attribute in mesh.attributes:
         values = _read(attribute, count)
         if values is None:

@@ -16,8 +16,10 @@ Representation (format version SPLAT_VERSION):
   The modifier only changes the evaluated geometry: the raw Gaussians are always read from the original mesh,
   so nothing of the display set-up can alter them.
 
-Everything is stored in the .blend (no reference to the source file). Arrays move with foreach_set /
-foreach_get on flat float32 numpy arrays.
+Everything is stored in the .blend (no reference to the source file). A mesh made from .exgs bytes (import,
+Compress) also keeps those bytes ("exgs_payload", with "exgs_payload_matrix" and "exgs_payload_fingerprint"):
+a saved .blend then holds the bytes instead of the attributes while they are unchanged (blend_payload.py).
+Arrays move with foreach_set / foreach_get on flat float32 numpy arrays.
 """
 
 from __future__ import annotations
