@@ -14,6 +14,7 @@ from types import ModuleType
 
 MODULES: list[str] = [
     "operators.io",
+    "blend_payload",
     "native_splats",
     "properties",
     "runtime",

@@ -16,8 +16,10 @@ Representation (format version SPLAT_VERSION):
   The modifier only changes the evaluated geometry: the raw Gaussians are always read from the original mesh,
   so nothing of the display set-up can alter them.
 
-Everything is stored in the .blend (no reference to the source file). Arrays move with foreach_set /
-foreach_get on flat float32 numpy arrays.
+Everything is stored in the .blend (no reference to the source file). A mesh made from .exgs bytes (import,
+Compress) also keeps those bytes ("exgs_payload", with "exgs_payload_matrix" and "exgs_payload_fingerprint"):
+a saved .blend then holds the bytes instead of the attributes while they are unchanged (blend_payload.py).
+Arrays move with foreach_set / foreach_get on flat float32 numpy arrays.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, cast
 import bpy
 import numpy as np
 
-from exgs_core.io.exgs import Restoration, inria_ratio
+from exgs_core.io.exgs import Restoration, decode_exgs, inria_ratio
 from exgs_core.scene import GaussianScene, decompose_similarity
 from exgs_core.sh import num_sh_bases, sh0_to_rgb
 
@@ -38,6 +40,12 @@ MATERIAL_NAME = "ExGS Splat"
 COLOR_ATTRIBUTE = "exgs_color"
 RESTORATION_PROPERTY = "exgs_restoration"  # Restoration.to_text() of the .exgs file the Gaussians came from
 INPUT_COUNT_PROPERTY = "exgs_input_count"  # Gaussians the .exgs was compressed from: its ratio survives an export
+# The .exgs bytes the Gaussians were decoded from, the matrix applied after decoding (when any) and a fingerprint
+# of the mesh as decoded: a saved .blend keeps the payload instead of the expanded attributes (blend_payload.py).
+PAYLOAD_PROPERTY = "exgs_payload"
+PAYLOAD_MATRIX_PROPERTY = "exgs_payload_matrix"
+FINGERPRINT_PROPERTY = "exgs_payload_fingerprint"
+PAYLOAD_PROPERTIES = (PAYLOAD_PROPERTY, PAYLOAD_MATRIX_PROPERTY, FINGERPRINT_PROPERTY)
 RADIUS_INPUT = "Radius Factor"
 RATIO_INPUT = "Display Ratio"
 # The viewport shows at most about this many Gaussians (a random subset of larger scenes; the modifier's
@@ -109,6 +117,8 @@ def check_transform(obj: bpy.types.Object, matrix: np.ndarray) -> None:
 def splat_problem(obj: bpy.types.Object) -> str | None:
     """One line when a splat object lost its Gaussians (e.g. its display modifier was applied), else None."""
     mesh = _mesh_of(obj)
+    if len(mesh.vertices) == 0 and mesh.get(PAYLOAD_PROPERTY) is not None:
+        return None  # linked from a .blend that keeps the payload: F12 and export decode it
     missing = [name for name in ("opacity", "scale_0", "rot_0", "f_dc_0") if mesh.attributes.get(name) is None]
     return f"{obj.name!r} has no {', '.join(missing)}. {APPLIED_MODIFIER_HINT}" if missing else None
 
@@ -201,18 +211,12 @@ def _transposed(array: np.ndarray, chunk: int = 1024) -> np.ndarray:
 
 
 def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
-    count = len(scene)
-    mesh.vertices.add(count)
-    _position(mesh).data.foreach_set("vector", _flat(scene.means))
-    for name, values in _columns(scene).items():
-        attribute = cast(bpy.types.FloatAttribute, mesh.attributes.new(name, "FLOAT", "POINT"))
-        attribute.data.foreach_set("value", _flat(values))
-    color = cast(bpy.types.FloatColorAttribute, mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT"))
-    color.data.foreach_set("color", _flat(_display_colors(scene)))
-    mesh.color_attributes.active_color_name = COLOR_ATTRIBUTE
-    mesh.color_attributes.default_color_name = COLOR_ATTRIBUTE
+    fill_geometry(mesh, scene)
     mesh["exgs_splat"] = SPLAT_VERSION
     mesh["exgs_sh_degree"] = scene.sh_degree
+    for key in PAYLOAD_PROPERTIES:  # new Gaussians: a payload kept for the old ones no longer describes them
+        if mesh.get(key) is not None:
+            del mesh[key]
     ratio = inria_ratio(scene)  # set by .exgs files made by compression; gone when other data replaces them
     for key in ("exgs_inria_ratio", INPUT_COUNT_PROPERTY):
         if mesh.get(key) is not None:
@@ -227,6 +231,21 @@ def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
         mesh[RESTORATION_PROPERTY] = restoration.to_text()
     elif mesh.get(RESTORATION_PROPERTY) is not None:
         del mesh[RESTORATION_PROPERTY]
+
+
+def fill_geometry(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
+    """Add `scene`'s Gaussians to an empty mesh: positions, the splat attributes and the display colour.
+
+    Deterministic: the same scene always gives the same bytes (a .blend rebuilds meshes from their payload)."""
+    mesh.vertices.add(len(scene))
+    _position(mesh).data.foreach_set("vector", _flat(scene.means))
+    for name, values in _columns(scene).items():
+        attribute = cast(bpy.types.FloatAttribute, mesh.attributes.new(name, "FLOAT", "POINT"))
+        attribute.data.foreach_set("value", _flat(values))
+    color = cast(bpy.types.FloatColorAttribute, mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT"))
+    color.data.foreach_set("color", _flat(_display_colors(scene)))
+    mesh.color_attributes.active_color_name = COLOR_ATTRIBUTE
+    mesh.color_attributes.default_color_name = COLOR_ATTRIBUTE
 
 
 def _source_properties(scene: GaussianScene) -> dict[str, Any]:
@@ -247,6 +266,28 @@ def _display_colors(scene: GaussianScene) -> np.ndarray:
 
 
 def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
+    if len(mesh.vertices) == 0 and mesh.get(PAYLOAD_PROPERTY) is not None:
+        decoded = payload_scene(mesh)  # a mesh linked from a saved .blend stays as saved: decode it here
+        scene = GaussianScene(decoded.means, decoded.quats, decoded.log_scales, decoded.opacity_logits, decoded.sh)
+    else:
+        scene = _read_attributes(mesh)
+    scene.metadata.update(_stored_source(mesh))
+    if mesh.get(INPUT_COUNT_PROPERTY) is not None:  # an export to .exgs keeps the ratio
+        scene.metadata["exgs"] = {"compression": {"input_count": int(mesh[INPUT_COUNT_PROPERTY])}}
+    restoration = stored_restoration(mesh)
+    if restoration is not None:
+        scene.metadata["restoration"] = restoration
+    return scene
+
+
+def payload_scene(mesh: bpy.types.Mesh) -> GaussianScene:
+    """The Gaussians of the .exgs payload kept with a splat mesh, in object space (as fill_geometry takes them)."""
+    scene = decode_exgs(bytes(mesh[PAYLOAD_PROPERTY]))
+    matrix = mesh.get(PAYLOAD_MATRIX_PROPERTY)
+    return scene if matrix is None else scene.transformed(np.array(matrix, dtype=np.float64).reshape(4, 4))
+
+
+def _read_attributes(mesh: bpy.types.Mesh) -> GaussianScene:
     count = len(mesh.vertices)
     degree = int(mesh.get("exgs_sh_degree", 0))
     k = num_sh_bases(degree)
@@ -265,12 +306,6 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
         other_rows[0],
         _transposed(sh_rows).reshape(count, k, 3),
     )
-    scene.metadata.update(_stored_source(mesh))
-    if mesh.get(INPUT_COUNT_PROPERTY) is not None:  # an export to .exgs keeps the ratio
-        scene.metadata["exgs"] = {"compression": {"input_count": int(mesh[INPUT_COUNT_PROPERTY])}}
-    restoration = stored_restoration(mesh)
-    if restoration is not None:
-        scene.metadata["restoration"] = restoration
     return scene
 
 

@@ -9,7 +9,7 @@ successful job: a cancelled or failed run leaves it untouched.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 import bpy
 import numpy as np
@@ -20,6 +20,7 @@ from exgs_core.io.exgs import decode_exgs
 from exgs_core.worker import Cancelled
 
 from .. import runtime
+from ..blend_payload import attach_payload
 from .io import OperatorResult
 from ..engine import render_camera
 from ..properties import read_stats, store_stats
@@ -176,7 +177,8 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
     assert job.data is not None and job.stats is not None
     decoded = decode_exgs(job.data)
     matrix = np.array(obj.matrix_world, dtype=np.float64)
-    local = decoded if np.allclose(matrix, np.eye(4), atol=0) else decoded.transformed(np.linalg.inv(matrix))
+    to_local = None if np.allclose(matrix, np.eye(4), atol=0) else np.linalg.inv(matrix)
+    local = decoded if to_local is None else decoded.transformed(to_local)
     source = info_of(obj)["source_name"] or obj.name
     if not source.endswith(" (ExGS)"):
         source = f"{source} (ExGS)"
@@ -198,6 +200,7 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
             obj.hide_render = True
         result.select_set(True)
         context.view_layer.objects.active = result
+    attach_payload(cast(bpy.types.Mesh, result.data), job.data, to_local)  # what a saved .blend keeps
     store_stats(result, job.stats)
     return result
 

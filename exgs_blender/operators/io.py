@@ -21,6 +21,7 @@ from bpy.props import CollectionProperty, EnumProperty, FloatProperty, StringPro
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Matrix
 
+from ..blend_payload import attach_payload
 from ..native_splats import is_any_splat, scene_of
 from ..splat_object import create_splat_object
 from exgs_core.errors import ExgsError, NotGaussianPlyError
@@ -177,6 +178,8 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
             selected.select_set(False)
         for path, scene in scenes:
             obj = create_splat_object(scene, _object_name(path), context.collection)
+            if scene.metadata.get("format") == "exgs":  # a saved .blend keeps these bytes, not the attributes
+                attach_payload(cast(bpy.types.Mesh, obj.data), path.read_bytes())
             obj.matrix_world = matrix
             obj.select_set(True)
             context.view_layer.objects.active = obj
