@@ -274,12 +274,6 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
     return scene
 
 
-def stored_restoration_text(obj: bpy.types.Object) -> str | None:
-    """Restoration.to_text() of the fitted restoration kept with a splat object, or None."""
-    restoration = stored_restoration(_mesh_of(obj))
-    return None if restoration is None else restoration.to_text()
-
-
 def stored_restoration(mesh: bpy.types.Mesh) -> Restoration | None:
     """The fitted restoration kept with this splat mesh (from its .exgs file), or None."""
     text = mesh.get(RESTORATION_PROPERTY)
