@@ -26,7 +26,7 @@ from exgs_core.worker import Correction, Frame
 
 from . import runtime
 from .native_splats import info_of, is_any_splat, native_layout, scene_of
-from .splat_object import check_transform, is_splat_object, stored_restoration
+from .splat_object import check_transform, is_splat_object, restoration_of
 
 RAW_PASS = "ExGS Raw"
 ALPHA_PASS = "ExGS Alpha"
@@ -198,7 +198,7 @@ class ObjectRestoration:
 
 def object_restoration(obj: bpy.types.Object) -> ObjectRestoration:
     """Read from the object's data (custom properties: milliseconds, on the main thread)."""
-    stored = stored_restoration(obj.original.data) if is_splat_object(obj) else None
+    stored = restoration_of(obj) if is_splat_object(obj) else None
     ratio = info_of(obj)["inria_ratio"]  # None for native objects: never compressed
     if stored is None:
         return ObjectRestoration(None, None, ratio)

@@ -274,6 +274,11 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
     return scene
 
 
+def restoration_of(obj: bpy.types.Object) -> Restoration | None:
+    """The fitted restoration kept with a splat object (from its .exgs file), or None."""
+    return stored_restoration(_mesh_of(obj))
+
+
 def stored_restoration(mesh: bpy.types.Mesh) -> Restoration | None:
     """The fitted restoration kept with this splat mesh (from its .exgs file), or None."""
     text = mesh.get(RESTORATION_PROPERTY)

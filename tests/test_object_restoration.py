@@ -14,7 +14,7 @@ import pytest
 from exgs_core.camera import Camera, blender_camera_to_camera
 from exgs_core.io.exgs import decode_exgs
 from exgs_core.painter.fit import scene_restorer
-from exgs_core.painter.restore import object_shares, restore, restore_objects
+from exgs_core.painter.restore import object_share, restore, restore_objects
 from exgs_core.render import render
 from exgs_core.scene import GaussianScene
 from exgs_core.worker import Correction, render_frame
@@ -92,7 +92,7 @@ def test_one_painter_with_a_strength_per_object() -> None:
     for mask, strength in ((koala_only, 1.0), (spot_only, 0.3)):
         np.testing.assert_allclose(out[mask], restore(raw, alpha, painter, strength)[mask], atol=1e-6)
     shared = (coverage[..., 0] > 0.05) & (coverage[..., 1] > 0.05)
-    shares = object_shares(alpha, coverage)
+    shares = np.stack([object_share(alpha, coverage, k) for k in range(2)], axis=-1)
     np.testing.assert_allclose(shares.sum(-1)[alpha > 0], 1.0, atol=1e-5)
     if shared.any():  # pixels both objects show get the correction in proportion to what each shows
         wanted = restore(raw, alpha, painter, shares[..., 0] + 0.3 * shares[..., 1])

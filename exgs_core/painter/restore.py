@@ -88,7 +88,7 @@ def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer,
 def restore_objects(render: np.ndarray, alpha: np.ndarray, coverage: np.ndarray | None,
                     corrections: Sequence[tuple[Restorer, float]]) -> np.ndarray:
     """A frame of several objects, each object k corrected by its own painter at its own strength where it shows:
-    out = raw + sum_k w_k s_k (painter_k(raw) - raw), w_k = object_shares(alpha, coverage)[..., k].
+    out = raw + sum_k w_k s_k (painter_k(raw) - raw), w_k = object_share(alpha, coverage, k).
 
     `coverage` (H, W, K): what object k's Gaussians add to alpha (render(..., groups=...)); None when one
     correction covers the whole scene (w = 1: exactly restore(render, alpha, painter, strength)). Objects without
@@ -104,19 +104,19 @@ def restore_objects(render: np.ndarray, alpha: np.ndarray, coverage: np.ndarray 
         return np.asarray(restore(raw, alpha, painter, float(strength)), np.float32)
     if coverage.shape != raw.shape[:2] + (len(corrections),):
         raise ValueError(f"coverage must be (H, W, {len(corrections)}), got shape {coverage.shape}")
-    shares = object_shares(np.asarray(alpha, np.float32), np.asarray(coverage, np.float32))
+    alpha, coverage = np.asarray(alpha, np.float32), np.asarray(coverage, np.float32)
     strengths: dict[int, tuple[Restorer, np.ndarray]] = {}
     for k, (painter, strength) in enumerate(corrections):
         _, total = strengths.get(id(painter), (painter, np.zeros(raw.shape[:2], np.float32)))
-        strengths[id(painter)] = (painter, total + float(strength) * shares[..., k])
+        strengths[id(painter)] = (painter, total + float(strength) * object_share(alpha, coverage, k))
     out = raw.copy()
     for painter, strength_map in strengths.values():
         out += np.asarray(restore(raw, alpha, painter, strength_map), np.float32) - raw
     return np.clip(out, 0.0, 1.0)
 
 
-def object_shares(alpha: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    """(H, W, K): how much of object k's correction each pixel gets.
+def object_share(alpha: np.ndarray, coverage: np.ndarray, k: int) -> np.ndarray:
+    """(H, W): how much of object k's correction each pixel gets (one object at a time: bounded memory).
 
     Where something shows (alpha > 0): coverage_k / alpha, the object's share of what the pixel shows. Not that
     share times alpha: a frame of one object is restored in full at every pixel, soft edges included (that is
@@ -126,10 +126,10 @@ def object_shares(alpha: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     is restored exactly as when it is alone (its correction also paints the few pixels just past a compressed
     object's edge, where the full scene still had Gaussians), and objects that are not in the frame get nothing.
     """
-    total = alpha[..., None]
-    shown = np.clip(coverage / np.maximum(total, 1e-12), 0.0, 1.0)
-    frame = coverage.sum(axis=(0, 1), dtype=np.float64) / max(float(alpha.sum(dtype=np.float64)), 1e-12)
-    return np.where(total > 0, shown, frame.astype(np.float32)).astype(np.float32)
+    own = coverage[..., k]
+    shown = np.clip(own / np.maximum(alpha, 1e-12), 0.0, 1.0)
+    frame = float(own.sum(dtype=np.float64)) / max(float(alpha.sum(dtype=np.float64)), 1e-12)
+    return np.where(alpha > 0, shown, np.float32(frame)).astype(np.float32)
 
 
 def _painted(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer) -> torch.Tensor:
