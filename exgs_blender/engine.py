@@ -22,11 +22,11 @@ import numpy as np
 from exgs_core.camera import Camera, FLIP_YZ, blender_camera_to_camera
 from exgs_core.painter.strength import strength_for_ratio
 from exgs_core.scene import GaussianScene
-from exgs_core.worker import Frame
+from exgs_core.worker import Correction, Frame
 
 from . import runtime
 from .native_splats import info_of, is_any_splat, native_layout, scene_of
-from .splat_object import check_transform, is_splat_object, stored_restoration_text
+from .splat_object import check_transform, is_splat_object, restoration_of
 
 RAW_PASS = "ExGS Raw"
 ALPHA_PASS = "ExGS Alpha"
@@ -185,28 +185,69 @@ def splat_objects(depsgraph: bpy.types.Depsgraph, viewport: bool = False) -> lis
     return list(seen.values())
 
 
-def restoration_strength(settings: Any, objects: Iterable[bpy.types.Object]) -> float:
-    """The share of GaussPainter's correction for a frame of these objects (0: no restoration).
+@dataclass(frozen=True)
+class ObjectRestoration:
+    """What can restore one splat object: its own fitted restoration (Restoration.to_text() and validated
+    strength, from its .exgs file; None without one) and its compression ratio against the INRIA .ply (None:
+    never compressed), which sets GaussPainter's strength "By Compression"."""
 
-    "By Compression": the strength for the most compressed object (strength_for_ratio); objects that were never
-    compressed need no restoration.
-    """
+    fitted: str | None
+    fitted_strength: float | None
+    ratio: float | None
+
+
+def object_restoration(obj: bpy.types.Object) -> ObjectRestoration:
+    """Read from the object's data (custom properties: milliseconds, on the main thread)."""
+    stored = restoration_of(obj) if is_splat_object(obj) else None
+    ratio = info_of(obj)["inria_ratio"]  # None for native objects: never compressed
+    if stored is None:
+        return ObjectRestoration(None, None, ratio)
+    return ObjectRestoration(stored.to_text(), float(stored.strength), ratio)
+
+
+def generic_strength(settings: Any, ratio: float | None) -> float:
+    """The share of GaussPainter's correction for an object compressed `ratio` times (None: never compressed);
+    0 while GaussPainter is off. "By Compression": strength_for_ratio; objects never compressed need none."""
     if not settings.use_restore:
         return 0.0
     if settings.strength_mode == "MANUAL":
         return float(settings.strength)
-    ratios = [info_of(obj)["inria_ratio"] for obj in objects]  # None for native objects: never compressed
-    return max((strength_for_ratio(ratio) for ratio in ratios if ratio is not None), default=0.0)
+    return strength_for_ratio(ratio) if ratio is not None else 0.0
+
+
+def object_correction(settings: Any, own: ObjectRestoration, start: int, stop: int) -> Correction | None:
+    """How the object whose Gaussians are [start, stop) of the frame's scene is restored; None: it stays raw.
+
+    Its own fitted restoration at its validated strength while Fitted Restoration is on (a validated strength 0
+    means its file found no correction that helps: GaussPainter is not tried instead); otherwise GaussPainter at
+    generic_strength (off by default: nothing showed that the generic painter helps objects it was not fitted to).
+    """
+    if settings.use_fitted and own.fitted is not None:
+        return Correction(start, stop, own.fitted_strength, own.fitted) if own.fitted_strength else None
+    strength = generic_strength(settings, own.ratio)
+    return Correction(start, stop, strength) if strength > 0 else None
 
 
 @dataclass
 class WorldParts:
-    """The splat objects of a frame: each object-space scene and its world matrix (None: identity), and a key
-    that changes when any data or transform changes. Cheap to make on the main thread; build() (the costly
-    transform, seconds for 1M Gaussians) runs on any thread and keeps the last scene it built."""
+    """The splat objects of a frame: each object-space scene and its world matrix (None: identity), what can
+    restore each object, and a key that changes when any data or transform changes. Cheap to make on the main
+    thread; build() (the costly transform, seconds for 1M Gaussians) runs on any thread and keeps the last scene
+    it built (the objects' Gaussians concatenated in this order)."""
 
     key: str
     parts: list[tuple[GaussianScene, np.ndarray | None]]
+    restorations: list[ObjectRestoration]
+
+    def corrections(self, settings: Any) -> tuple[Correction, ...]:
+        """One Correction per object that is restored (each applied only where its object shows)."""
+        found, start = [], 0
+        for (local, _), own in zip(self.parts, self.restorations):
+            correction = object_correction(settings, own, start, start + len(local))
+            if correction is not None:
+                found.append(correction)
+            start += len(local)
+        return tuple(found)
 
     def build(self) -> GaussianScene:
         with _built_lock:
@@ -229,7 +270,7 @@ def world_parts(objects: Iterable[bpy.types.Object], unchanged: Callable[[bpy.ty
 
     ValueError naming the object when its transform is not a rotation with uniform scale.
     """
-    keys, parts = [], []
+    keys, parts, restorations = [], [], []
     for obj in objects:
         fingerprint, local = _local_scene(obj, reuse=unchanged is not None and unchanged(obj))
         matrix = np.array(obj.matrix_world, dtype=np.float64)
@@ -238,36 +279,10 @@ def world_parts(objects: Iterable[bpy.types.Object], unchanged: Callable[[bpy.ty
             check_transform(obj, matrix)
         keys.append(fingerprint + matrix.tobytes().hex())
         parts.append((local, None if identity else matrix))
+        restorations.append(object_restoration(obj))
     if not parts:
         return None
-    return WorldParts(hashlib.blake2b("|".join(keys).encode(), digest_size=16).hexdigest(), parts)
-
-
-def fitted_restoration(settings: Any, objects: list[bpy.types.Object]) -> tuple[str, float] | None:
-    """(Restoration.to_text(), strength) when the frame shows exactly one splat object and it holds a fitted
-    restoration (from its .exgs file) that the user has not switched off; None otherwise.
-
-    The restoration was fitted on frames of that object alone. With several objects in the frame it is not
-    applied (restoring one object's pixels through the others' alpha is not done yet), nor is GaussPainter
-    (raw frames: nothing showed that the generic painter helps objects it was not fitted to).
-    """
-    if not settings.use_fitted or len(objects) != 1:
-        return None
-    text = stored_restoration_text(objects[0]) if is_splat_object(objects[0]) else None
-    info = info_of(objects[0])
-    if text is None or not info["restoration_strength"]:
-        return None
-    return text, float(info["restoration_strength"])
-
-
-def frame_restoration(settings: Any, objects: list[bpy.types.Object]) -> tuple[float, tuple[str, float] | None]:
-    """(GaussPainter strength, fitted restoration) for a frame of these objects: an object's own fitted
-    restoration replaces GaussPainter; frames mixing it with other objects stay raw (see fitted_restoration)."""
-    fitted = fitted_restoration(settings, objects)
-    if fitted is not None or (settings.use_fitted and any(
-            info_of(obj)["restoration_strength"] is not None for obj in objects)):
-        return 0.0, fitted
-    return restoration_strength(settings, objects), None
+    return WorldParts(hashlib.blake2b("|".join(keys).encode(), digest_size=16).hexdigest(), parts, restorations)
 
 
 def world_scene(objects: Iterable[bpy.types.Object]) -> tuple[str, GaussianScene] | None:
@@ -276,15 +291,16 @@ def world_scene(objects: Iterable[bpy.types.Object]) -> tuple[str, GaussianScene
     return None if found is None else (found.key, found.build())
 
 
-def ensure_scene(rt: runtime.Runtime, objects: list[bpy.types.Object]) -> str | None:
-    """Send the current splat scene to the runtime when it changed; its key, or None with no splat objects.
-    An unchanged scene (same data and transforms) is not rebuilt: animation frames that move nothing are cheap."""
+def ensure_scene(rt: runtime.Runtime, objects: list[bpy.types.Object]) -> WorldParts | None:
+    """Send the current splat scene to the runtime when it changed; its parts (their key names it in the
+    runtime), or None with no splat objects. An unchanged scene (same data and transforms) is not rebuilt:
+    animation frames that move nothing are cheap."""
     found = world_parts(objects)
     if found is None:
         return None
     if not rt.has_scene(found.key):
         rt.load_scene(found.key, found.build())
-    return found.key
+    return found
 
 
 def viewport_parts(depsgraph: bpy.types.Depsgraph, first: bool) -> WorldParts | None:
@@ -306,11 +322,10 @@ class ViewRequest:
     key: str
     camera: Camera
     background: tuple[float, float, float]
-    restore: float  # restoration strength, 0: raw only
+    corrections: tuple[Correction, ...]  # WorldParts.corrections(): empty renders raw
     weights: str | None
     preview_scale: float
     still_delay: float
-    fitted: tuple[str, float] | None = None  # the object's own fitted restoration (text, strength), not GaussPainter
     # Sent to the runtime when it lacks `key`: a scene, or a function building it (called on the renderer's thread).
     scene: GaussianScene | Callable[[], GaussianScene] | None = field(default=None, compare=False)
 
@@ -385,8 +400,8 @@ class ViewportRenderer:
                     self._publish(request, rt.render(request.key, camera, request.background), False)
                     if not self._still(request):
                         continue
-                frame = rt.render(request.key, request.camera, request.background, request.restore, request.weights,
-                                  request.fitted)
+                frame = rt.render(request.key, request.camera, request.background, request.corrections,
+                                  request.weights)
                 self._publish(request, frame, True)
                 self.error = None
             except Exception as error:  # shown in the viewport; the next request tries again
@@ -411,8 +426,7 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._viewport: ViewportRenderer | None = None
-        self._view_key: str | None = None
-        self._view_scene: Callable[[], GaussianScene] | None = None
+        self._view_parts: WorldParts | None = None
         self._view_updated = False
         self._frame_ready = False
         self._texture: Any = None
@@ -438,16 +452,15 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
             settings = scene.exgs_render  # type: ignore[attr-defined]
             rt = runtime.get_runtime()
             self.update_stats("ExGS", "Reading splat objects")
-            key = ensure_scene(rt, splat_objects(depsgraph))
+            found = ensure_scene(rt, splat_objects(depsgraph))
             if self.test_break():
                 return
             self.update_stats("ExGS", "Rendering" + _first_run_note())
-            if key is None:
+            if found is None:
                 frame = _empty_frame(camera, display_background(scene))
             else:
-                strength, fitted = frame_restoration(settings, splat_objects(depsgraph))
-                frame = rt.render(key, camera, display_background(scene), strength,
-                                  weights_folder(settings), fitted)
+                frame = rt.render(found.key, camera, display_background(scene), found.corrections(settings),
+                                  weights_folder(settings))
         except Exception as error:  # reported in Blender's render report, like other engines' errors
             self.report({"ERROR"}, f"ExGS: {error}")
             return
@@ -486,11 +499,12 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         except Exception as error:
             found = None
             self.report({"ERROR"}, f"ExGS: {error}")
-        self._view_key, self._view_scene = (found.key, found.build) if found is not None else (None, None)
+        self._view_parts = found
 
     def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:  # type: ignore[override]
         region, region_3d, scene = context.region, context.region_data, depsgraph.scene
-        if self._view_key is None or region is None or region_3d is None or scene is None:
+        parts = self._view_parts
+        if parts is None or region is None or region_3d is None or scene is None:
             return
         try:
             camera = camera_from_matrices(region.width, region.height, np.array(region_3d.window_matrix),
@@ -503,9 +517,8 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         except ValueError as error:
             self.report({"ERROR"}, f"ExGS: {error}")
             weights = None
-        strength, fitted = frame_restoration(settings, splat_objects(depsgraph, viewport=True))
-        request = ViewRequest(self._view_key, camera, display_background(scene), strength, weights,
-                              settings.preview_scale, settings.still_delay, fitted=fitted, scene=self._view_scene)
+        request = ViewRequest(parts.key, camera, display_background(scene), parts.corrections(settings), weights,
+                              settings.preview_scale, settings.still_delay, scene=parts.build)
         self._viewport_renderer().request(request)
         latest = self._viewport.latest() if self._viewport is not None else None
         if latest is not None:

@@ -66,7 +66,7 @@ class ExgsRenderSettings(bpy.types.PropertyGroup):
     use_fitted: BoolProperty(  # type: ignore[valid-type]
         name="Fitted Restoration", default=True,
         description="Restore a compressed object with the correction fitted to it when it was compressed "
-                    "(stored in its .exgs file); used instead of GaussPainter when the frame shows that object alone",
+                    "(stored in its .exgs file), only where that object shows; used instead of GaussPainter",
     )
     use_restore: BoolProperty(  # type: ignore[valid-type]
         name="GaussPainter Restoration", default=False,
@@ -78,7 +78,7 @@ class ExgsRenderSettings(bpy.types.PropertyGroup):
         name="Strength",
         items=[("AUTO", "By Compression", "Full strength from 100x, none below 60x or on objects never "
                 "compressed: the shipped weights only help heavily compressed frames (docs/painter.md)"),
-               ("MANUAL", "Manual", "The same strength for every frame")],
+               ("MANUAL", "Manual", "The same strength for every object without a fitted restoration")],
         default="AUTO",
     )
     strength: FloatProperty(  # type: ignore[valid-type]

@@ -309,10 +309,9 @@ def _read_attributes(mesh: bpy.types.Mesh) -> GaussianScene:
     return scene
 
 
-def stored_restoration_text(obj: bpy.types.Object) -> str | None:
-    """Restoration.to_text() of the fitted restoration kept with a splat object, or None."""
-    restoration = stored_restoration(_mesh_of(obj))
-    return None if restoration is None else restoration.to_text()
+def restoration_of(obj: bpy.types.Object) -> Restoration | None:
+    """The fitted restoration kept with a splat object (from its .exgs file), or None."""
+    return stored_restoration(_mesh_of(obj))
 
 
 def stored_restoration(mesh: bpy.types.Mesh) -> Restoration | None:

@@ -4,7 +4,7 @@ Blender's own Python lacks torch and numba. The extension then starts a worker: 
 exgs_core and its runtime (torch, numba, diffusers). Both paths share the same interface (`Runtime`):
 
     load_scene(key, scene)                       once per scene version
-    render(key, camera, background, restore, weights, fitted=None) -> Frame   fitted: (restoration text, strength)
+    render(key, camera, background, corrections, weights) -> Frame     corrections: one Correction per restored object
     compress(scene, target, cameras, sh_degree, on_progress) -> (exgs bytes, stats)
 
 Worker protocol, pickle-free: every message is one line of UTF-8 JSON (the header) followed by the raw bytes of
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
@@ -54,6 +54,25 @@ class Frame:
     @property
     def combined(self) -> np.ndarray:
         return self.raw if self.restored is None else self.restored
+
+
+@dataclass(frozen=True)
+class Correction:
+    """How one object of the loaded scene is restored: its Gaussians are [start, stop) of the scene, `strength`
+    the share of the correction applied (0..1), and `fitted` its own fitted restoration (Restoration.to_text()),
+    or None for GaussPainter (the request's weights). Objects without a Correction render raw."""
+
+    start: int
+    stop: int
+    strength: float
+    fitted: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict) -> "Correction":
+        return Correction(int(data["start"]), int(data["stop"]), float(data["strength"]), data.get("fitted"))
 
 
 # --- message framing --------------------------------------------------------------------------------------
@@ -138,6 +157,7 @@ def load_painter_cached(weights: str | None) -> tuple[Any, str | None]:
 
 
 _fitted: dict[str, Any] = {}
+FITTED_CACHED = 16  # modules kept (one per object with a fitted restoration; each is a few KB)
 
 
 def fitted_module_cached(text: str) -> Any:
@@ -146,34 +166,35 @@ def fitted_module_cached(text: str) -> Any:
         from exgs_core.io.exgs import Restoration
         from exgs_core.painter.fit import restoration_module
 
-        _fitted.clear()  # one at a time: a scene's restoration is small, switching scenes is rare
+        if len(_fitted) >= FITTED_CACHED:
+            _fitted.pop(next(iter(_fitted)))
         _fitted[text] = restoration_module(Restoration.from_text(text))
     return _fitted[text]
 
 
 def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-                 restore: float = 0.0, weights: str | None = None, fitted: Sequence | None = None) -> Frame:
-    """Raw render of `scene` from `camera`, and the GaussPainter restoration of it when asked and possible.
-
-    `restore` is the restoration strength in [0, 1] (0: none; True means 1). `fitted` = (Restoration.to_text(),
-    strength): the scene's own fitted restoration, used instead of GaussPainter.
+                 corrections: Sequence[Correction] = (), weights: str | None = None) -> Frame:
+    """Raw render of `scene` from `camera`, restored where `corrections` ask (each object by its own correction,
+    only where it shows: painter.restore.restore_objects). GaussPainter corrections need `weights` (empty: the
+    shipped ones); without them those objects stay raw and Frame.warning says why.
     """
     from exgs_core.render import render
 
-    out = render(scene, camera, background=tuple(background))
-    frame = Frame(out.rgb.numpy(), out.alpha.numpy(), out.depth.numpy())
-    if fitted:
-        from exgs_core.painter.restore import restore as restore_frame
+    active = [c for c in corrections if c.strength > 0]
+    painter, warning = load_painter_cached(weights) if any(c.fitted is None for c in active) else (None, None)
+    active = [c for c in active if c.fitted is not None or painter is not None]
+    # One correction for the whole scene (a frame of one object) needs no coverage: it applies everywhere.
+    whole = len(active) == 1 and (active[0].start, active[0].stop) == (0, len(scene))
+    groups = [] if whole else [(c.start, c.stop) for c in active]
+    out = render(scene, camera, background=tuple(background), groups=groups)
+    frame = Frame(out.rgb.numpy(), out.alpha.numpy(), out.depth.numpy(), warning=warning)
+    if active:
+        from exgs_core.painter.restore import restore_objects
 
-        module = fitted_module_cached(str(fitted[0]))
-        frame.restored = np.asarray(restore_frame(frame.raw, frame.alpha, module, float(fitted[1])), np.float32)
-    elif restore > 0:
-        painter, frame.warning = load_painter_cached(weights)
-        if painter is not None:
-            from exgs_core.painter.restore import restore as restore_frame
-
-            frame.restored = np.asarray(restore_frame(frame.raw, frame.alpha, painter, float(restore)),
-                                        dtype=np.float32)
+        restorers = [(fitted_module_cached(c.fitted) if c.fitted is not None else painter, c.strength)
+                     for c in active]
+        coverage = None if out.coverage is None else out.coverage.numpy()
+        frame.restored = restore_objects(frame.raw, frame.alpha, coverage, restorers)
     return frame
 
 
@@ -255,10 +276,10 @@ class InProcessRuntime:
             self._scenes[key] = scene
 
     def render(self, key: str, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-               restore: float = 0.0, weights: str | None = None, fitted: Sequence | None = None) -> Frame:
+               corrections: Sequence[Correction] = (), weights: str | None = None) -> Frame:
         with self._lock:
             scene = self._scenes[key]
-            return render_frame(scene, camera, background, restore, weights, fitted)
+            return render_frame(scene, camera, background, corrections, weights)
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
                  sh_degree: int | str | None, on_progress: ProgressCallback | None = None,
@@ -334,13 +355,13 @@ class WorkerRuntime:
             self._scene_key = key
 
     def render(self, key: str, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
-               restore: float = 0.0, weights: str | None = None, fitted: Sequence | None = None) -> Frame:
+               corrections: Sequence[Correction] = (), weights: str | None = None) -> Frame:
         with self._lock:
             if self._scene_key != key:
                 raise WorkerError(f"the worker does not hold scene {key!r}; call load_scene first")
             reply, out = self._request({"cmd": "render", "camera": camera_to_json(camera),
-                                        "background": list(background), "restore": float(restore), "weights": weights,
-                                        "fitted": list(fitted) if fitted else None})
+                                        "background": list(background), "weights": weights,
+                                        "corrections": [c.to_json() for c in corrections]})
         return Frame(out["raw"], out["alpha"], out["depth"], out.get("restored"), reply.get("warning"))
 
     def compress(self, scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None,
@@ -386,8 +407,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             elif command == "render":
                 if scene is None:
                     raise ExgsError("no scene loaded")
+                corrections = [Correction.from_json(c) for c in header.get("corrections") or ()]
                 frame = render_frame(scene, camera_from_json(header["camera"]), header.get("background", (0, 0, 0)),
-                                     float(header.get("restore") or 0.0), header.get("weights"), header.get("fitted"))
+                                     corrections, header.get("weights"))
                 out = {"raw": frame.raw, "alpha": frame.alpha, "depth": frame.depth}
                 if frame.restored is not None:
                     out["restored"] = frame.restored

@@ -1,4 +1,5 @@
 """restore(render, alpha, painter): one frame in, one restored frame out, at any resolution.
+restore_objects(): a frame of several objects, each restored by its own painter and strength where it shows.
 
 Frames above TILE_ABOVE pixels go through the painter in overlapping tiles (TILE pixels square, TILE_OVERLAP
 shared with each neighbour, blended with linear ramps), so memory stays bounded at any resolution: the whole
@@ -8,6 +9,7 @@ shared with each neighbour, blended with linear ramps), so memory stays bounded 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,12 +22,15 @@ TILE_OVERLAP = 64  # pixels shared by neighbouring tiles, blended linearly
 TILE_ABOVE = 1024 * 1024  # frames with more pixels than this are restored in tiles
 
 
+Strength = float | np.ndarray | torch.Tensor  # one share of the correction for the frame, or one per pixel (H, W)
+
+
 def restore(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor, painter: Restorer,
-            strength: float = 1.0) -> np.ndarray | torch.Tensor:
+            strength: Strength = 1.0) -> np.ndarray | torch.Tensor:
     """Restore a raw render (H, W, 3) in [0, 1] of a compressed scene, given its alpha (H, W).
 
-    `strength` scales the painter's correction (0: the raw render, 1: the painter's output); see
-    strength_for_ratio().
+    `strength` scales the painter's correction (0: the raw render, 1: the painter's output), for the whole
+    frame or per pixel ((H, W); see restore_objects); see strength_for_ratio().
 
     Any size works: the frame is padded (reflect, or edge-replicate when too small to reflect) to the model's
     grid and cropped back. Returns (H, W, 3) in [0, 1]: a numpy float32 array for numpy input, otherwise a
@@ -33,6 +38,13 @@ def restore(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor,
     """
     as_numpy = isinstance(render, np.ndarray)
     rgb, mask = frame_tensors(render, alpha)
+    if isinstance(strength, (np.ndarray, torch.Tensor)) and strength.ndim == 2:
+        if tuple(strength.shape) != tuple(rgb.shape[1:]):
+            raise ValueError(f"strength must be one number or (H, W) = {tuple(rgb.shape[1:])}, got shape "
+                             f"{tuple(strength.shape)}")
+        strength = torch.as_tensor(strength).to("cpu", torch.float32).reshape(1, 1, *rgb.shape[1:])
+    else:
+        strength = float(strength)
     out = restore_batch(rgb[None], mask[None], painter, strength)[0]
     out = out.permute(1, 2, 0).contiguous()
     return out.numpy() if as_numpy else out
@@ -54,18 +66,70 @@ def frame_tensors(render: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.T
     return rgb, mask
 
 
-def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer, strength: float = 1.0) -> torch.Tensor:
-    """(B, 3, H, W) colour + (B, 1, H, W) mask -> (B, 3, H, W) restored in [0, 1], float32 on rgb's device."""
-    if strength <= 0.0:
+def restore_batch(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer,
+                  strength: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """(B, 3, H, W) colour + (B, 1, H, W) mask -> (B, 3, H, W) restored in [0, 1], float32 on rgb's device.
+    `strength`: a number, or a (B, 1, H, W) tensor of one strength per pixel."""
+    per_pixel = isinstance(strength, torch.Tensor)
+    if (float(strength.max()) if per_pixel else strength) <= 0.0:
         return rgb.float().clamp(0.0, 1.0)
     height, width = rgb.shape[-2:]
     if height * width > TILE_ABOVE:
         out = _painted_tiles(rgb, mask, painter, TILE, TILE_OVERLAP)
     else:
         out = _painted(rgb, mask, painter)
-    if strength < 1.0:
+    if per_pixel:
+        out = rgb.float() + strength.to(out.device) * (out - rgb.float())
+    elif strength < 1.0:
         out = rgb.float() + strength * (out - rgb.float())
     return out.clamp(0.0, 1.0)
+
+
+def restore_objects(render: np.ndarray, alpha: np.ndarray, coverage: np.ndarray | None,
+                    corrections: Sequence[tuple[Restorer, float]]) -> np.ndarray:
+    """A frame of several objects, each object k corrected by its own painter at its own strength where it shows:
+    out = raw + sum_k w_k s_k (painter_k(raw) - raw), w_k = object_share(alpha, coverage, k).
+
+    `coverage` (H, W, K): what object k's Gaussians add to alpha (render(..., groups=...)); None when one
+    correction covers the whole scene (w = 1: exactly restore(render, alpha, painter, strength)). Objects without
+    a correction are not in `coverage`, so the pixels only they show stay raw. Each distinct painter runs once,
+    with a per-pixel strength (the sum of its objects' w_k s_k); painting runs in tiles like restore().
+    Returns (H, W, 3) float32 in [0, 1].
+    """
+    raw = np.asarray(render, np.float32)
+    if coverage is None:
+        if len(corrections) != 1:
+            raise ValueError("without coverage exactly one correction applies to the frame")
+        painter, strength = corrections[0]
+        return np.asarray(restore(raw, alpha, painter, float(strength)), np.float32)
+    if coverage.shape != raw.shape[:2] + (len(corrections),):
+        raise ValueError(f"coverage must be (H, W, {len(corrections)}), got shape {coverage.shape}")
+    alpha, coverage = np.asarray(alpha, np.float32), np.asarray(coverage, np.float32)
+    strengths: dict[int, tuple[Restorer, np.ndarray]] = {}
+    for k, (painter, strength) in enumerate(corrections):
+        _, total = strengths.get(id(painter), (painter, np.zeros(raw.shape[:2], np.float32)))
+        strengths[id(painter)] = (painter, total + float(strength) * object_share(alpha, coverage, k))
+    out = raw.copy()
+    for painter, strength_map in strengths.values():
+        out += np.asarray(restore(raw, alpha, painter, strength_map), np.float32) - raw
+    return np.clip(out, 0.0, 1.0)
+
+
+def object_share(alpha: np.ndarray, coverage: np.ndarray, k: int) -> np.ndarray:
+    """(H, W): how much of object k's correction each pixel gets (one object at a time: bounded memory).
+
+    Where something shows (alpha > 0): coverage_k / alpha, the object's share of what the pixel shows. Not that
+    share times alpha: a frame of one object is restored in full at every pixel, soft edges included (that is
+    what its correction was fitted and validated on), so a pixel only one object shows gets that object's whole
+    correction, whatever its alpha; pixels several objects show split it.
+    Where nothing shows (alpha = 0): the object's share of the whole frame's coverage. So a frame of one object
+    is restored exactly as when it is alone (its correction also paints the few pixels just past a compressed
+    object's edge, where the full scene still had Gaussians), and objects that are not in the frame get nothing.
+    """
+    own = coverage[..., k]
+    shown = np.clip(own / np.maximum(alpha, 1e-12), 0.0, 1.0)
+    frame = float(own.sum(dtype=np.float64)) / max(float(alpha.sum(dtype=np.float64)), 1e-12)
+    return np.where(alpha > 0, shown, np.float32(frame)).astype(np.float32)
 
 
 def _painted(rgb: torch.Tensor, mask: torch.Tensor, painter: Restorer) -> torch.Tensor:

@@ -26,6 +26,7 @@ class RenderOutput:
     rgb: torch.Tensor  # (H, W, 3) display-referred colours, background composited
     alpha: torch.Tensor  # (H, W) accumulated opacity
     depth: torch.Tensor  # (H, W) expected depth (camera z), 0 where nothing was hit
+    coverage: torch.Tensor | None = None  # (H, W, K): what each of render()'s `groups` adds to alpha
 
 
 def resolve_backend(backend: str = "auto") -> str:
@@ -49,15 +50,38 @@ def gsplat_available() -> bool:
 
 
 def render(scene, camera, background: Sequence[float] = (0.0, 0.0, 0.0), sh_degree: int | None = None,
-           backend: str = "auto") -> RenderOutput:
-    """Render a GaussianScene from a Camera (OpenCV convention); tensors are on the CPU."""
+           backend: str = "auto", groups: Sequence[tuple[int, int]] = ()) -> RenderOutput:
+    """Render a GaussianScene from a Camera (OpenCV convention); tensors are on the CPU.
+
+    `groups`: Gaussian index ranges [start, stop) (e.g. the objects of a concatenated scene). RenderOutput.coverage
+    then holds, per range, the opacity its Gaussians add to each pixel (the sum of alpha_i T_i over them, so
+    what it shows behind whatever is in front of it; ranges covering the scene sum to alpha), from the same
+    compositing pass as the colours.
+    """
     degree = scene.sh_degree if sh_degree is None else min(sh_degree, scene.sh_degree)
     params = scene_tensors(scene)
+    membership = group_membership(len(scene), groups)
     if resolve_backend(backend) == "gsplat":
-        return _render_gsplat(params, camera, background, degree)
+        return _render_gsplat(params, camera, background, degree, membership)
     colors = view_colors(params["means"], params["sh"], camera, degree)
-    return rasterize(params["means"], params["quats"], params["scales"], params["opacities"], colors, camera,
-                     background)
+    if membership is None:
+        return rasterize(params["means"], params["quats"], params["scales"], params["opacities"], colors, camera,
+                         background)
+    out = rasterize(params["means"], params["quats"], params["scales"], params["opacities"],
+                    torch.cat([colors, membership], dim=1), camera, background)
+    return RenderOutput(out.rgb[..., :3], out.alpha, out.depth, out.rgb[..., 3:])
+
+
+def group_membership(count: int, groups: Sequence[tuple[int, int]]) -> torch.Tensor | None:
+    """(count, K) float32: 1 where Gaussian i is in range k, else 0; None without groups."""
+    if not groups:
+        return None
+    membership = torch.zeros(count, len(groups), dtype=torch.float32)
+    for k, (start, stop) in enumerate(groups):
+        if not 0 <= start <= stop <= count:
+            raise ValueError(f"group {k} [{start}, {stop}) is outside the scene's {count} Gaussians")
+        membership[start:stop, k] = 1.0
+    return membership
 
 
 def scene_tensors(scene) -> dict[str, torch.Tensor]:
@@ -83,7 +107,7 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
     """Composite Gaussians with per-Gaussian `colors` (N, C>=1) on the CPU.
 
     Differentiable with respect to `colors` and `opacities`; geometry is treated as constant.
-    Returns the first three channels as rgb (or all of them if fewer), alpha and expected depth.
+    Returns every channel as rgb (the background composited into the first three), alpha and expected depth.
     """
     width, height = int(camera.width), int(camera.height)
     viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
@@ -100,7 +124,9 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
         proj.means2d[visible], proj.conics[visible], opacities[visible], channels, isects, width, height
     )
     alpha = 1.0 - final_t
-    bg = torch.as_tensor(background, dtype=torch.float32)[: colors.shape[1]]
+    bg = torch.zeros(colors.shape[1], dtype=torch.float32)
+    shown = min(3, colors.shape[1])
+    bg[:shown] = torch.as_tensor(background, dtype=torch.float32)[:shown]
     color_channels = accumulated[..., : colors.shape[1]] + final_t[..., None] * bg
     depth = accumulated[..., -1] / alpha.clamp(min=1e-10)
     return RenderOutput(rgb=color_channels, alpha=alpha, depth=depth)
@@ -142,8 +168,10 @@ def _kernel_arrays(means2d, conics, opacities, channels, isects) -> tuple[np.nda
     )
 
 
-def _render_gsplat(params: dict[str, torch.Tensor], camera, background, degree: int) -> RenderOutput:
-    """The same render through gsplat's CUDA rasteriser."""
+def _render_gsplat(params: dict[str, torch.Tensor], camera, background, degree: int,
+                   membership: torch.Tensor | None = None) -> RenderOutput:
+    """The same render through gsplat's CUDA rasteriser (coverage: a second pass with the memberships as
+    colours, sh_degree None; not run on this project's CPU-only test machine)."""
     from gsplat import rasterization
 
     device = torch.device("cuda")
@@ -157,7 +185,15 @@ def _render_gsplat(params: dict[str, torch.Tensor], camera, background, degree: 
         eps2d=0.3, near_plane=0.01, far_plane=1e10, packed=False, rasterize_mode="classic",
     )
     alpha = alphas[0, ..., 0].cpu()
-    return RenderOutput(rgb=colors[0, ..., :3].cpu(), alpha=alpha, depth=colors[0, ..., 3].cpu())
+    coverage = None
+    if membership is not None:
+        covered, _, _ = rasterization(
+            p["means"], p["quats"], p["scales"], p["opacities"], membership.to(device), viewmat, K,
+            int(camera.width), int(camera.height), sh_degree=None, render_mode="RGB",
+            eps2d=0.3, near_plane=0.01, far_plane=1e10, packed=False, rasterize_mode="classic",
+        )
+        coverage = covered[0].cpu()
+    return RenderOutput(rgb=colors[0, ..., :3].cpu(), alpha=alpha, depth=colors[0, ..., 3].cpu(), coverage=coverage)
 
 
 def gaussian_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: torch.Tensor,

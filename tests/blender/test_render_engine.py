@@ -28,6 +28,7 @@ from exgs_core.scene import GaussianScene
 from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.blender.exr import read_exr
 from tests.conftest import MESH2SPLAT_DIR, random_gaussians, requires_data
+from tests.fitted_data import WIDE_CAMERA, dilated, fitted_koala, side_by_side
 
 pytestmark = requires_data
 
@@ -281,3 +282,87 @@ def test_f12_restores_with_the_objects_own_fitted_restoration(blender_extension:
     assert _psnr(_srgb(raw[..., :3]), expected.rgb.numpy()) >= 40
     assert _psnr(_srgb(combined[..., :3]), wanted) >= 40 and _psnr(wanted, expected.rgb.numpy()) < 40
     np.testing.assert_array_equal(_pass(off, "Combined", "RGBA"), _pass(off, "ExGS Raw", "RGBA"))
+
+
+def test_f12_restores_each_object_by_its_own_correction(blender_extension: InstalledExtension,
+                                                        tmp_path: Path) -> None:
+    """Two objects side by side: a compressed koala carrying a real fitted restoration and an uncompressed spot.
+    F12 restores the koala's pixels as when it is alone and leaves the spot's pixels raw; with GaussPainter
+    (By Compression) instead, only the compressed koala is painted; the viewport's frame is F12's."""
+    import torch
+
+    from exgs_core.painter.baseline import PixelUNet
+    from exgs_core.painter.weights import save_painter
+
+    model = PixelUNet(channels=(4, 8))
+    torch.nn.init.constant_(model.out.bias, 0.15)  # a visible, predictable painter: rgb + 0.15
+    save_painter(model, tmp_path / "weights")
+    (tmp_path / "koala.exgs").write_bytes(fitted_koala())
+    spot = random_gaussians(MESH2SPLAT_DIR / "spot.splat", 2000, seed=1)
+    write_scene(spot, tmp_path / "spot.splat")
+    koala_world = read_scene(tmp_path / "koala.exgs").transformed(MINUS_Y_UP)
+    offset_k, offset_s, matrix = side_by_side(koala_world, spot.transformed(MINUS_Y_UP))
+    out = run_blender(SETUP + dedent("""
+        from bl_ext.user_default.exgs.exgs_blender import runtime
+        scene = bpy.context.scene
+        objects = []
+        for name, offset in (("koala.exgs", args["offset_k"]), ("spot.splat", args["offset_s"])):
+            assert bpy.ops.import_scene.gaussian_splats(filepath=args["dir"] + "/" + name) == {"FINISHED"}
+            objects.append(bpy.context.active_object)
+            objects[-1].location = offset
+        koala, spot = objects
+        setup_render(scene, args["matrix"])
+        result["ratio"] = splat_object.splat_info(koala)["inria_ratio"]
+        f12(args["dir"] + "/mixed.exr")
+        for shown, path in ((koala, "/koala.exr"), (spot, "/spot.exr")):
+            for obj in objects:
+                obj.hide_render = obj is not shown
+            f12(args["dir"] + path)
+        for obj in objects:
+            obj.hide_render = False
+
+        # The viewport renders through the same corrections (WorldParts.corrections), on its thread.
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        found = engine.world_parts(engine.splat_objects(depsgraph, viewport=True))
+        corrections = found.corrections(scene.exgs_render)
+        result["corrections"] = [[c.start, c.stop, c.strength, c.fitted is not None] for c in corrections]
+        renderer = engine.ViewportRenderer(runtime.get_runtime)
+        renderer.request(engine.ViewRequest(found.key, engine.render_camera(scene, scene.camera),
+                                            engine.display_background(scene), corrections, None, 1.0, 0.0,
+                                            scene=found.build))
+        assert renderer.wait_final(300), renderer.error
+        renderer.stop()
+        np.save(args["dir"] + "/viewport.npy", renderer.latest()[1].combined)
+
+        scene.exgs_render.use_fitted = False  # the koala now follows GaussPainter, on by compression
+        scene.exgs_render.use_restore = True
+        scene.exgs_render.weights = args["dir"] + "/weights"
+        f12(args["dir"] + "/painter.exr")
+    """), blender_extension, args={"dir": str(tmp_path), "camera": WIDE_CAMERA, "world": list(WORLD),
+                                   "matrix": matrix.tolist(), "offset_k": offset_k.tolist(),
+                                   "offset_s": offset_s.tolist()})
+    koala_count = len(koala_world)
+    assert out["corrections"] == [[0, koala_count, 1.0, True]]  # the spot has no correction
+    mixed, koala, spot = (read_exr(tmp_path / f"{n}.exr") for n in ("mixed", "koala", "spot"))
+    koala_alpha, spot_alpha = koala["ViewLayer.ExGS Alpha.X"], spot["ViewLayer.ExGS Alpha.X"]
+    spot_only = (spot_alpha > 0) & (koala_alpha == 0)
+    koala_only = (koala_alpha > 0) & ~dilated(spot_alpha > 0, 5)  # beyond the correction's reach of the spot
+    assert spot_only.sum() > 500 and koala_only.sum() > 500
+    raw, combined = _pass(mixed, "ExGS Raw", "RGBA"), _pass(mixed, "Combined", "RGBA")
+    np.testing.assert_array_equal(combined[spot_only], raw[spot_only])
+    alone = _srgb(_pass(koala, "Combined", "RGB"))
+    restored = _srgb(combined[..., :3])
+    assert np.abs(restored - alone)[koala_only].max() <= 1 / 255
+    assert np.abs(restored - _srgb(raw[..., :3]))[koala_only].mean() > 0.01
+    assert _psnr(np.load(tmp_path / "viewport.npy"), restored) >= 50
+
+    # GaussPainter by compression: strength 1 from 100x for the koala, none for the never-compressed spot.
+    painted = read_exr(tmp_path / "painter.exr")
+    raw, combined = _pass(painted, "ExGS Raw", "RGBA"), _pass(painted, "Combined", "RGBA")
+    np.testing.assert_array_equal(combined[spot_only], raw[spot_only])
+    strength = strength_for_ratio(out["ratio"])
+    assert strength > 0.5
+    wanted = restore(_srgb(raw[..., :3]), painted["ViewLayer.ExGS Alpha.X"], load_painter(tmp_path / "weights"),
+                     strength)
+    assert _psnr(_srgb(combined[..., :3])[koala_only], wanted[koala_only]) >= 40
+    assert np.abs(_srgb(combined[..., :3]) - _srgb(raw[..., :3]))[koala_only].mean() > 0.05

@@ -106,7 +106,7 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         for ratio in (None, 30.0, (60.0 * 100.0) ** 0.5, 200.0):
             if ratio is not None:
                 imported.data["exgs_inria_ratio"] = ratio
-            strengths.append(engine.restoration_strength(scene.exgs_render, [imported]))
+            strengths.append(engine.generic_strength(scene.exgs_render, engine.object_restoration(imported).ratio))
         del imported.data["exgs_inria_ratio"]
         result["auto_strengths"] = strengths
         scene.exgs_render.strength_mode, scene.exgs_render.strength = "MANUAL", 1.0
@@ -125,7 +125,7 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         key, world = engine.world_scene(objects)
         published = []
         renderer = engine.ViewportRenderer(runtime.get_runtime, lambda: published.append(renderer.latest()[2]))
-        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), False, None, 0.5, 0.05, scene=world))
+        renderer.request(engine.ViewRequest(key, view_camera, (0.1, 0.2, 0.3), (), None, 0.5, 0.05, scene=world))
         assert renderer.wait_final(120), renderer.error
         renderer.stop()
         result["published"] = published

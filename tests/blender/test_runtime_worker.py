@@ -9,7 +9,7 @@ import pytest
 
 from exgs_core.camera import orbit_cameras
 from exgs_core.render import render
-from exgs_core.worker import Cancelled, InProcessRuntime, WorkerError, WorkerRuntime
+from exgs_core.worker import Cancelled, Correction, InProcessRuntime, WorkerError, WorkerRuntime
 from tests.conftest import MESH2SPLAT_DIR, random_gaussians, requires_data
 
 pytestmark = requires_data
@@ -71,3 +71,26 @@ def test_worker_compress_matches_in_process_and_cancels(worker, small_scene):
 def test_worker_reports_errors_and_bad_python(small_scene):
     with pytest.raises(WorkerError, match="cannot start"):
         WorkerRuntime("/nonexistent/python").info()
+
+
+def test_worker_restores_each_object_like_in_process(worker, small_scene):
+    """Corrections cross the worker protocol: half of the Gaussians (one "object") restored, the rest raw."""
+    import torch
+
+    from exgs_core.painter.fit import FitResult, ResidualCNN
+
+    torch.manual_seed(0)
+    module = ResidualCNN()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.05 * torch.randn(p.shape))
+    text = FitResult(module, 0.8, 0.5, 30.0, 30.5, -0.1, 0, 10, 1.0, [0.5]).to_restoration().to_text()
+    corrections = [Correction(0, 1500, 0.8, text)]
+    camera = orbit_cameras(small_scene.means, 1, 64, 48)[0]
+    worker.load_scene("spot", small_scene)
+    frame = worker.render("spot", camera, (0.2, 0.3, 0.4), corrections)
+    local = InProcessRuntime()
+    local.load_scene("spot", small_scene)
+    expected = local.render("spot", camera, (0.2, 0.3, 0.4), corrections)
+    assert frame.restored is not None and np.abs(frame.restored - frame.raw).max() > 0.01
+    np.testing.assert_allclose(frame.restored, expected.restored, atol=1e-6)
