@@ -167,7 +167,7 @@ def plot(rows: list[dict], ratios: list[float], methods: list[str], path: Path) 
 
 
 LARGE_SCENE_CHILD = """
-import resource, sys, time
+import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numba, torch
 from exgs_core.io import read_scene
@@ -179,6 +179,7 @@ result = compress(scene, Target("ratio", 100.0), scoring_cameras(scene))
 elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 stats = result.stats
+print(json.dumps({{k: v for k, v in stats.items() if k != "target"}}), file=sys.stderr)
 print(len(scene), len(result.scene), len(result.data), f"{{elapsed:.1f}}", f"{{cpu:.1f}}",
       f"{{stats['scoring_seconds']:.1f}}", f"{{stats['selection_seconds']:.1f}}", f"{{stats['merge_seconds']:.1f}}",
       f"{{stats['packing_seconds']:.1f}}", f"{{peak:.2f}}", numba.get_num_threads(), torch.get_num_threads())
@@ -197,6 +198,7 @@ def large_scene() -> None:
     source = ROOT.parent / "shared" / "data" / "scenes" / "splats_plant.splat"
     code = LARGE_SCENE_CHILD.format(root=str(ROOT), source=str(source))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    print(result.stderr.strip().splitlines()[-1])
     count, kept, size, seconds, cpu, scoring, selection, merging, packing, peak, threads, torch_threads = (
         result.stdout.split())
     print(f"1.5M Gaussians (splats_plant tiled) at 100x: {float(seconds):.1f} s in all, {float(cpu):.1f} s CPU "

@@ -374,6 +374,9 @@ def _print_summary(path: str, stats: dict) -> None:
     print(f"  bytes      {before:,} -> {after:,}" if before else f"  bytes      {after:,}")
     print(f"  ratio      {ratio_input} vs the input file, {stats['ratio_vs_inria_ply']:.1f}x vs the INRIA .ply")
     print(f"  time       {stats['seconds']:.1f} s ({stats['scoring_views']} scoring views)")
+    if "quantisation_level" in stats:
+        print(f"  chosen     method {stats['method']}, quantisation level {stats['quantisation_level']} "
+              f"(0 finest), SH degree {stats['sh_degree']}")
     fitted = stats.get("restoration")
     if fitted is None:
         return
