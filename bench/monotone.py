@@ -3,7 +3,7 @@
 For each scene, compress at every ratio of the sweep (e.g. 80x to 130x in steps of 5) and report PSNR on the
 held-out views of bench/compress.py, and the largest loss of PSNR when the file grows (0 when monotone).
 
-    python bench/monotone.py --scenes fox,donut [--sweep 80:130:5] [--methods merge,paper] [--json out.json]
+    python bench/monotone.py --scenes fox,donut [--sweep 80:130:5] [--methods auto,merge,paper] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", required=True, help="comma-separated name fragments")
     parser.add_argument("--sweep", default="80:130:5", help="first:last:step ratio")
-    parser.add_argument("--methods", default="merge,paper")
+    parser.add_argument("--methods", default="auto")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     first, last, step = (float(v) for v in args.sweep.split(":"))

@@ -178,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ratios", default=",".join(str(r) for r in RATIOS))
     parser.add_argument("--scenes", default=None, help="comma-separated name fragments (default: every scene)")
-    parser.add_argument("--methods", default="merge,paper", help="exgs compress --method values to compare")
+    parser.add_argument("--methods", default="auto,merge,paper", help="exgs compress --method values to compare")
     parser.add_argument("--json", type=Path, default=Path("peer.json"), help="results (read first: resumable)")
     parser.add_argument("--cache", type=Path, default=Path("peer_cache"), help="splat-transform outputs kept here")
     parser.add_argument("--redo", default="", help="comma-separated methods whose rows are dropped and re-measured")

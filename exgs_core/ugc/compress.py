@@ -58,6 +58,7 @@ QUANTISATION_LEVELS = (
 FIRST_LEVEL_BY_RATIO = ((20.0, 0), (40.0, 1), (70.0, 2), (150.0, 3), (np.inf, 4))
 DEFAULT_VIEWS = 24
 SCORING_SIZE = 192
+SELECTIONS_KEPT = 6  # kept and merged scenes remembered per method (a few levels' final counts)
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,7 @@ class _Encoder:
         self.merged = method == "merge"
         self.merger: Merger | None = None
         self.preview = False  # True while _fit looks for the count on unmerged packs (merge method)
-        self.last_selected: tuple[Any, Any] = (None, None)  # ((count, preview), select's answer)
+        self.selected: dict[tuple[int, bool], tuple[np.ndarray, GaussianScene]] = {}  # the last few selections
         if self.merged and self.proportional is None:
             self.coverage, self.proportional = MERGE_SAMPLING
         # Amplification is tried on and off when it is enabled and the sampling is chosen by measurement.
@@ -342,7 +343,7 @@ class _Encoder:
             level, fit_count, fit_bytes = self.last_fit
             per_gaussian = fit_bytes / fit_count * self._raw_bits(self.level) / self._raw_bits(level)
             count = int(np.clip(budget * (1 - SIZE_TOLERANCE / 2) / per_gaussian, 1, len(self.scene)))
-        if self.merged:  # find the count on unmerged packs first: merging changes the bytes per Gaussian little
+        elif self.merged:  # find the count on unmerged packs first: merging changes the bytes per Gaussian little
             self.preview = True
             count = self._search(count, budget, 8, self._estimate)[0]
             self.preview = False
@@ -440,10 +441,13 @@ class _Encoder:
             start = time.perf_counter()
             (self.coverage, self.proportional), self.amplified = self._best_selection(count)
             self.selection_seconds = time.perf_counter() - start
-        if self.last_selected[0] != (count, self.preview):  # the levels' searches often ask for a count again
+        key = (count, self.preview)
+        if key not in self.selected:  # the searches of several levels and the final write ask for counts again
             keep = self._voxel_keep(count, self.coverage, self.proportional)
-            self.last_selected = ((count, self.preview), self._kept(keep, self.amplified, self.coverage, count))
-        return self.last_selected[1]
+            self.selected[key] = self._kept(keep, self.amplified, self.coverage, count)
+            while len(self.selected) > SELECTIONS_KEPT:
+                del self.selected[next(iter(self.selected))]
+        return self.selected[key]
 
     def _grid(self, coverage: float, count: int) -> VoxelGrid:
         if coverage not in self.grids:
