@@ -148,8 +148,10 @@ def timing_line(r: dict) -> str:
             f"{r['numba_threads']} numba / {r['torch_threads']} torch threads")
 
 
-def timing(out: Path, ratio: float) -> None:
+def timing(out: Path, ratio: float, only: list[str] | None) -> None:
     for name, scene in timing_scenes():
+        if only and not any(fragment in name for fragment in only):
+            continue
         row = measure_timing(name, scene, ratio)
         print(timing_line(row), flush=True)
         with out.open("a") as handle:
@@ -175,7 +177,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON-lines results (resumable)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[100.0, 300.0])
-    parser.add_argument("--scenes", nargs="*", help="scene files (default: the held-out scenes)")
+    parser.add_argument("--scenes", nargs="*", help="scene files (default: the held-out scenes); with --timing, "
+                        "fragments of the timing scenes' names")
     parser.add_argument("--fit-steps", type=int, default=None, help="default: the compressor's")
     parser.add_argument("--markdown", action="store_true", help="only print the tables of --out")
     parser.add_argument("--timing", action="store_true",
@@ -183,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if args.timing:
-        timing(out, args.ratios[0])
+        timing(out, args.ratios[0], args.scenes)
         return
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
     if args.markdown:
