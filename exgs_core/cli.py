@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="fit (default): fit a restoration to this scene and store it in the file when it "
                                "validates better than spending its bytes on Gaussians; none: no restoration")
     compress.add_argument("--fit-steps", type=int, default=None,
-                          help="optimisation steps of the restoration's fit (default 3000). The default fit is "
+                          help="optimisation steps of the restoration's fit (default 2500). The default fit is "
                                "deterministic: the same input gives the same file")
     compress.add_argument("--fit-seconds", type=float, default=None,
                           help="cap on the fit's wall time, rendering included (default: none). When it cuts the "

@@ -38,10 +38,10 @@ VALIDATION_VIEWS = 8
 VIEW_SIZE = 192
 STRENGTHS = tuple(round(0.1 * k, 1) for k in range(11))
 MIN_GAIN_DB = 0.02  # below this the correction is not worth its bytes
-# Optimisation steps of the default fit: what 90 CPU-s less pair rendering gave on an idle 2-core machine for
-# scenes of up to 100k Gaussians (3,500-4,200 steps), rounded down so a 200k-Gaussian scene's fit, rendering
-# and validation included, stays within 90 s (docs/painter.md, "Restoration per scene").
-DEFAULT_STEPS = 3000
+# Optimisation steps of the default fit, so a 200k-Gaussian scene's fit, rendering and validation included,
+# stays within 90 s on 2 cores (the old 90 CPU-s budget gave 3,500-4,200 steps on a quiet machine; 2,500 gained
+# as much on held-out scenes: docs/painter.md, "Restoration per scene").
+DEFAULT_STEPS = 2500
 
 ProgressCallback = Callable[[str, float], None]
 
