@@ -38,9 +38,9 @@ VALIDATION_VIEWS = 8
 VIEW_SIZE = 192
 STRENGTHS = tuple(round(0.1 * k, 1) for k in range(11))
 MIN_GAIN_DB = 0.02  # below this the correction is not worth its bytes
-# Optimisation steps of the default fit, so a 200k-Gaussian scene's fit, rendering and validation included,
-# stays within 90 s on 2 cores (the old 90 CPU-s budget gave 3,500-4,200 steps on a quiet machine; 2,500 gained
-# as much on held-out scenes: docs/painter.md, "Restoration per scene").
+# Optimisation steps of the default fit, aiming at 90 s on 2 cores for a 200k-Gaussian scene's whole fit,
+# rendering and validation included. The old 90 CPU-s budget gave 3,500-4,200 steps on a quiet machine; 2,500
+# gained as much on held-out scenes (docs/painter.md, "Restoration per scene").
 DEFAULT_STEPS = 2500
 
 ProgressCallback = Callable[[str, float], None]
