@@ -9,12 +9,19 @@ plain file against restored frames of the fitted file. Results go to a JSON-line
 (scene, ratio), resumable; --markdown prints the tables for docs/results.md.
 
     python bench/restoration.py --out bench_restoration.jsonl [--ratios 100 300] [--scenes ...] [--markdown]
+
+--timing measures instead the time of the default fit, stage by stage (pair rendering, optimisation,
+validation), on 200k-Gaussian scenes made of real ones (cat and koala side by side; splats_plant tiled to 200k)
+and on the 100k cat, at 100x, against compressing the same scene without restoration in the same run:
+
+    python bench/restoration.py --timing --out bench_fit_timing.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +36,8 @@ from exgs_core.painter import fit  # noqa: E402
 from exgs_core.painter.restore import restore_batch  # noqa: E402
 from exgs_core.ugc.compress import CompressSettings, Target, scoring_cameras  # noqa: E402
 from exgs_core.ugc.restoration import RestorationSettings, compress_restored  # noqa: E402
+from exgs_core.scene import GaussianScene  # noqa: E402
+from exgs_core.synthetic import tile_scene  # noqa: E402
 from exgs_core.ugc.significance import significance  # noqa: E402
 from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR  # noqa: E402
 
@@ -38,7 +47,7 @@ TEST_VIEWS = 8
 TEST_SEED = 424242
 
 
-def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, fit_seconds: float) -> dict:
+def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, fit_steps: int) -> dict:
     scene = read_scene(path)
     settings = CompressSettings()
     target = Target("ratio", ratio)
@@ -46,7 +55,7 @@ def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, fit_sec
                               restoration=RestorationSettings("none"))
     start, cpu_start = time.perf_counter(), time.process_time()
     fitted = compress_restored(scene, target, cameras, settings, scores=scores,
-                               restoration=RestorationSettings("fit", fit_seconds))
+                               restoration=RestorationSettings("fit", fit_steps))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     views = fit.jittered_views(scene, TEST_VIEWS, TEST_SEED, distance_range=(0.4, 1.0))
     backgrounds = fit.backgrounds_for(len(views), TEST_SEED)
@@ -80,6 +89,75 @@ def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, fit_sec
     }
 
 
+def timing_scenes() -> list[tuple[str, GaussianScene]]:
+    """(name, scene): two 200k-Gaussian scenes built from real ones, and a real 100k one for comparison."""
+    cat, koala = read_scene(MESH2SPLAT_DIR / "cat.splat"), read_scene(MESH2SPLAT_DIR / "koala.splat")
+    plant = read_scene(SCENES_DIR / "splats_plant.splat")
+    return [("cat + koala side by side", side_by_side(cat, koala)),
+            ("splats_plant tiled", tile_scene(plant, 200_000)), ("cat", cat)]
+
+
+def side_by_side(a: GaussianScene, b: GaussianScene) -> GaussianScene:
+    """`b` moved along x to stand next to `a`, 5% of `a`'s width apart, in one scene."""
+    (a_lo, a_hi), (b_lo, _) = a.bounds(), b.bounds()
+    moved = b.subset(slice(None))
+    shift = np.zeros(3, np.float32)
+    shift[0] = a_hi[0] - b_lo[0] + 0.05 * (a_hi[0] - a_lo[0])
+    moved.means = (b.means + shift).astype(np.float32)
+    return GaussianScene.concatenate([a, moved])
+
+
+def measure_timing(name: str, scene: GaussianScene, ratio: float) -> dict:
+    """Wall and process-CPU seconds of the default fit's stages, and of compressing without restoration."""
+    import numba
+    import torch
+
+    load_before = os.getloadavg()
+    cameras = scoring_cameras(scene)
+    settings = CompressSettings()
+    scores = significance(scene, cameras, settings.variant)
+    target = Target("ratio", ratio)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    plain = compress_restored(scene, target, cameras, settings, scores=scores, restoration=RestorationSettings("none"))
+    plain_seconds, plain_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    start, cpu_start = time.perf_counter(), time.process_time()
+    fitted = compress_restored(scene, target, cameras, settings, scores=scores)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    info = fitted.stats["restoration"]
+    return {"scene": name, "gaussians": len(scene), "ratio": ratio, "decoded_gaussians": len(plain.scene),
+            "plain_compress_seconds": round(plain_seconds, 1), "plain_compress_cpu_seconds": round(plain_cpu, 1),
+            "fitted_compress_seconds": round(seconds, 1), "fitted_compress_cpu_seconds": round(cpu_seconds, 1),
+            **{k: info.get(k) for k in ("fit_views", "validation_views", "view_scale", "steps", "render_seconds",
+                                        "render_cpu_seconds", "optimisation_seconds", "optimisation_cpu_seconds",
+                                        "validation_seconds", "validation_cpu_seconds", "fit_seconds",
+                                        "fit_cpu_seconds", "stored", "gain_db")},
+            "load_before": [round(v, 1) for v in load_before], "load_after": [round(v, 1) for v in os.getloadavg()],
+            "numba_threads": numba.get_num_threads(), "torch_threads": torch.get_num_threads()}
+
+
+def timing_line(r: dict) -> str:
+    return (f"{r['scene']} ({r['gaussians']:,} Gaussians, {r['decoded_gaussians']:,} after {r['ratio']:g}x): "
+            f"fit {r['fit_seconds']} s wall / {r['fit_cpu_seconds']} s CPU = "
+            f"pairs {r['render_seconds']} / {r['render_cpu_seconds']} ({r['fit_views']} + {r['validation_views']} "
+            f"views, scale {r['view_scale']}) + optimisation {r['optimisation_seconds']} / "
+            f"{r['optimisation_cpu_seconds']} ({r['steps']} steps) + validation {r['validation_seconds']} / "
+            f"{r['validation_cpu_seconds']}; {r['fit_seconds'] / r['plain_compress_seconds']:.2f}x the wall time "
+            f"({r['fit_cpu_seconds'] / r['plain_compress_cpu_seconds']:.2f}x the CPU) of compressing without "
+            f"restoration ({r['plain_compress_seconds']} s / {r['plain_compress_cpu_seconds']} s CPU), same run; "
+            f"load average {r['load_before'][0]} -> {r['load_after'][0]} (machine shared), "
+            f"{r['numba_threads']} numba / {r['torch_threads']} torch threads")
+
+
+def timing(out: Path, ratio: float, only: list[str] | None) -> None:
+    for name, scene in timing_scenes():
+        if only and not any(fragment in name for fragment in only):
+            continue
+        row = measure_timing(name, scene, ratio)
+        print(timing_line(row), flush=True)
+        with out.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| scene | ratio | bytes (plain / fitted) | raw, no restoration (dB) | restored, fitted (dB) | gain (dB) | "
              "worst view (dB) | strength | fit wall / CPU s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -99,16 +177,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON-lines results (resumable)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[100.0, 300.0])
-    parser.add_argument("--scenes", nargs="*", help="scene files (default: the held-out scenes)")
-    parser.add_argument("--fit-seconds", type=float, default=None, help="default: the compressor's")
+    parser.add_argument("--scenes", nargs="*", help="scene files (default: the held-out scenes); with --timing, "
+                        "fragments of the timing scenes' names")
+    parser.add_argument("--fit-steps", type=int, default=None, help="default: the compressor's")
     parser.add_argument("--markdown", action="store_true", help="only print the tables of --out")
+    parser.add_argument("--timing", action="store_true",
+                        help="time the default fit's stages on 200k-Gaussian scenes (at the first --ratios) instead")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.timing:
+        timing(out, args.ratios[0], args.scenes)
+        return
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
     if args.markdown:
         print(markdown(rows))
         return
-    fit_seconds = args.fit_seconds or RestorationSettings().fit_seconds
+    fit_steps = args.fit_steps or RestorationSettings().fit_steps
     done = {(r["scene"], r["ratio"]) for r in rows}
     for path in [Path(p) for p in args.scenes] if args.scenes else HELD_OUT:
         todo = [ratio for ratio in args.ratios if (path.name, ratio) not in done]
@@ -118,7 +202,7 @@ def main() -> None:
         cameras = scoring_cameras(scene)
         scores = significance(scene, cameras, CompressSettings().variant)
         for ratio in todo:
-            row = measure(path, ratio, scores, cameras, fit_seconds)
+            row = measure(path, ratio, scores, cameras, fit_steps)
             print(json.dumps({k: v for k, v in row.items() if k != "per_view_gain_db"}), flush=True)
             with out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")

@@ -125,8 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--restoration", choices=["fit", "none"], default="fit",
                           help="fit (default): fit a restoration to this scene and store it in the file when it "
                                "validates better than spending its bytes on Gaussians; none: no restoration")
+    compress.add_argument("--fit-steps", type=int, default=None,
+                          help="optimisation steps of the restoration's fit (default 2500). The default fit is "
+                               "deterministic: the same input gives the same file")
     compress.add_argument("--fit-seconds", type=float, default=None,
-                          help="time for fitting the restoration, rendering included (default 90)")
+                          help="cap on the fit's wall time, rendering included (default: none). When it cuts the "
+                               "fit short, the file depends on the machine's speed and load")
 
     decompress = _command(commands, "decompress", run_decompress, "expand an .exgs file to .ply or .splat")
     decompress.add_argument("input")
@@ -328,6 +332,10 @@ def run_compress(args: argparse.Namespace) -> None:
     if args.score is not None:
         settings.variant = args.score
     restoration = RestorationSettings(args.restoration)
+    if args.fit_steps is not None:
+        if not args.fit_steps >= 1:
+            raise ExgsError(f"--fit-steps must be at least 1, got {args.fit_steps}")
+        restoration.fit_steps = args.fit_steps
     if args.fit_seconds is not None:
         if not args.fit_seconds > 0:
             raise ExgsError(f"--fit-seconds must be positive, got {args.fit_seconds}")

@@ -108,7 +108,7 @@ def test_a_fit_on_a_real_scene_beats_raw_on_unseen_views() -> None:
     decoded = compress(scene, Target("ratio", 100), cameras).scene
     pairs = render_pairs(scene, decoded, jittered_views(scene, 16, seed=1, size=80), seed=1)
     validation = render_pairs(scene, decoded, jittered_views(scene, 4, seed=2, size=80), seed=2)
-    result = fit_restoration(pairs, validation, seconds=8, seed=0)
+    result = fit_restoration(pairs, validation, steps=400, seed=0)
     assert result.strength > 0 and result.gain_db > 0.1
     unseen = render_pairs(scene, decoded, jittered_views(scene, 4, seed=3, size=80), seed=3)
     raw, restored = [], []
@@ -125,7 +125,7 @@ def test_cli_compress_fits_by_default_and_none_writes_no_section(tmp_path, capsy
     write_scene(random_gaussians(MESH2SPLAT_DIR / "koala.splat", 8_000, seed=0), source)
     fitted, plain = tmp_path / "fitted.exgs", tmp_path / "plain.exgs"
     common = [str(source), "--ratio", "100", "--views", "4"]
-    assert main(["compress", *common, "-o", str(fitted), "--fit-seconds", "12"]) == 0
+    assert main(["compress", *common, "-o", str(fitted), "--fit-steps", "500"]) == 0
     summary = capsys.readouterr().out
     assert "restoration" in summary
     assert main(["compress", *common, "-o", str(plain), "--restoration", "none"]) == 0
@@ -166,3 +166,36 @@ def test_files_without_a_restoration_restore_raw_by_default(small_file, tmp_path
     assert main(["restore", str(path), "--cameras", str(cameras), "-o", str(out), "--save-raw"]) == 0
     assert "raw: the file holds no fitted restoration" in capsys.readouterr().out
     assert (out / "00000.png").read_bytes() == (out / "raw" / "00000.png").read_bytes()
+
+
+@requires_data
+def test_the_default_fit_gives_the_same_bytes_run_to_run(tmp_path, capsys) -> None:
+    """The fit's budget is a number of steps and its crops and initialisation are seeded, so two compresses of
+    the same real scene (each with its own timing, as two CLI runs) write identical files. --keep: no byte
+    budget to split, so a correction that gains over the file's raw frames is stored (and one compress is fast)."""
+    source = tmp_path / "koala.ply"
+    write_scene(random_gaussians(MESH2SPLAT_DIR / "koala.splat", 3_000, seed=2), source)
+    outputs = [tmp_path / "a.exgs", tmp_path / "b.exgs"]
+    for out in outputs:
+        assert main(["compress", str(source), "--keep", "0.05", "--views", "4", "-o", str(out),
+                     "--fit-steps", "150"]) == 0
+    summary = capsys.readouterr().out
+    assert summary.count("restoration  stored") == 2, summary  # a correction was fitted and kept, both times
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+    assert read_restoration(outputs[0]).info["validated"]["fit_steps"] == 150
+
+
+@requires_data
+def test_pairs_are_rendered_from_fewer_views_for_larger_scenes() -> None:
+    """view_scale keeps the pairs' rendering time about flat above PAIR_GAUSSIANS (counts, so deterministic)."""
+    from exgs_core.ugc.restoration import MIN_VIEW_SCALE, PAIR_GAUSSIANS, restoration_views, view_scale
+
+    assert view_scale(100_000, 26_000) == 1.0
+    assert view_scale(200_000, 50_000) == pytest.approx(PAIR_GAUSSIANS / 250_000)
+    assert view_scale(1_500_000, 400_000) == MIN_VIEW_SCALE
+    scene = random_gaussians(MESH2SPLAT_DIR / "spot.splat", 500, seed=0)
+    cameras = scoring_cameras(scene, views=16, size=32)
+    full, _ = restoration_views(scene, cameras, seed=0)
+    half, validation = restoration_views(scene, cameras, seed=0, scale=0.5)
+    smallest, _ = restoration_views(scene, cameras, seed=0, scale=MIN_VIEW_SCALE)
+    assert len(full) == 55 and len(half) == 27 and len(smallest) == 16 and len(validation) == 8

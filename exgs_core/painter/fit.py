@@ -7,7 +7,7 @@ CNN (3 convolutions, 8 channels: 1,099 parameters, 2.2 KB in fp16) called like G
 choose how much of it to apply (the strength, 0 when it does not help).
 
     pairs = render_pairs(full, decoded, fit_views)
-    result = fit_restoration(pairs, validation_pairs, seconds=60)
+    result = fit_restoration(pairs, validation_pairs, steps=1000)
     restoration = result.to_restoration()            # exgs_core.io.exgs.Restoration: the .exgs section
     module = restoration_module(restoration)         # back to a torch module, e.g. in exgs restore
 """
@@ -38,6 +38,10 @@ VALIDATION_VIEWS = 8
 VIEW_SIZE = 192
 STRENGTHS = tuple(round(0.1 * k, 1) for k in range(11))
 MIN_GAIN_DB = 0.02  # below this the correction is not worth its bytes
+# Optimisation steps of the default fit, aiming at 90 s on 2 cores for a 200k-Gaussian scene's whole fit,
+# rendering and validation included. The old 90 CPU-s budget gave 3,500-4,200 steps on a quiet machine; 2,500
+# gained as much on held-out scenes (docs/painter.md, "Restoration per scene").
+DEFAULT_STEPS = 2500
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -183,59 +187,65 @@ class FitResult:
     worst_view_gain_db: float
     worst_view: int
     steps: int
-    seconds: float
+    seconds: float  # wall time of the optimisation
     per_view_gain_db: list[float] = field(default_factory=list)
+    timings: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (wall s, process CPU s)
 
     def to_restoration(self) -> Restoration:
         arrays = {name: value.detach().cpu().numpy() for name, value in self.module.state_dict().items()}
         validated = {"gain_db": round(self.gain_db, 3), "raw_psnr": round(self.raw_psnr, 3),
                      "restored_psnr": round(self.restored_psnr, 3), "views": len(self.per_view_gain_db),
                      "worst_view_gain_db": round(self.worst_view_gain_db, 3), "worst_view": self.worst_view,
-                     "fit_steps": self.steps, "fit_seconds": round(self.seconds, 1)}
+                     "fit_steps": self.steps}  # no times: the same input must give the same bytes
         return Restoration.from_arrays(KIND, {"channels": self.module.channels}, arrays, self.strength, validated)
 
 
-def fit_restoration(pairs: Pairs, validation: Pairs, seconds: float = 60.0,
-                    channels: int = DEFAULT_CHANNELS, seed: int = 0, max_steps: int = 100_000,
-                    device: str | torch.device | None = None,
+def fit_restoration(pairs: Pairs, validation: Pairs, steps: int = DEFAULT_STEPS, seconds: float | None = None,
+                    channels: int = DEFAULT_CHANNELS, seed: int = 0, device: str | torch.device | None = None,
                     on_progress: ProgressCallback | None = None) -> FitResult:
-    """Fit a ResidualCNN on `pairs` for `seconds` of this process's CPU time, then choose its strength on
-    `validation`.
+    """Fit a ResidualCNN on `pairs` for `steps` optimisation steps, then choose its strength on `validation`.
 
-    CPU time, not wall time: on a busy machine the fit does the same work (and gives the same result) as on
-    an idle one, it only takes longer. Random 64 px crops, half of them centred where the raw frame is most
-    wrong; Adam with cosine decay; MSE loss (L1 gained 20x less PSNR in the same time on the fox at 100x).
-    The module is rounded to fp16 (as stored) before validation, so the validated gain is the stored file's.
+    A number of steps, not a time, is the budget, so the same pairs and seed give the same weights, bit for
+    bit, on a busy machine as on an idle one (one torch thread on the CPU, seeded crops and initialisation).
+    `seconds` optionally caps the optimisation's wall time: when it binds, fewer steps are done (the cosine
+    schedule follows whichever of steps and time is further along) and the result depends on the machine.
+    Random 64 px crops, half of them centred where the raw frame is most wrong; Adam with cosine decay; MSE
+    loss (L1 gained 20x less PSNR in the same time on the fox at 100x). The module is rounded to fp16 (as
+    stored) before validation, so the validated gain is the stored file's.
     """
     if len(pairs) == 0 or len(validation) == 0:
         raise ValueError("fitting a restoration needs fitting and validation pairs")
+    if steps < 1:
+        raise ValueError(f"fitting a restoration needs at least one step, got {steps}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads = torch.get_num_threads()
     if device.type == "cpu":
-        # One thread: these small convolutions ran 3-5x slower per step on two threads of a busy 2-core machine.
+        # One thread: these small convolutions ran 3-5x slower per step on two threads of a busy 2-core machine,
+        # and a fixed thread count keeps the floating-point sums in the same order run to run.
         torch.set_num_threads(1)
     try:
-        return _fit(pairs, validation, seconds, channels, seed, max_steps, device, on_progress)
+        return _fit(pairs, validation, steps, seconds, channels, seed, device, on_progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(pairs: Pairs, validation: Pairs, seconds: float, channels: int, seed: int, max_steps: int,
+def _fit(pairs: Pairs, validation: Pairs, steps: int, seconds: float | None, channels: int, seed: int,
          device: torch.device, on_progress: ProgressCallback | None) -> FitResult:
+    start, cpu_start = time.perf_counter(), time.process_time()  # the first optimiser in a process imports dynamo
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     module = ResidualCNN(channels).to(device, memory_format=torch.channels_last)  # 1.4x faster steps on a CPU
     optimiser = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
     sampler = _CropSampler(pairs, rng, device)
-    clock = time.perf_counter if device.type == "cuda" else time.process_time
-    start, wall_start = clock(), time.perf_counter()
     step = 0
-    while step < max_steps:
-        elapsed = clock() - start
-        if elapsed >= seconds:
-            break
+    while step < steps:
+        progress = step / steps
+        if seconds is not None:
+            progress = max(progress, (time.perf_counter() - start) / seconds)
+            if progress >= 1.0:
+                break
         for group in optimiser.param_groups:
-            group["lr"] = LEARNING_RATE * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / seconds))))
+            group["lr"] = LEARNING_RATE * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
         x, y = sampler.batch()
         x = x.contiguous(memory_format=torch.channels_last)
         out = module(x[:, :3], x[:, 3:])
@@ -246,13 +256,16 @@ def _fit(pairs: Pairs, validation: Pairs, seconds: float, channels: int, seed: i
         optimiser.step()
         step += 1
         if on_progress is not None and step % 20 == 0:
-            on_progress("fitting", min(1.0, elapsed / seconds))
-    fit_seconds = time.perf_counter() - wall_start
+            on_progress("fitting", min(1.0, progress))
+    timings = {"optimisation": (time.perf_counter() - start, time.process_time() - cpu_start)}
     with torch.no_grad():  # what the file will hold
         for parameter in module.parameters():
             parameter.copy_(parameter.half().float())
     module = module.to(memory_format=torch.contiguous_format).eval().requires_grad_(False)
-    return _validate(module, validation, device, step, fit_seconds)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = _validate(module, validation, device, step, timings["optimisation"][0])
+    result.timings = {**timings, "validation": (time.perf_counter() - start, time.process_time() - cpu_start)}
+    return result
 
 
 class _CropSampler:
@@ -260,10 +273,11 @@ class _CropSampler:
 
     def __init__(self, pairs: Pairs, rng: np.random.Generator, device: torch.device, crop: int = 64, batch: int = 8):
         self.pairs, self.rng, self.device, self.crop, self.batch_size = pairs, rng, device, crop, batch
-        self.errors = []
+        self.cdfs = []  # of each frame's pixels, drawn by error: what rng.choice(p=...) computes on every call
         for x, y in zip(pairs.inputs, pairs.targets):
             error = (x[:3] - y).abs().sum(0).flatten().double().numpy() + 1e-6
-            self.errors.append(error / error.sum())
+            cdf = (error / error.sum()).cumsum()
+            self.cdfs.append(cdf / cdf[-1])
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -276,7 +290,7 @@ class _CropSampler:
                 top = int(self.rng.integers(height - crop + 1))
                 left = int(self.rng.integers(width - crop + 1))
             else:
-                pixel = int(self.rng.choice(height * width, p=self.errors[index]))
+                pixel = int(self.cdfs[index].searchsorted(self.rng.random(), side="right"))
                 top = int(np.clip(pixel // width - crop // 2, 0, height - crop))
                 left = int(np.clip(pixel % width - crop // 2, 0, width - crop))
             xs.append(x[:, top:top + crop, left:left + crop])

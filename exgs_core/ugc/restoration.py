@@ -18,13 +18,18 @@ import numpy as np
 from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, with_restoration
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
+from exgs_core.painter.fit import DEFAULT_STEPS
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.compress import CompressResult, CompressSettings, ProgressCallback, Target, at_scoring_size, compress
 
 MODES = ("fit", "none")
-DEFAULT_FIT_SECONDS = 90.0  # process CPU seconds for the whole fit: rendering pairs, optimisation, validation
-MIN_OPTIMISATION_SECONDS = 10.0
+MIN_OPTIMISATION_SECONDS = 10.0  # under a user's --fit-seconds cap, even when rendering the pairs used it up
 GIVEN_VIEWS = 16  # at most this many of the scoring (or user) views are fitted on, plus views between them
+# Rendering the pairs costs about (full + decoded Gaussians) per view. Up to this many Gaussians per pair every
+# fitting view is rendered; above, fewer (`view_scale`), so a 200k-Gaussian scene's pairs do not eat the time
+# of the optimisation (whose cost does not grow with the scene). Decided from counts, so it is deterministic.
+PAIR_GAUSSIANS = 130_000
+MIN_VIEW_SCALE = 1 / 3  # about 16 fitting views: fewer would show the fit too little of the scene
 HEADER_RESERVE = 700  # bytes for the header entry and section record, on top of the weights
 # A correction is stored only when it beats spending its bytes on Gaussians by this much on the validation
 # views: on the fox a +0.03 dB validated edge at 300x turned into -0.24 dB on closer test views.
@@ -33,14 +38,21 @@ MIN_EQUAL_BYTES_GAIN_DB = 0.1
 
 @dataclass
 class RestorationSettings:
+    """The default fit is deterministic: a number of optimisation steps, views decided from the scene's size,
+    fixed seeds. `fit_seconds` is an optional cap on the whole fit's wall time (rendering included); when it
+    binds, the file depends on the machine's speed and load."""
+
     mode: str = "fit"  # "fit" or "none"
-    fit_seconds: float = DEFAULT_FIT_SECONDS
+    fit_steps: int = DEFAULT_STEPS
+    fit_seconds: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"restoration must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not self.fit_seconds > 0:
+        if not self.fit_steps >= 1:
+            raise ValueError(f"fit steps must be at least 1, got {self.fit_steps}")
+        if self.fit_seconds is not None and not self.fit_seconds > 0:
             raise ValueError(f"fit seconds must be positive, got {self.fit_seconds}")
 
 
@@ -87,9 +99,9 @@ def _fit_and_choose(scene: GaussianScene, base: CompressResult, candidate: Compr
                     report: ProgressCallback) -> CompressResult:
     from exgs_core.painter import fit
 
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    fit_views, validation_views = restoration_views(scene, cameras, restoration.seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    scale = view_scale(len(scene), len(candidate.scene))
+    fit_views, validation_views = restoration_views(scene, cameras, restoration.seed, scale)
     total = len(fit_views) + 2 * len(validation_views) + (len(validation_views) if candidate is not base else 0)
     done = [0]
 
@@ -104,14 +116,20 @@ def _fit_and_choose(scene: GaussianScene, base: CompressResult, candidate: Compr
         backgrounds = fit.backgrounds_for(len(validation_views), restoration.seed + 1)
         base_inputs = fit.render_inputs(base.scene, validation_views, backgrounds, on_view)
         base_psnr = float(np.mean([fit.frame_psnr(x[:3], y) for x, y in zip(base_inputs, validation.targets)]))
-    render_seconds = time.perf_counter() - start
-    # CPU time, so a busy machine gets the same fit (later) as an idle one; the renderer's threads count too
-    seconds = max(MIN_OPTIMISATION_SECONDS, restoration.fit_seconds - (time.process_time() - cpu_start))
-    result = fit.fit_restoration(pairs, validation, seconds=seconds, seed=restoration.seed, on_progress=report)
+    render_seconds, render_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    seconds = None
+    if restoration.fit_seconds is not None:
+        seconds = max(MIN_OPTIMISATION_SECONDS, restoration.fit_seconds - render_seconds)
+    result = fit.fit_restoration(pairs, validation, steps=restoration.fit_steps, seconds=seconds,
+                                 seed=restoration.seed, on_progress=report)
     equal_bytes_gain = result.restored_psnr - (result.raw_psnr if base_psnr is None else base_psnr)
+    optimisation, validating = result.timings["optimisation"], result.timings["validation"]
     info = {
-        "fit_views": len(fit_views), "validation_views": len(validation_views),
-        "render_seconds": round(render_seconds, 1), "fit_seconds": round(time.perf_counter() - start, 1),
+        "fit_views": len(fit_views), "validation_views": len(validation_views), "view_scale": round(scale, 3),
+        "render_seconds": round(render_seconds, 1), "render_cpu_seconds": round(render_cpu_seconds, 1),
+        "optimisation_seconds": round(optimisation[0], 1), "optimisation_cpu_seconds": round(optimisation[1], 1),
+        "validation_seconds": round(validating[0], 1), "validation_cpu_seconds": round(validating[1], 1),
+        "fit_seconds": round(time.perf_counter() - start, 1),
         "fit_cpu_seconds": round(time.process_time() - cpu_start, 1), "steps": result.steps,
         "strength": result.strength, "gain_db": round(result.gain_db, 3),
         "equal_bytes_gain_db": round(equal_bytes_gain, 3),
@@ -140,16 +158,26 @@ def _fit_and_choose(scene: GaussianScene, base: CompressResult, candidate: Compr
     return CompressResult(data, decoded, candidate.kept, stats)
 
 
-def restoration_views(scene: GaussianScene, cameras: Sequence, seed: int) -> tuple[list, list]:
+def view_scale(full_gaussians: int, decoded_gaussians: int) -> float:
+    """Share of the default fitting views to render: 1 up to PAIR_GAUSSIANS Gaussians per pair, then
+    inversely to the Gaussians (so the time spent rendering pairs stays about the same), at least
+    MIN_VIEW_SCALE."""
+    return max(MIN_VIEW_SCALE, min(1.0, PAIR_GAUSSIANS / max(1, full_gaussians + decoded_gaussians)))
+
+
+def restoration_views(scene: GaussianScene, cameras: Sequence, seed: int, scale: float = 1.0
+                      ) -> tuple[list, list]:
     """(fit views, validation views): up to GIVEN_VIEWS of the given views, views between them and jittered
-    views at varied distance and field of view (at least fit.FIT_VIEWS in all); validation views are other
-    jittered views, never fitted on."""
+    views at varied distance and field of view (at least fit.FIT_VIEWS in all), all times `scale`;
+    validation views are fit.VALIDATION_VIEWS other jittered views, never fitted on."""
     from exgs_core.painter import fit
 
-    step = max(1, int(np.ceil(len(cameras) / GIVEN_VIEWS)))
+    most_given = max(2, round(GIVEN_VIEWS * scale))
+    least = round(fit.FIT_VIEWS * scale)
+    step = max(1, int(np.ceil(len(cameras) / most_given)))
     given = at_scoring_size(list(cameras)[::step], fit.VIEW_SIZE)
     between = fit.views_between(given)
-    jittered = fit.jittered_views(scene, max(fit.FIT_VIEWS // 2, fit.FIT_VIEWS - len(given) - len(between)), seed)
+    jittered = fit.jittered_views(scene, max(least // 2, least - len(given) - len(between)), seed)
     validation = fit.jittered_views(scene, fit.VALIDATION_VIEWS, seed + 1_000_003)
     return given + between + jittered, validation
 
