@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from exgs_core.errors import CameraFormatError
+from exgs_core.scene import quat_to_rotation, rotation_to_quat
 from exgs_core.fileio import atomic_write
 from exgs_core.validate import MAX_JSON_BYTES, JsonError, check_frame_count, check_image_size, parse_json
 
@@ -597,6 +598,20 @@ def inside_out_cameras(
             direction = _direction(2.0 * math.pi * k / n, math.radians(pitch), up_dir, basis)
             cameras.append(Camera(look_at(eye, eye + direction, up_dir), focal, focal, cx, cy, width, height))
     return cameras
+
+
+def views_between(cameras: Sequence[Camera]) -> list[Camera]:
+    """A view halfway between each consecutive pair of cameras (position and rotation), e.g. user shots."""
+    out = []
+    for a, b in zip(cameras[:-1], cameras[1:]):
+        qa, qb = rotation_to_quat(a.rotation), rotation_to_quat(b.rotation)
+        q = qa + (qb if float(np.dot(qa, qb)) >= 0 else -qb)
+        rotation = quat_to_rotation((q / np.linalg.norm(q))[None])[0]
+        position = 0.5 * (a.position + b.position)
+        matrix = np.eye(4)
+        matrix[:3, :3], matrix[:3, 3] = rotation, -rotation @ position
+        out.append(a.with_pose(matrix))
+    return out
 
 
 def sphere_cameras(

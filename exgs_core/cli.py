@@ -309,7 +309,7 @@ def run_compress(args: argparse.Namespace) -> None:
                         "(`exgs decompress` then writes .ply, .splat or .compressed.ply)")
     from exgs_core.fileio import atomic_write
     from exgs_core.io import read_scene
-    from exgs_core.ugc.compress import CompressSettings, Target, parse_size, scoring_cameras
+    from exgs_core.ugc.compress import SIZE_TOLERANCE, CompressSettings, Target, parse_size, scoring_cameras
     from exgs_core.ugc.restoration import RestorationSettings, compress_restored
 
     _refuse_overwriting_input(args.input, args.output)
@@ -346,6 +346,9 @@ def run_compress(args: argparse.Namespace) -> None:
     with atomic_write(args.output) as handle:
         handle.write(result.data)
     _print_summary(args.output, result.stats)
+    budget = target.size_in_bytes(len(scene))
+    if budget is not None and len(result.data) < (1 - SIZE_TOLERANCE) * budget:
+        print(f"  note       every Gaussian fits in {len(result.data):,} bytes, less than the {budget:,} asked for")
 
 
 class _StageBar:

@@ -28,7 +28,7 @@ from exgs_core.camera import Camera, look_at, robust_bounds
 from exgs_core.painter.data import background_for
 from exgs_core.io.exgs import Restoration
 from exgs_core.metrics import psnr
-from exgs_core.scene import GaussianScene, quat_to_rotation, rotation_to_quat
+from exgs_core.scene import GaussianScene
 
 KIND = "residual_cnn"
 DEFAULT_CHANNELS = 8  # 16 channels gained no more in the same CPU time on the fox at 100x, at 3x the bytes
@@ -107,20 +107,6 @@ def jittered_views(scene: GaussianScene, n: int, seed: int, size: int = VIEW_SIZ
         cameras.append(Camera(look_at(target + distance * direction, target, up), focal, focal, size / 2, size / 2,
                               size, size))
     return cameras
-
-
-def views_between(cameras: Sequence[Camera]) -> list[Camera]:
-    """A view halfway between each consecutive pair of cameras (position and rotation), e.g. user shots."""
-    out = []
-    for a, b in zip(cameras[:-1], cameras[1:]):
-        qa, qb = rotation_to_quat(a.rotation), rotation_to_quat(b.rotation)
-        q = qa + (qb if float(np.dot(qa, qb)) >= 0 else -qb)
-        rotation = quat_to_rotation((q / np.linalg.norm(q))[None])[0]
-        position = 0.5 * (a.position + b.position)
-        matrix = np.eye(4)
-        matrix[:3, :3], matrix[:3, 3] = rotation, -rotation @ position
-        out.append(a.with_pose(matrix))
-    return out
 
 
 @dataclass

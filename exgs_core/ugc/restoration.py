@@ -170,13 +170,14 @@ def restoration_views(scene: GaussianScene, cameras: Sequence, seed: int, scale:
     """(fit views, validation views): up to GIVEN_VIEWS of the given views, views between them and jittered
     views at varied distance and field of view (at least fit.FIT_VIEWS in all), all times `scale`;
     validation views are fit.VALIDATION_VIEWS other jittered views, never fitted on."""
+    from exgs_core.camera import views_between
     from exgs_core.painter import fit
 
     most_given = max(2, round(GIVEN_VIEWS * scale))
     least = round(fit.FIT_VIEWS * scale)
     step = max(1, int(np.ceil(len(cameras) / most_given)))
     given = at_scoring_size(list(cameras)[::step], fit.VIEW_SIZE)
-    between = fit.views_between(given)
+    between = views_between(given)
     jittered = fit.jittered_views(scene, max(least // 2, least - len(given) - len(between)), seed)
     validation = fit.jittered_views(scene, fit.VALIDATION_VIEWS, seed + 1_000_003)
     return given + between + jittered, validation
