@@ -30,7 +30,7 @@ def fitted_koala() -> bytes:
     validation = render_pairs(scene, compressed.scene, jittered_views(scene, 4, seed=2, size=64), seed=2)
     threads = torch.get_num_threads()
     try:
-        fitted = fit_restoration(pairs, validation, seconds=60, seed=0, max_steps=150)  # the same fit at any load
+        fitted = fit_restoration(pairs, validation, steps=150, seed=0)  # a step budget: the same fit at any load
     finally:
         torch.set_num_threads(threads)
     return with_restoration(compressed.data, dataclasses.replace(fitted, strength=1.0).to_restoration())
