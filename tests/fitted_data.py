@@ -36,6 +36,18 @@ def fitted_koala() -> bytes:
     return with_restoration(compressed.data, dataclasses.replace(fitted, strength=1.0).to_restoration())
 
 
+def random_restoration():
+    """A residual-CNN restoration section with seeded random weights (strength 0.6): for tests that need a file
+    carrying a restoration, not a good one."""
+    from exgs_core.io.exgs import Restoration
+
+    rng = np.random.default_rng(0)
+    shapes = {"conv1.weight": (8, 4, 3, 3), "conv1.bias": (8,), "conv2.weight": (8, 8, 3, 3), "conv2.bias": (8,),
+              "conv3.weight": (3, 8, 3, 3), "conv3.bias": (3,)}
+    return Restoration.from_arrays("residual_cnn", {"channels": 8},
+                                   {k: 0.1 * rng.normal(size=s) for k, s in shapes.items()}, 0.6, {"gain_db": 0.5})
+
+
 MINUS_Y_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)  # import default
 # Blender camera settings of the two-object frames: 256x128, landscape, the sensor width spans the image.
 WIDE_CAMERA = {"lens_mm": 40.0, "sensor_width_mm": 36.0, "sensor_height_mm": 24.0, "sensor_fit": "HORIZONTAL",

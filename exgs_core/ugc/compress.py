@@ -198,7 +198,7 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     checks = _CheckViews(scene, cameras)
     methods = METHODS if settings.method == "auto" else (settings.method,)
     degrees = SH_AUTO_DEGREES if settings.sh_degree == SH_AUTO else (settings.sh_degree,)
-    degrees = tuple(d for d in degrees if d is None or d == 0 or d <= scene.sh_degree) or (0,)
+    degrees = tuple(d for d in degrees if d is None or d <= scene.sh_degree) or (0,)
     encoders: list[_Encoder] = []
     level = None
     for method in methods:  # each method at the first degree, then the best method at the others

@@ -15,7 +15,8 @@ from textwrap import dedent
 
 import numpy as np
 
-from exgs_core.io.exgs import Restoration, encode_exgs, with_restoration
+from exgs_core.io.exgs import encode_exgs, with_restoration
+from tests.fitted_data import random_restoration
 from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.blender.exr import read_exr
 from tests.conftest import SCENES_DIR, random_gaussians, requires_data
@@ -77,12 +78,7 @@ class Job:  # what apply_result reads of a finished CompressJob
 
 def _exgs_files(tmp: Path) -> tuple[Path, Path]:
     """A compressed-looking playbot subset with a fitted restoration, and a fox subset (plain .exgs)."""
-    rng = np.random.default_rng(0)
-    shapes = {"conv1.weight": (8, 4, 3, 3), "conv1.bias": (8,), "conv2.weight": (8, 8, 3, 3), "conv2.bias": (8,),
-              "conv3.weight": (3, 8, 3, 3), "conv3.bias": (3,)}
-    restoration = Restoration.from_arrays("residual_cnn", {"channels": 8},
-                                          {k: 0.1 * rng.normal(size=s) for k, s in shapes.items()}, 0.6,
-                                          {"gain_db": 0.5})
+    restoration = random_restoration()
     playbot = tmp / "playbot.exgs"
     playbot.write_bytes(with_restoration(encode_exgs(random_gaussians(PLAYBOT, 3000, seed=2),
                                                      extra_header={"compression": {"input_count": 31000}}),

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from textwrap import dedent
 
-import numpy as np
-
-from exgs_core.io.exgs import Restoration, encode_exgs, with_restoration
+from exgs_core.io.exgs import encode_exgs, with_restoration
+from tests.fitted_data import random_restoration
 from tests.blender.blender_runner import InstalledExtension, run_blender
 from tests.conftest import SCENES_DIR, random_gaussians, requires_data
 
@@ -76,12 +75,7 @@ result.update(timings=timings, seconds=time.perf_counter() - start, before_gb=be
 
 
 def _fitted_exgs(path: Path) -> None:
-    rng = np.random.default_rng(0)
-    shapes = {"conv1.weight": (8, 4, 3, 3), "conv1.bias": (8,), "conv2.weight": (8, 8, 3, 3), "conv2.bias": (8,),
-              "conv3.weight": (3, 8, 3, 3), "conv3.bias": (3,)}
-    restoration = Restoration.from_arrays("residual_cnn", {"channels": 8},
-                                          {k: 0.1 * rng.normal(size=s) for k, s in shapes.items()}, 0.6,
-                                          {"gain_db": 0.5})
+    restoration = random_restoration()
     scene = random_gaussians(SCENES_DIR / "pcengine_playbot_3_0.inria.ply", 3000, seed=2)
     path.write_bytes(with_restoration(encode_exgs(scene), restoration))
 
