@@ -202,9 +202,10 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
                               on_view=lambda i: report("scoring", (i + 1) / len(cameras)))
     score_time = time.perf_counter() - start
     proxy: dict = {}
+    proxy_fit = None
     if len(scene) > PROXY_ABOVE and _searches(settings, target):
         proxy_start = time.perf_counter()
-        settings, proxy = _chosen_on_proxy(scene, scores, target, settings, report)
+        settings, proxy, proxy_fit = _chosen_on_proxy(scene, scores, target, settings, cameras, report)
         proxy["seconds"] = round(time.perf_counter() - proxy_start, 3)
     checks = _CheckViews(scene, cameras)
     method_errors: dict[str, float] = {}
@@ -212,7 +213,7 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     if settings.method == "auto" and target.kind != "keep":
         settings, method_errors = _scene_method(scene, scores, settings, checks, report)
     method_time = time.perf_counter() - method_start
-    encoders = _candidates(scene, scores, settings, target, checks, report)
+    encoders = _candidates(scene, scores, settings, target, checks, report, proxy_fit)
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     data, kept = chosen.write(target.size_in_bytes(len(scene)))
 
@@ -282,16 +283,17 @@ def _with_sampling(settings: CompressSettings, encoder: "_Encoder") -> CompressS
 
 
 def _candidates(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target,
-                checks: "_CheckViews", report: ProgressCallback) -> list["_Encoder"]:
+                checks: "_CheckViews", report: ProgressCallback, last_fit: tuple[int, int, int] | None = None
+                ) -> list["_Encoder"]:
     """One encoder per method at the first SH degree, then the best method at the other degrees, each with its
-    level and count chosen for `target`."""
+    level and count chosen for `target` (the size search starting from `last_fit`'s bytes per Gaussian)."""
     methods = METHODS if settings.method == "auto" else (settings.method,)
     degrees = SH_AUTO_DEGREES if settings.sh_degree == SH_AUTO else (settings.sh_degree,)
     degrees = tuple(d for d in degrees if d is None or d <= scene.sh_degree) or (0,)
     encoders: list[_Encoder] = []
     level = None
     for method in methods:
-        encoders.append(_encode(scene, scores, settings, method, degrees[0], target, checks, report, level))
+        encoders.append(_encode(scene, scores, settings, method, degrees[0], target, checks, report, level, last_fit))
         level = encoders[-1].level  # the next search starts there
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     for degree in degrees[1:]:
@@ -308,14 +310,17 @@ def proxy_crop(scene: GaussianScene, count: int | None = None) -> np.ndarray:
 
 
 def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, settings: CompressSettings,
-                     report: ProgressCallback) -> tuple[CompressSettings, dict]:
+                     cameras: Sequence, report: ProgressCallback) -> tuple[CompressSettings, dict, tuple[int, int, int] | None]:
     """`settings` with the method, quantisation level, SH degree and sampling fixed to what renders best on a
-    crop of PROXY_GAUSSIANS at the same ratio (views around the crop): the search cost 2.5x a compress of a
-    1.5M scene, and what it finds depends on the scene's character and the ratio, not on its extent."""
+    crop of PROXY_GAUSSIANS at the same ratio (as many views around the crop as were given, at their size): the search cost 2.5x a compress of a
+    1.5M scene, and what it finds depends on the scene's character and the ratio, not on its extent. Also
+    the crop's last (level, count, bytes): its bytes per Gaussian start the whole scene's size search (each
+    merge of 1.5M Gaussians takes 4 s)."""
     crop = proxy_crop(scene)
     proxy, proxy_scores = scene.subset(crop), scores[crop]
     ratio = INRIA_BYTES_PER_GAUSSIAN * len(scene) / target.size_in_bytes(len(scene))
-    checks = _CheckViews(proxy, scoring_cameras(proxy))
+    size = min(SCORING_SIZE, max(cameras[0].width, cameras[0].height)) if len(cameras) else SCORING_SIZE
+    checks = _CheckViews(proxy, scoring_cameras(proxy, max(len(cameras), 2), size=size))  # as many, as large
     if settings.method == "auto":
         settings = _scene_method(proxy, proxy_scores, settings, checks, report)[0]
     encoders = _candidates(proxy, proxy_scores, settings, Target("ratio", ratio), checks, report)
@@ -324,13 +329,16 @@ def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, s
     if chosen.method == "paper":
         fixed = _with_sampling(fixed, chosen)
     return fixed, {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
-                   "sh_degree": chosen.sh_degree}
+                   "sh_degree": chosen.sh_degree}, chosen.last_fit
 
 
 def _encode(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, method: str, sh_degree: int | None,
-            target: Target, checks: "_CheckViews", report: ProgressCallback, first_level: int | None) -> "_Encoder":
-    """An encoder of `method` and `sh_degree` that has chosen its level and count for `target`."""
+            target: Target, checks: "_CheckViews", report: ProgressCallback, first_level: int | None,
+            last_fit: tuple[int, int, int] | None = None) -> "_Encoder":
+    """An encoder of `method` and `sh_degree` that has chosen its level and count for `target` (its size search
+    starting from `last_fit`'s bytes per Gaussian when given)."""
     encoder = _Encoder(scene, scores, settings, method, sh_degree, target, checks, report)
+    encoder.last_fit = last_fit
     budget = target.size_in_bytes(len(scene))
     if budget is None:  # a fixed count: nothing to trade against precision, so the finest level
         encoder.level, encoder.count = settings.quantisation_level or 0, encoder.initial_count()
