@@ -239,6 +239,6 @@ def test_a_large_scene_chooses_on_a_crop_and_compresses_once(fox, fox_views, mon
     assert 0.98 * budget <= len(proxied.data) <= budget
     tests = orbit_cameras(fox.means, 4, 96, 96, elevation_deg=25.0)
     references = [render(fox, c, backend="torch").rgb for c in tests]
-    quality = [np.mean([float(psnr(render(r.scene, c, backend="torch").rgb, ref)) for c, ref in zip(tests, references)])
-               for r in (searched, proxied)]
+    quality = [np.mean([float(psnr(render(r.scene, c, backend="torch").rgb, reference))
+                        for c, reference in zip(tests, references)]) for r in (searched, proxied)]
     assert quality[1] > quality[0] - 1.0, quality

@@ -63,7 +63,7 @@ REFERENCE_RATIOS = (100.0, 300.0)
 # Above PROXY_ABOVE Gaussians the method, level, SH degree and sampling are chosen on a crop of
 # PROXY_GAUSSIANS (at the same ratio), and the whole scene is compressed once with them fixed.
 PROXY_ABOVE = 500_000
-PROXY_GAUSSIANS = 150_000
+PROXY_GAUSSIANS = 100_000
 SELECTIONS_KEPT = 6  # kept and merged scenes remembered per method (a few levels' final counts)
 
 
@@ -245,8 +245,10 @@ def _searches(settings: CompressSettings, target: Target) -> bool:
 def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, checks: "_CheckViews",
                   report: ProgressCallback) -> tuple[CompressSettings, dict[str, float]]:
     """`settings` with the method fixed for this scene, whatever the target: the one whose files at
-    REFERENCE_RATIOS (each at its ratio's first level) render closer to the full scene on the check views,
+    REFERENCE_RATIOS (each method at its best level there) render closer to the full scene on the check views,
     by the geometric mean of the errors; for the paper path its sampling too, as chosen at the first reference.
+    At a fixed level per ratio instead, merge won on the hammer and the spot, where paper renders 3-6 dB better
+    at 300x (docs/method.md).
 
     Once per scene, not per target: on the check views merge and paper are near-ties at some sizes of some
     scenes while one of them is 1-2 dB better on other views, so a choice per target flipped between nearby
@@ -256,9 +258,8 @@ def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSe
     references = 0
     for ratio in REFERENCE_RATIOS:
         target = Target("ratio", ratio)
-        fixed = replace(settings, quantisation_level=first_level(ratio))
         try:
-            encoders = [_encode(scene, scores, fixed, method, 0, target, checks, report, None) for method in METHODS]
+            encoders = [_encode(scene, scores, settings, method, 0, target, checks, report, None) for method in METHODS]
         except ExgsError:  # a tiny scene cannot reach this ratio
             continue
         references += 1
@@ -310,12 +311,13 @@ def proxy_crop(scene: GaussianScene, count: int | None = None) -> np.ndarray:
 
 
 def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, settings: CompressSettings,
-                     cameras: Sequence, report: ProgressCallback) -> tuple[CompressSettings, dict, tuple[int, int, int] | None]:
+                     cameras: Sequence, report: ProgressCallback
+                     ) -> tuple[CompressSettings, dict, tuple[int, int, int] | None]:
     """`settings` with the method, quantisation level, SH degree and sampling fixed to what renders best on a
-    crop of PROXY_GAUSSIANS at the same ratio (as many views around the crop as were given, at their size): the search cost 2.5x a compress of a
-    1.5M scene, and what it finds depends on the scene's character and the ratio, not on its extent. Also
-    the crop's last (level, count, bytes): its bytes per Gaussian start the whole scene's size search (each
-    merge of 1.5M Gaussians takes 4 s)."""
+    crop of PROXY_GAUSSIANS at the same ratio (as many views around the crop as were given, at their size):
+    the search cost 2.5x a compress of a 1.5M scene, and what it finds depends on the scene's character and
+    the ratio, not on its extent. Also the crop's last (level, count, bytes): its bytes per Gaussian start
+    the whole scene's size search (each merge of 1.5M Gaussians takes 4 s)."""
     crop = proxy_crop(scene)
     proxy, proxy_scores = scene.subset(crop), scores[crop]
     ratio = INRIA_BYTES_PER_GAUSSIAN * len(scene) / target.size_in_bytes(len(scene))
@@ -354,12 +356,12 @@ class _CheckViews:
     Not the scoring views themselves: merging is steered by what those views see, so on them it looked better
     than it rendered elsewhere (the hairy donut at 94x: merge chosen, 1.5 dB worse on held-out views)."""
 
-    def __init__(self, scene: GaussianScene, cameras: Sequence):
+    def __init__(self, scene: GaussianScene, cameras: Sequence, size: int = SCORING_SIZE):
         from exgs_core.camera import views_between
 
         self.scene = scene
         between = views_between(list(cameras)) or list(cameras)  # a single view has nothing between
-        self.cameras = at_scoring_size(between[:: max(1, len(between) // CHECK_VIEWS)][:CHECK_VIEWS])
+        self.cameras = at_scoring_size(between[:: max(1, len(between) // CHECK_VIEWS)][:CHECK_VIEWS], size)
         self.references: list | None = None
 
     def error(self, candidate: GaussianScene) -> float:
