@@ -4,7 +4,9 @@ Pipeline: significance over scoring views -> voxel sampling of exactly K Gaussia
 into the kept ones (or, the paper's path, dropped and the kept amplified) -> SH reduction, quantisation and
 entropy coding into an .exgs container. A size or ratio target is met by adjusting K until the encoded file
 lands within 2% below the target, for each quantisation level tried; the level whose file renders closest to
-the full scene on check views is kept.
+the full scene on check views is kept. The method (merge or paper) is chosen once per scene, at reference
+ratios, so it does not flip between nearby targets; scenes above PROXY_ABOVE Gaussians make every choice on a
+crop and are compressed once with it.
 """
 
 from __future__ import annotations
@@ -356,12 +358,12 @@ class _CheckViews:
     Not the scoring views themselves: merging is steered by what those views see, so on them it looked better
     than it rendered elsewhere (the hairy donut at 94x: merge chosen, 1.5 dB worse on held-out views)."""
 
-    def __init__(self, scene: GaussianScene, cameras: Sequence, size: int = SCORING_SIZE):
+    def __init__(self, scene: GaussianScene, cameras: Sequence):
         from exgs_core.camera import views_between
 
         self.scene = scene
         between = views_between(list(cameras)) or list(cameras)  # a single view has nothing between
-        self.cameras = at_scoring_size(between[:: max(1, len(between) // CHECK_VIEWS)][:CHECK_VIEWS], size)
+        self.cameras = at_scoring_size(between[:: max(1, len(between) // CHECK_VIEWS)][:CHECK_VIEWS])
         self.references: list | None = None
 
     def error(self, candidate: GaussianScene) -> float:
