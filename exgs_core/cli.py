@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--filter-nan", action="store_true", help=FILTER_NAN_HELP)
     compress.add_argument("--method", choices=["auto", "merge", "paper"], default="auto",
                           help="merge what is pruned into what is kept, or drop and amplify (the paper); "
-                               "auto (default): both, keeping the one that renders closer to the scene")
+                               "auto (default): the one that renders closer at 100x and 300x, once per scene")
     compress.add_argument("--quantisation-level", type=int, choices=range(7), default=None, metavar="0-6",
                           help="bits per value, 0 finest to 6 coarsest (default: the level that renders best "
                                "at the target size)")

@@ -110,21 +110,24 @@ def test_unreachable_targets_and_bad_targets_fail_clearly(fox, fox_views):
 @requires_data
 def test_the_quantisation_level_and_method_are_those_that_render_best(fox, fox_views):
     """At a fixed size coarser levels buy more Gaussians: the level kept is the one with the least check-view
-    error of those tried, a heavier ratio never gets a finer level, and auto keeps the better method."""
-    levels = {}
+    error of those tried, a heavier ratio never gets a finer level, and auto keeps the method that renders
+    better at the reference ratios: the same one whatever the target."""
+    levels, methods = {}, set()
     for ratio in (30.0, 150.0):
         result = compress(fox, Target("ratio", ratio), fox_views)
         stats = result.stats
         errors = stats["level_errors"]
         assert len(errors) >= 2 and stats["quantisation_level"] == min(errors, key=errors.get)
-        assert set(stats["method_errors"]) == {"merge SH 0", "paper SH 0"}  # the fox has no SH bands to try
-        assert min(stats["method_errors"], key=stats["method_errors"].get) == f"{stats['method']} SH 0"
+        assert set(stats["method_errors"]) == {"merge", "paper"} and stats["sh_errors"] == {}  # the fox has no SH
+        assert min(stats["method_errors"], key=stats["method_errors"].get) == stats["method"]
+        methods.add((stats["method"], tuple(stats["method_errors"].values())))
         header = result.scene.metadata["exgs"]
         assert header["compression"]["quantisation_level"] == stats["quantisation_level"]
         assert header["compression"]["method"] == stats["method"]
         assert header["quantisation"]["means"]["bits"] == QUANTISATION_LEVELS[stats["quantisation_level"]].position_bits
         levels[ratio] = stats["quantisation_level"]
     assert levels[150.0] > levels[30.0]
+    assert len(methods) == 1  # chosen once per scene
 
     fixed = compress(fox, Target("ratio", 150.0), fox_views, CompressSettings(method="merge", quantisation_level=0))
     assert fixed.stats["quantisation_level"] == 0 and fixed.stats["level_errors"] == {}
@@ -212,3 +215,30 @@ def test_given_scoring_views_are_scaled_to_the_scoring_size() -> None:
     assert (scaled.width, scaled.height) == (SCORING_SIZE, 108)
     assert np.allclose([scaled.fx, scaled.fy, scaled.cx, scaled.cy], [1000 * factor, 1000 * factor, 96, 54])
     assert same.isclose(small)
+
+
+@requires_data
+def test_a_large_scene_chooses_on_a_crop_and_compresses_once(fox, fox_views, monkeypatch):
+    """Above PROXY_ABOVE Gaussians the method, level and SH degree are chosen on a crop at the same ratio and
+    the whole scene is compressed once with them: the file meets the target, says what was chosen, and renders
+    close to what the full search gives (the thresholds are lowered here so that the fox counts as large)."""
+    from exgs_core.metrics import psnr
+    from exgs_core.render import render
+    from exgs_core.ugc import compress as module
+
+    target = Target("ratio", 100.0)
+    searched = compress(fox, target, fox_views)
+    monkeypatch.setattr(module, "PROXY_ABOVE", 10_000)
+    monkeypatch.setattr(module, "PROXY_GAUSSIANS", 7_500)
+    proxied = compress(fox, target, fox_views)
+    proxy = proxied.stats["proxy"]
+    assert proxy["gaussians"] == 7_500 and proxied.stats["level_errors"] == {}  # nothing searched on the whole
+    header = proxied.scene.metadata["exgs"]["compression"]
+    assert (header["method"], header["quantisation_level"]) == (proxy["method"], proxy["quantisation_level"])
+    budget = target.size_in_bytes(len(fox))
+    assert 0.98 * budget <= len(proxied.data) <= budget
+    tests = orbit_cameras(fox.means, 4, 96, 96, elevation_deg=25.0)
+    references = [render(fox, c, backend="torch").rgb for c in tests]
+    quality = [np.mean([float(psnr(render(r.scene, c, backend="torch").rgb, reference))
+                        for c, reference in zip(tests, references)]) for r in (searched, proxied)]
+    assert quality[1] > quality[0] - 1.0, quality

@@ -4,7 +4,9 @@ Pipeline: significance over scoring views -> voxel sampling of exactly K Gaussia
 into the kept ones (or, the paper's path, dropped and the kept amplified) -> SH reduction, quantisation and
 entropy coding into an .exgs container. A size or ratio target is met by adjusting K until the encoded file
 lands within 2% below the target, for each quantisation level tried; the level whose file renders closest to
-the full scene on check views is kept.
+the full scene on check views is kept. The method (merge or paper) is chosen once per scene, at reference
+ratios, so it does not flip between nearby targets; scenes above PROXY_ABOVE Gaussians make every choice on a
+crop and are compressed once with it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -39,7 +41,7 @@ DEFAULT_VOXEL_COVERAGE = 0.15
 DEFAULT_VOXEL_PROPORTIONAL = None  # None: (coverage, proportional) chosen per scene on check views
 SAMPLING_CANDIDATES = ((0.15, 0.0), (0.15, 0.5), (0.15, 1.0), (0.6, 1.0))  # (voxel coverage, proportional)
 METHODS = ("merge", "paper")
-METHOD_CHOICES = ("auto", *METHODS)  # auto: both, the one whose file renders closer on the check views
+METHOD_CHOICES = ("auto", *METHODS)  # auto: the one whose files at REFERENCE_RATIOS render closer (per scene)
 DEFAULT_METHOD = "auto"
 MERGE_SAMPLING = (0.6, 0.5)  # (voxel coverage, proportional) of the merge method: fixed, for every scene and count
 CHECK_VIEWS = 8  # scoring views (at scoring size) on which sampling options and quantisation levels are compared
@@ -58,6 +60,12 @@ QUANTISATION_LEVELS = (
 FIRST_LEVEL_BY_RATIO = ((20.0, 0), (40.0, 1), (70.0, 2), (150.0, 3), (np.inf, 4))
 DEFAULT_VIEWS = 24
 SCORING_SIZE = 192
+# The method (merge or paper) is chosen once per scene, on files at these ratios (docs/method.md).
+REFERENCE_RATIOS = (100.0, 300.0)
+# Above PROXY_ABOVE Gaussians the method, level, SH degree and sampling are chosen on a crop of
+# PROXY_GAUSSIANS (at the same ratio), and the whole scene is compressed once with them fixed.
+PROXY_ABOVE = 500_000
+PROXY_GAUSSIANS = 100_000
 SELECTIONS_KEPT = 6  # kept and merged scenes remembered per method (a few levels' final counts)
 
 
@@ -195,18 +203,19 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
         scores = significance(scene, cameras, settings.variant,
                               on_view=lambda i: report("scoring", (i + 1) / len(cameras)))
     score_time = time.perf_counter() - start
+    proxy: dict = {}
+    proxy_fit = None
+    if len(scene) > PROXY_ABOVE and _searches(settings, target):
+        proxy_start = time.perf_counter()
+        settings, proxy, proxy_fit = _chosen_on_proxy(scene, scores, target, settings, cameras, report)
+        proxy["seconds"] = round(time.perf_counter() - proxy_start, 3)
     checks = _CheckViews(scene, cameras)
-    methods = METHODS if settings.method == "auto" else (settings.method,)
-    degrees = SH_AUTO_DEGREES if settings.sh_degree == SH_AUTO else (settings.sh_degree,)
-    degrees = tuple(d for d in degrees if d is None or d <= scene.sh_degree) or (0,)
-    encoders: list[_Encoder] = []
-    level = None
-    for method in methods:  # each method at the first degree, then the best method at the others
-        encoders.append(_encode(scene, scores, settings, method, degrees[0], target, checks, report, level))
-        level = encoders[-1].level  # the next search starts there
-    chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
-    for degree in degrees[1:]:
-        encoders.append(_encode(scene, scores, settings, chosen.method, degree, target, checks, report, chosen.level))
+    method_errors: dict[str, float] = {}
+    method_start = time.perf_counter()
+    if settings.method == "auto" and target.kind != "keep":
+        settings, method_errors = _scene_method(scene, scores, settings, checks, report)
+    method_time = time.perf_counter() - method_start
+    encoders = _candidates(scene, scores, settings, target, checks, report, proxy_fit)
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     data, kept = chosen.write(target.size_in_bytes(len(scene)))
 
@@ -217,19 +226,123 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     stats["packing_seconds"] = round(sum(e.packing_seconds for e in encoders), 3)
     stats["method"] = chosen.method
     stats["sh_degree"] = decoded.sh_degree
-    stats["method_errors"] = ({f"{e.method} SH {e.sh_degree}": round(e.error(), 8) for e in encoders}
-                             if len(encoders) > 1 else {})
+    stats["method_errors"] = method_errors  # mean log check error at the reference ratios (auto only)
+    stats["method_seconds"] = round(method_time, 3)  # choosing the method at the reference ratios
+    stats["sh_errors"] = {e.sh_degree: round(e.error(), 8) for e in encoders} if len(encoders) > 1 else {}
     stats["quantisation_level"] = chosen.level
     stats["quantisation_seconds"] = round(sum(e.level_seconds for e in encoders), 3)
     stats["level_errors"] = {level: round(error, 8) for level, error in sorted(chosen.level_errors.items())}
+    stats["proxy"] = proxy  # {} unless the choices were made on a crop of the scene (large scenes)
     report("done", 1.0)
     return CompressResult(data, decoded, kept, stats)
 
 
+def _searches(settings: CompressSettings, target: Target) -> bool:
+    """Whether compress() chooses anything by rendered error for this target (a fixed count chooses nothing)."""
+    sampling = settings.method != "merge" and settings.voxel_proportional is None
+    return target.kind != "keep" and (settings.method == "auto" or settings.quantisation_level is None
+                                      or settings.sh_degree == SH_AUTO or sampling)
+
+
+def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, checks: "_CheckViews",
+                  report: ProgressCallback) -> tuple[CompressSettings, dict[str, float]]:
+    """`settings` with the method fixed for this scene, whatever the target: the one whose files at
+    REFERENCE_RATIOS (each method at its best level there) render closer to the full scene on the check views,
+    by the geometric mean of the errors; for the paper path its sampling too, as chosen at the first reference.
+    At a fixed level per ratio instead, merge won on the hammer and the spot, where paper renders 3-6 dB better
+    at 300x (docs/method.md).
+
+    Once per scene, not per target: on the check views merge and paper are near-ties at some sizes of some
+    scenes while one of them is 1-2 dB better on other views, so a choice per target flipped between nearby
+    sizes and made quality fall with more bytes (the donut: 0.77 dB between 120x and 130x, docs/method.md)."""
+    log_errors = {method: 0.0 for method in METHODS}
+    paper_sampling = None
+    references = 0
+    for ratio in REFERENCE_RATIOS:
+        target = Target("ratio", ratio)
+        try:
+            encoders = [_encode(scene, scores, settings, method, 0, target, checks, report, None) for method in METHODS]
+        except ExgsError:  # a tiny scene cannot reach this ratio
+            continue
+        references += 1
+        for encoder in encoders:
+            log_errors[encoder.method] += float(np.log(max(encoder.error(), 1e-30)))
+            if encoder.method == "paper" and paper_sampling is None and encoder.proportional is not None:
+                paper_sampling = encoder
+    if references == 0:
+        return settings, {}
+    method = min(METHODS, key=lambda m: log_errors[m])
+    chosen = replace(settings, method=method)
+    if method == "paper" and settings.voxel_proportional is None and paper_sampling is not None:
+        chosen = _with_sampling(chosen, paper_sampling)
+    return chosen, {m: round(v / references, 4) for m, v in log_errors.items()}
+
+
+def _with_sampling(settings: CompressSettings, encoder: "_Encoder") -> CompressSettings:
+    """`settings` with the voxel sampling and amplification `encoder` used."""
+    amplification = settings.amplification if encoder.amplified else Amplification()
+    return replace(settings, voxel_coverage=encoder.coverage, voxel_proportional=encoder.proportional,
+                   amplification=amplification)
+
+
+def _candidates(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target,
+                checks: "_CheckViews", report: ProgressCallback, last_fit: tuple[int, int, int] | None = None
+                ) -> list["_Encoder"]:
+    """One encoder per method at the first SH degree, then the best method at the other degrees, each with its
+    level and count chosen for `target` (the size search starting from `last_fit`'s bytes per Gaussian)."""
+    methods = METHODS if settings.method == "auto" else (settings.method,)
+    degrees = SH_AUTO_DEGREES if settings.sh_degree == SH_AUTO else (settings.sh_degree,)
+    degrees = tuple(d for d in degrees if d is None or d <= scene.sh_degree) or (0,)
+    encoders: list[_Encoder] = []
+    level = None
+    for method in methods:
+        encoders.append(_encode(scene, scores, settings, method, degrees[0], target, checks, report, level, last_fit))
+        level = encoders[-1].level  # the next search starts there
+    chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
+    for degree in degrees[1:]:
+        encoders.append(_encode(scene, scores, settings, chosen.method, degree, target, checks, report, chosen.level))
+    return encoders
+
+
+def proxy_crop(scene: GaussianScene, count: int | None = None) -> np.ndarray:
+    """Indices of the `count` Gaussians nearest the scene's median point (sorted): a spatial crop that keeps
+    the scene's local density, so that a compression ratio means the same there as on the whole scene."""
+    means = scene.means.astype(np.float64)
+    distance = np.linalg.norm(means - np.median(means, axis=0), axis=1)
+    return np.sort(np.argsort(distance, kind="stable")[:count or PROXY_GAUSSIANS])
+
+
+def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, settings: CompressSettings,
+                     cameras: Sequence, report: ProgressCallback
+                     ) -> tuple[CompressSettings, dict, tuple[int, int, int] | None]:
+    """`settings` with the method, quantisation level, SH degree and sampling fixed to what renders best on a
+    crop of PROXY_GAUSSIANS at the same ratio (as many views around the crop as were given, at their size):
+    the search cost 2.5x a compress of a 1.5M scene, and what it finds depends on the scene's character and
+    the ratio, not on its extent. Also the crop's last (level, count, bytes): its bytes per Gaussian start
+    the whole scene's size search (each merge of 1.5M Gaussians takes 4 s)."""
+    crop = proxy_crop(scene)
+    proxy, proxy_scores = scene.subset(crop), scores[crop]
+    ratio = INRIA_BYTES_PER_GAUSSIAN * len(scene) / target.size_in_bytes(len(scene))
+    size = min(SCORING_SIZE, max(cameras[0].width, cameras[0].height)) if len(cameras) else SCORING_SIZE
+    checks = _CheckViews(proxy, scoring_cameras(proxy, max(len(cameras), 2), size=size))  # as many, as large
+    if settings.method == "auto":
+        settings = _scene_method(proxy, proxy_scores, settings, checks, report)[0]
+    encoders = _candidates(proxy, proxy_scores, settings, Target("ratio", ratio), checks, report)
+    chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
+    fixed = replace(settings, method=chosen.method, quantisation_level=chosen.level, sh_degree=chosen.sh_degree)
+    if chosen.method == "paper":
+        fixed = _with_sampling(fixed, chosen)
+    return fixed, {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
+                   "sh_degree": chosen.sh_degree}, chosen.last_fit
+
+
 def _encode(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, method: str, sh_degree: int | None,
-            target: Target, checks: "_CheckViews", report: ProgressCallback, first_level: int | None) -> "_Encoder":
-    """An encoder of `method` and `sh_degree` that has chosen its level and count for `target`."""
+            target: Target, checks: "_CheckViews", report: ProgressCallback, first_level: int | None,
+            last_fit: tuple[int, int, int] | None = None) -> "_Encoder":
+    """An encoder of `method` and `sh_degree` that has chosen its level and count for `target` (its size search
+    starting from `last_fit`'s bytes per Gaussian when given)."""
     encoder = _Encoder(scene, scores, settings, method, sh_degree, target, checks, report)
+    encoder.last_fit = last_fit
     budget = target.size_in_bytes(len(scene))
     if budget is None:  # a fixed count: nothing to trade against precision, so the finest level
         encoder.level, encoder.count = settings.quantisation_level or 0, encoder.initial_count()
