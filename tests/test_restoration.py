@@ -63,6 +63,41 @@ def test_restoration_section_round_trips_bit_exactly(small_file, tmp_path) -> No
         with_restoration(data, stored)
 
 
+def test_int8_restoration_reads_back_within_half_a_step_at_half_the_bytes(small_file) -> None:
+    """dtype int8: one scale per tensor in the header; fp16 files (all files written before) still read."""
+    float16 = _random_restoration()
+    arrays = float16.arrays()
+    int8 = Restoration.from_arrays("residual_cnn", {"channels": 8}, arrays, 0.7, {}, dtype="int8")
+    assert len(int8.payload) == 1099 and len(int8.info["scales"]) == len(arrays)
+    back = decode_exgs(with_restoration(small_file, int8)).metadata["restoration"]
+    assert back.payload == int8.payload and back.info == int8.info
+    for (name, value), scale in zip(arrays.items(), int8.info["scales"]):
+        error = np.abs(back.arrays()[name] - value.astype(np.float32)).max()
+        assert error <= 0.5 * scale * 1.01 + 1e-3 * np.abs(value).max()
+    module = restoration_module(back, device="cpu")
+    assert module.conv2.weight.dtype == torch.float32
+    header, sections = decode_container(with_restoration(small_file, int8))
+    header["restoration"]["scales"] = header["restoration"]["scales"][:-1]
+    from exgs_core.io.exgs import encode_container
+
+    with pytest.raises(SceneFormatError, match="scales"):
+        decode_exgs(encode_container(header, sections))
+
+
+def test_training_on_crops_without_padding_scores_what_the_padded_module_gives() -> None:
+    """forward_valid (the fit's training path) equals forward() on the pixels with full context."""
+    torch.manual_seed(0)
+    module = ResidualCNN()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.1 * torch.randn(p.shape))
+    x = torch.rand(2, 4, 30, 26)
+    m = module.margin
+    padded = module(x[:, :3], x[:, 3:])[:, :, m:-m, m:-m]
+    assert torch.allclose(module.forward_valid(x), padded, atol=1e-6)
+    assert not torch.allclose(module(x[:, :3], x[:, 3:])[:, :, :m], x[:, :3, :m], atol=1e-3)  # not the identity
+
+
 def test_corrupted_restoration_section_is_a_clear_error_naming_the_file(small_file, tmp_path) -> None:
     data = bytearray(with_restoration(small_file, _random_restoration()))
     data[-3] ^= 0x20  # inside the last section: the restoration
