@@ -84,20 +84,6 @@ def test_int8_restoration_reads_back_within_half_a_step_at_half_the_bytes(small_
         decode_exgs(encode_container(header, sections))
 
 
-def test_training_on_crops_without_padding_scores_what_the_padded_module_gives() -> None:
-    """forward_valid (the fit's training path) equals forward() on the pixels with full context."""
-    torch.manual_seed(0)
-    module = ResidualCNN()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.1 * torch.randn(p.shape))
-    x = torch.rand(2, 4, 30, 26)
-    m = module.margin
-    padded = module(x[:, :3], x[:, 3:])[:, :, m:-m, m:-m]
-    assert torch.allclose(module.forward_valid(x), padded, atol=1e-6)
-    assert not torch.allclose(module(x[:, :3], x[:, 3:])[:, :, :m], x[:, :3, :m], atol=1e-3)  # not the identity
-
-
 def test_corrupted_restoration_section_is_a_clear_error_naming_the_file(small_file, tmp_path) -> None:
     data = bytearray(with_restoration(small_file, _random_restoration()))
     data[-3] ^= 0x20  # inside the last section: the restoration
