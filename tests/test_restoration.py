@@ -141,6 +141,22 @@ def test_a_fit_on_a_real_scene_beats_raw_on_unseen_views() -> None:
 
 
 @requires_data
+def test_an_int8_fit_validates_the_weights_it_stores() -> None:
+    """The validated gain is the stored file's: the module validated is the int8 weights read back."""
+    scene = random_gaussians(MESH2SPLAT_DIR / "koala.splat", 4_000, seed=0)
+    decoded = compress(scene, Target("ratio", 100), scoring_cameras(scene, views=4, size=48)).scene
+    pairs = render_pairs(scene, decoded, jittered_views(scene, 8, seed=1, size=64), seed=1)
+    validation = render_pairs(scene, decoded, jittered_views(scene, 3, seed=2, size=64), seed=2)
+    result = fit_restoration(pairs, validation, steps=150, seed=0, dtype="int8")
+    stored = result.to_restoration()
+    assert stored.info["dtype"] == "int8" and len(stored.payload) == 1099
+    module = restoration_module(Restoration.from_text(stored.to_text()), device="cpu")
+    for name, value in result.module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), name
+    assert result.gain_db > 0
+
+
+@requires_data
 def test_cli_compress_fits_by_default_and_none_writes_no_section(tmp_path, capsys) -> None:
     source = tmp_path / "koala.ply"
     write_scene(random_gaussians(MESH2SPLAT_DIR / "koala.splat", 8_000, seed=0), source)
