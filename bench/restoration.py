@@ -9,6 +9,7 @@ plain file against restored frames of the fitted file. Results go to a JSON-line
 (scene, ratio), resumable; --markdown prints the tables for docs/results.md.
 
     python bench/restoration.py --out bench_restoration.jsonl [--ratios 100 300] [--scenes ...] [--markdown]
+                                [--fit-steps N] [--dtype int8] [--channels C]
 
 --timing measures instead the time of the default fit, stage by stage (pair rendering, optimisation,
 validation), on 200k-Gaussian scenes made of real ones (cat and koala side by side; splats_plant tiled to 200k)
@@ -47,15 +48,14 @@ TEST_VIEWS = 8
 TEST_SEED = 424242
 
 
-def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, fit_steps: int) -> dict:
+def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, restoration: RestorationSettings) -> dict:
     scene = read_scene(path)
     settings = CompressSettings()
     target = Target("ratio", ratio)
     plain = compress_restored(scene, target, cameras, settings, scores=scores,
                               restoration=RestorationSettings("none"))
     start, cpu_start = time.perf_counter(), time.process_time()
-    fitted = compress_restored(scene, target, cameras, settings, scores=scores,
-                               restoration=RestorationSettings("fit", fit_steps))
+    fitted = compress_restored(scene, target, cameras, settings, scores=scores, restoration=restoration)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     views = fit.jittered_views(scene, TEST_VIEWS, TEST_SEED, distance_range=(0.4, 1.0))
     backgrounds = fit.backgrounds_for(len(views), TEST_SEED)
@@ -85,7 +85,8 @@ def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, fit_ste
         "worst_view_gain_db": float(gains.min()), "per_view_gain_db": [round(float(g), 3) for g in gains],
         "restoration_seconds": round(seconds, 1), "restoration_cpu_seconds": round(cpu_seconds, 1),
         "fit_seconds": info.get("fit_seconds"), "fit_cpu_seconds": info.get("fit_cpu_seconds"),
-        "steps": info.get("steps"), "reason": info.get("reason"),
+        "steps": info.get("steps"), "reason": info.get("reason"), "dtype": restoration.dtype,
+        "channels": restoration.channels,
     }
 
 
@@ -180,6 +181,9 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="*", help="scene files (default: the held-out scenes); with --timing, "
                         "fragments of the timing scenes' names")
     parser.add_argument("--fit-steps", type=int, default=None, help="default: the compressor's")
+    parser.add_argument("--dtype", choices=("float16", "int8"), default=None, help="of the stored weights "
+                        "(default: the compressor's)")
+    parser.add_argument("--channels", type=int, default=None, help="default: the compressor's")
     parser.add_argument("--markdown", action="store_true", help="only print the tables of --out")
     parser.add_argument("--timing", action="store_true",
                         help="time the default fit's stages on 200k-Gaussian scenes (at the first --ratios) instead")
@@ -192,7 +196,9 @@ def main() -> None:
     if args.markdown:
         print(markdown(rows))
         return
-    fit_steps = args.fit_steps or RestorationSettings().fit_steps
+    default = RestorationSettings()
+    restoration = RestorationSettings("fit", args.fit_steps or default.fit_steps,
+                                      channels=args.channels or default.channels, dtype=args.dtype or default.dtype)
     done = {(r["scene"], r["ratio"]) for r in rows}
     for path in [Path(p) for p in args.scenes] if args.scenes else HELD_OUT:
         todo = [ratio for ratio in args.ratios if (path.name, ratio) not in done]
@@ -202,7 +208,7 @@ def main() -> None:
         cameras = scoring_cameras(scene)
         scores = significance(scene, cameras, CompressSettings().variant)
         for ratio in todo:
-            row = measure(path, ratio, scores, cameras, fit_steps)
+            row = measure(path, ratio, scores, cameras, restoration)
             print(json.dumps({k: v for k, v in row.items() if k != "per_view_gain_db"}), flush=True)
             with out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")

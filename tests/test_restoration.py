@@ -63,6 +63,27 @@ def test_restoration_section_round_trips_bit_exactly(small_file, tmp_path) -> No
         with_restoration(data, stored)
 
 
+def test_int8_restoration_reads_back_within_half_a_step_at_half_the_bytes(small_file) -> None:
+    """dtype int8: one scale per tensor in the header; fp16 files (all files written before) still read."""
+    float16 = _random_restoration()
+    arrays = float16.arrays()
+    int8 = Restoration.from_arrays("residual_cnn", {"channels": 8}, arrays, 0.7, {}, dtype="int8")
+    assert len(int8.payload) == 1099 and len(int8.info["scales"]) == len(arrays)
+    back = decode_exgs(with_restoration(small_file, int8)).metadata["restoration"]
+    assert back.payload == int8.payload and back.info == int8.info
+    for (name, value), scale in zip(arrays.items(), int8.info["scales"]):
+        error = np.abs(back.arrays()[name] - value.astype(np.float32)).max()
+        assert error <= 0.5 * scale * 1.01 + 1e-3 * np.abs(value).max()
+    module = restoration_module(back, device="cpu")
+    assert module.conv2.weight.dtype == torch.float32
+    header, sections = decode_container(with_restoration(small_file, int8))
+    header["restoration"]["scales"] = header["restoration"]["scales"][:-1]
+    from exgs_core.io.exgs import encode_container
+
+    with pytest.raises(SceneFormatError, match="scales"):
+        decode_exgs(encode_container(header, sections))
+
+
 def test_corrupted_restoration_section_is_a_clear_error_naming_the_file(small_file, tmp_path) -> None:
     data = bytearray(with_restoration(small_file, _random_restoration()))
     data[-3] ^= 0x20  # inside the last section: the restoration
@@ -117,6 +138,22 @@ def test_a_fit_on_a_real_scene_beats_raw_on_unseen_views() -> None:
         out = restore(x[:3].permute(1, 2, 0), 1 - x[3], result.module, result.strength)
         restored.append(frame_psnr(out.permute(2, 0, 1), y))
     assert np.mean(restored) > np.mean(raw) + 0.1
+
+
+@requires_data
+def test_an_int8_fit_validates_the_weights_it_stores() -> None:
+    """The validated gain is the stored file's: the module validated is the int8 weights read back."""
+    scene = random_gaussians(MESH2SPLAT_DIR / "koala.splat", 4_000, seed=0)
+    decoded = compress(scene, Target("ratio", 100), scoring_cameras(scene, views=4, size=48)).scene
+    pairs = render_pairs(scene, decoded, jittered_views(scene, 8, seed=1, size=64), seed=1)
+    validation = render_pairs(scene, decoded, jittered_views(scene, 3, seed=2, size=64), seed=2)
+    result = fit_restoration(pairs, validation, steps=150, seed=0, dtype="int8")
+    stored = result.to_restoration()
+    assert stored.info["dtype"] == "int8" and len(stored.payload) == 1099
+    module = restoration_module(Restoration.from_text(stored.to_text()), device="cpu")
+    for name, value in result.module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), name
+    assert result.gain_db > 0
 
 
 @requires_data

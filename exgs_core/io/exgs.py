@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import lzma
+import math
 import os
 import re
 import struct
@@ -412,7 +413,7 @@ def scene_section_sizes(header: dict[str, Any]) -> dict[str, int]:
 
 RESTORATION_SECTION = "restoration"
 RESTORATION_KINDS = ("residual_cnn",)
-RESTORATION_DTYPES = {"float16": np.dtype("<f2")}
+RESTORATION_DTYPES = {"float16": np.dtype("<f2"), "int8": np.dtype("i1")}  # int8: times info["scales"][i]
 MAX_RESTORATION_VALUES = 1 << 22
 
 
@@ -439,12 +440,16 @@ class Restoration:
         return str(self.info["kind"])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The tensors by name, as arrays of the stored dtype (read-only views of the payload)."""
+        """The tensors by name: read-only views of the payload for float16, float32 values (int8 x the tensor's
+        scale) for int8."""
         dtype = RESTORATION_DTYPES[self.info["dtype"]]
+        scales = self.info.get("scales")
         out, offset = {}, 0
-        for name, shape in self.info["tensors"]:
+        for index, (name, shape) in enumerate(self.info["tensors"]):
             count = int(np.prod(shape, dtype=np.int64))
             out[name] = np.frombuffer(self.payload, dtype, count, offset).reshape(shape)
+            if scales is not None:
+                out[name] = out[name].astype(np.float32) * np.float32(scales[index])
             offset += count * dtype.itemsize
         return out
 
@@ -465,10 +470,22 @@ class Restoration:
     @classmethod
     def from_arrays(cls, kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray], strength: float,
                     validated: dict[str, Any] | None = None, dtype: str = "float16") -> "Restoration":
-        stored = {name: np.ascontiguousarray(value, RESTORATION_DTYPES[dtype]) for name, value in arrays.items()}
+        """`dtype` "int8" stores each tensor symmetrically quantised to int8 with its own scale (max |value| / 127,
+        3 significant digits) in info["scales"]: half the bytes of float16."""
+        if dtype == "int8":
+            # 3 significant digits keep the header entry short; values beyond 127 x scale are clipped (< 0.5%)
+            scales = [float(f"{np.abs(np.asarray(value, np.float32)).max() / 127:.3g}") or 1.0
+                      for value in arrays.values()]
+            stored = {name: np.ascontiguousarray(np.clip(np.rint(np.asarray(value, np.float32) / np.float32(scale)),
+                                                         -127, 127), np.int8)
+                      for (name, value), scale in zip(arrays.items(), scales)}
+        else:
+            stored = {name: np.ascontiguousarray(value, RESTORATION_DTYPES[dtype]) for name, value in arrays.items()}
         info = {"kind": kind, "config": dict(config), "dtype": dtype, "strength": round(float(strength), 4),
                 "tensors": [[name, list(value.shape)] for name, value in stored.items()],
                 "validated": dict(validated or {})}
+        if dtype == "int8":
+            info["scales"] = scales
         return cls(info, b"".join(value.tobytes() for value in stored.values()))
 
 
@@ -481,12 +498,18 @@ def restoration_payload_size(info: Any) -> int:
                          f"{', '.join(RESTORATION_KINDS)}")
     if info.get("dtype") not in RESTORATION_DTYPES:
         raise ValueError(f"unknown restoration dtype {info.get('dtype')!r}")
+    tensors = info.get("tensors")
+    if info["dtype"] == "int8":
+        scales = info.get("scales")
+        if (not isinstance(scales, list) or not isinstance(tensors, list) or len(scales) != len(tensors)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                           for v in scales)):
+            raise ValueError("an int8 restoration needs 'scales': one positive number per tensor")
     strength = info.get("strength")
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
         raise ValueError(f"restoration strength must be a number in [0, 1], got {strength!r}")
     if not isinstance(info.get("config"), dict):
         raise ValueError("'restoration.config' must be an object")
-    tensors = info.get("tensors")
     if not isinstance(tensors, list) or not tensors:
         raise ValueError("'restoration.tensors' must be a non-empty list of [name, shape]")
     total = 0

@@ -32,10 +32,12 @@ from exgs_core.scene import GaussianScene
 
 KIND = "residual_cnn"
 DEFAULT_CHANNELS = 8  # 16 channels gained no more in the same CPU time on the fox at 100x, at 3x the bytes
+DEFAULT_DTYPE = "float16"  # of the stored weights: "float16" or "int8" (exgs_core.io.exgs.RESTORATION_DTYPES)
 LEARNING_RATE = 3e-3  # 6e-3 diverged on the cat at 100x
 FIT_VIEWS = 48  # jittered views on top of the scoring (or user) views
 VALIDATION_VIEWS = 8
 VIEW_SIZE = 192
+DISTANCE_RANGE = (0.45, 1.3)  # of the jittered fitting and validation views, times the framing distance
 STRENGTHS = tuple(round(0.1 * k, 1) for k in range(11))
 MIN_GAIN_DB = 0.02  # below this the correction is not worth its bytes
 # Optimisation steps of the default fit, aiming at 90 s on 2 cores for a 200k-Gaussian scene's whole fit,
@@ -84,7 +86,7 @@ def restoration_module(restoration: Restoration, device: str | torch.device | No
 
 
 def jittered_views(scene: GaussianScene, n: int, seed: int, size: int = VIEW_SIZE,
-                   distance_range: tuple[float, float] = (0.45, 1.3), fov_range: tuple[float, float] = (30.0, 75.0)
+                   distance_range: tuple[float, float] | None = None, fov_range: tuple[float, float] = (30.0, 75.0)
                    ) -> list[Camera]:
     """`n` views from random directions around the scene, at varied distance and field of view (no up axis).
 
@@ -93,6 +95,7 @@ def jittered_views(scene: GaussianScene, n: int, seed: int, size: int = VIEW_SIZ
     """
     from exgs_core.camera import fit_distance
 
+    distance_range = distance_range or DISTANCE_RANGE
     rng = np.random.default_rng(seed)
     center, radius = robust_bounds(scene.means, scene.opacities())
     cameras = []
@@ -176,19 +179,24 @@ class FitResult:
     seconds: float  # wall time of the optimisation
     per_view_gain_db: list[float] = field(default_factory=list)
     timings: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (wall s, process CPU s)
+    dtype: str = DEFAULT_DTYPE
 
     def to_restoration(self) -> Restoration:
-        arrays = {name: value.detach().cpu().numpy() for name, value in self.module.state_dict().items()}
         validated = {"gain_db": round(self.gain_db, 3), "raw_psnr": round(self.raw_psnr, 3),
                      "restored_psnr": round(self.restored_psnr, 3), "views": len(self.per_view_gain_db),
                      "worst_view_gain_db": round(self.worst_view_gain_db, 3), "worst_view": self.worst_view,
                      "fit_steps": self.steps}  # no times: the same input must give the same bytes
-        return Restoration.from_arrays(KIND, {"channels": self.module.channels}, arrays, self.strength, validated)
+        return _stored(self.module, self.strength, validated, self.dtype)
+
+
+def _stored(module: ResidualCNN, strength: float, validated: dict, dtype: str) -> Restoration:
+    arrays = {name: value.detach().cpu().numpy() for name, value in module.state_dict().items()}
+    return Restoration.from_arrays(KIND, {"channels": module.channels}, arrays, strength, validated, dtype)
 
 
 def fit_restoration(pairs: Pairs, validation: Pairs, steps: int = DEFAULT_STEPS, seconds: float | None = None,
                     channels: int = DEFAULT_CHANNELS, seed: int = 0, device: str | torch.device | None = None,
-                    on_progress: ProgressCallback | None = None) -> FitResult:
+                    on_progress: ProgressCallback | None = None, dtype: str = DEFAULT_DTYPE) -> FitResult:
     """Fit a ResidualCNN on `pairs` for `steps` optimisation steps, then choose its strength on `validation`.
 
     A number of steps, not a time, is the budget, so the same pairs and seed give the same weights, bit for
@@ -196,8 +204,8 @@ def fit_restoration(pairs: Pairs, validation: Pairs, steps: int = DEFAULT_STEPS,
     `seconds` optionally caps the optimisation's wall time: when it binds, fewer steps are done (the cosine
     schedule follows whichever of steps and time is further along) and the result depends on the machine.
     Random 64 px crops, half of them centred where the raw frame is most wrong; Adam with cosine decay; MSE
-    loss (L1 gained 20x less PSNR in the same time on the fox at 100x). The module is rounded to fp16 (as
-    stored) before validation, so the validated gain is the stored file's.
+    loss (L1 gained 20x less PSNR in the same time on the fox at 100x). The module is rounded to the stored
+    `dtype` (fp16 or int8) before validation, so the validated gain is the stored file's.
     """
     if len(pairs) == 0 or len(validation) == 0:
         raise ValueError("fitting a restoration needs fitting and validation pairs")
@@ -210,13 +218,13 @@ def fit_restoration(pairs: Pairs, validation: Pairs, steps: int = DEFAULT_STEPS,
         # and a fixed thread count keeps the floating-point sums in the same order run to run.
         torch.set_num_threads(1)
     try:
-        return _fit(pairs, validation, steps, seconds, channels, seed, device, on_progress)
+        return _fit(pairs, validation, steps, seconds, channels, seed, device, on_progress, dtype)
     finally:
         torch.set_num_threads(threads)
 
 
 def _fit(pairs: Pairs, validation: Pairs, steps: int, seconds: float | None, channels: int, seed: int,
-         device: torch.device, on_progress: ProgressCallback | None) -> FitResult:
+         device: torch.device, on_progress: ProgressCallback | None, dtype: str) -> FitResult:
     start, cpu_start = time.perf_counter(), time.process_time()  # the first optimiser in a process imports dynamo
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -244,13 +252,11 @@ def _fit(pairs: Pairs, validation: Pairs, steps: int, seconds: float | None, cha
         if on_progress is not None and step % 20 == 0:
             on_progress("fitting", min(1.0, progress))
     timings = {"optimisation": (time.perf_counter() - start, time.process_time() - cpu_start)}
-    with torch.no_grad():  # what the file will hold
-        for parameter in module.parameters():
-            parameter.copy_(parameter.half().float())
-    module = module.to(memory_format=torch.contiguous_format).eval().requires_grad_(False)
+    module = restoration_module(_stored(module, 1.0, {}, dtype), device)  # what the file will hold
     start, cpu_start = time.perf_counter(), time.process_time()
     result = _validate(module, validation, device, step, timings["optimisation"][0])
     result.timings = {**timings, "validation": (time.perf_counter() - start, time.process_time() - cpu_start)}
+    result.dtype = dtype
     return result
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, with_restoration
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
-from exgs_core.painter.fit import DEFAULT_STEPS
+from exgs_core.painter.fit import DEFAULT_CHANNELS, DEFAULT_DTYPE, DEFAULT_STEPS
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.compress import CompressResult, CompressSettings, ProgressCallback, Target, at_scoring_size, compress
 
@@ -46,12 +46,16 @@ class RestorationSettings:
     fit_steps: int = DEFAULT_STEPS
     fit_seconds: float | None = None
     seed: int = 0
+    channels: int = DEFAULT_CHANNELS
+    dtype: str = DEFAULT_DTYPE  # of the stored weights
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"restoration must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.fit_steps >= 1:
             raise ValueError(f"fit steps must be at least 1, got {self.fit_steps}")
+        if self.dtype not in ("float16", "int8"):
+            raise ValueError(f"restoration dtype must be float16 or int8, got {self.dtype!r}")
         if self.fit_seconds is not None and not self.fit_seconds > 0:
             raise ValueError(f"fit seconds must be positive, got {self.fit_seconds}")
 
@@ -75,7 +79,7 @@ def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, s
                               on_view=lambda i: report("scoring", (i + 1) / len(cameras)))
     base = compress(scene, target, cameras, settings, on_progress, scores)
     budget = target.size_in_bytes(len(scene))
-    reserve = section_reserve()
+    reserve = section_reserve(restoration.channels, restoration.dtype)
     candidate = base
     if budget is not None:
         if budget - reserve <= 0.1 * budget:
@@ -87,11 +91,13 @@ def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, s
     return _fit_and_choose(scene, base, candidate, budget, cameras, restoration, target, report)
 
 
-def section_reserve() -> int:
-    """Bytes to leave for the correction when splitting the budget (the fp16 weights and their header entry)."""
+def section_reserve(channels: int = DEFAULT_CHANNELS, dtype: str = DEFAULT_DTYPE) -> int:
+    """Bytes to leave for the correction when splitting the budget (the stored weights and their header entry)."""
+    from exgs_core.io.exgs import RESTORATION_DTYPES
     from exgs_core.painter.fit import ResidualCNN
 
-    return 2 * sum(p.numel() for p in ResidualCNN().parameters()) + HEADER_RESERVE
+    values = sum(p.numel() for p in ResidualCNN(channels).parameters())
+    return values * RESTORATION_DTYPES[dtype].itemsize + HEADER_RESERVE
 
 
 def _fit_and_choose(scene: GaussianScene, base: CompressResult, candidate: CompressResult, budget: int | None,
@@ -121,7 +127,8 @@ def _fit_and_choose(scene: GaussianScene, base: CompressResult, candidate: Compr
     if restoration.fit_seconds is not None:
         seconds = max(MIN_OPTIMISATION_SECONDS, restoration.fit_seconds - render_seconds)
     result = fit.fit_restoration(pairs, validation, steps=restoration.fit_steps, seconds=seconds,
-                                 seed=restoration.seed, on_progress=report)
+                                 channels=restoration.channels, seed=restoration.seed, on_progress=report,
+                                 dtype=restoration.dtype)
     equal_bytes_gain = result.restored_psnr - (result.raw_psnr if base_psnr is None else base_psnr)
     optimisation, validating = result.timings["optimisation"], result.timings["validation"]
     info = {
