@@ -164,6 +164,9 @@ class CompressResult:
     scene: GaussianScene  # what the file decodes to
     kept: np.ndarray  # indices of the kept Gaussians in the input scene
     stats: dict = field(default_factory=dict)
+    # The settings with what was chosen by rendered error fixed (method, level, SH degree, the paper path's
+    # sampling): compressing the same scene to a nearby size with them chooses nothing again.
+    chosen_settings: CompressSettings | None = None
 
 
 ProgressCallback = Callable[[str, float], None]  # (stage, fraction done) ; raise to cancel
@@ -234,7 +237,7 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     stats["level_errors"] = {level: round(error, 8) for level, error in sorted(chosen.level_errors.items())}
     stats["proxy"] = proxy  # {} unless the choices were made on a crop of the scene (large scenes)
     report("done", 1.0)
-    return CompressResult(data, decoded, kept, stats)
+    return CompressResult(data, decoded, kept, stats, _fixed_settings(settings, chosen))
 
 
 def _searches(settings: CompressSettings, target: Target) -> bool:
@@ -276,6 +279,13 @@ def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSe
     if method == "paper" and settings.voxel_proportional is None and paper_sampling is not None:
         chosen = _with_sampling(chosen, paper_sampling)
     return chosen, {m: round(v / references, 4) for m, v in log_errors.items()}
+
+
+def _fixed_settings(settings: CompressSettings, encoder: "_Encoder") -> CompressSettings:
+    """`settings` with `encoder`'s method, quantisation level, SH degree and (paper path) sampling fixed."""
+    fixed = replace(settings, method=encoder.method, quantisation_level=encoder.level, sh_degree=encoder.sh_degree)
+    chose_sampling = encoder.method == "paper" and encoder.proportional is not None
+    return _with_sampling(fixed, encoder) if chose_sampling else fixed
 
 
 def _with_sampling(settings: CompressSettings, encoder: "_Encoder") -> CompressSettings:
@@ -329,10 +339,7 @@ def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, s
         settings = _scene_method(proxy, proxy_scores, settings, checks, report)[0]
     encoders = _candidates(proxy, proxy_scores, settings, Target("ratio", ratio), checks, report)
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
-    fixed = replace(settings, method=chosen.method, quantisation_level=chosen.level, sh_degree=chosen.sh_degree)
-    if chosen.method == "paper":
-        fixed = _with_sampling(fixed, chosen)
-    return fixed, {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
+    return _fixed_settings(settings, chosen), {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
                    "sh_degree": chosen.sh_degree}, chosen.last_fit
 
 

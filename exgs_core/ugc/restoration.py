@@ -85,7 +85,10 @@ def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, s
         if budget - reserve <= 0.1 * budget:
             return _without(base, f"the {budget:,}-byte budget is too small to hold a correction")
         try:
-            candidate = compress(scene, Target("size", budget - reserve), cameras, settings, on_progress, scores)
+            # with base's choices fixed: the correction competes against the same method, level and SH degree,
+            # and the choice by rendered error (several compressions) is not made twice
+            fixed = base.chosen_settings or settings
+            candidate = compress(scene, Target("size", budget - reserve), cameras, fixed, on_progress, scores)
         except ExgsError as error:
             return _without(base, str(error))
     return _fit_and_choose(scene, base, candidate, budget, cameras, restoration, target, report)
