@@ -164,9 +164,10 @@ class CompressResult:
     scene: GaussianScene  # what the file decodes to
     kept: np.ndarray  # indices of the kept Gaussians in the input scene
     stats: dict = field(default_factory=dict)
-    # The settings with what was chosen by rendered error fixed (method, level, SH degree, the paper path's
-    # sampling): compressing the same scene to a nearby size with them chooses nothing again.
-    chosen_settings: CompressSettings | None = None
+    # The settings with what is chosen once per scene fixed (the method and the paper path's sampling; for scenes
+    # chosen on a crop, also the level and SH degree): compressing the same scene to another size with them does
+    # not choose again.
+    scene_settings: CompressSettings | None = None
 
 
 ProgressCallback = Callable[[str, float], None]  # (stage, fraction done) ; raise to cancel
@@ -237,7 +238,7 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     stats["level_errors"] = {level: round(error, 8) for level, error in sorted(chosen.level_errors.items())}
     stats["proxy"] = proxy  # {} unless the choices were made on a crop of the scene (large scenes)
     report("done", 1.0)
-    return CompressResult(data, decoded, kept, stats, _fixed_settings(settings, chosen))
+    return CompressResult(data, decoded, kept, stats, settings)
 
 
 def _searches(settings: CompressSettings, target: Target) -> bool:
@@ -339,8 +340,9 @@ def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, s
         settings = _scene_method(proxy, proxy_scores, settings, checks, report)[0]
     encoders = _candidates(proxy, proxy_scores, settings, Target("ratio", ratio), checks, report)
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
-    return _fixed_settings(settings, chosen), {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
-                   "sh_degree": chosen.sh_degree}, chosen.last_fit
+    choices = {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
+               "sh_degree": chosen.sh_degree}
+    return _fixed_settings(settings, chosen), choices, chosen.last_fit
 
 
 def _encode(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, method: str, sh_degree: int | None,

@@ -85,9 +85,9 @@ def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, s
         if budget - reserve <= 0.1 * budget:
             return _without(base, f"the {budget:,}-byte budget is too small to hold a correction")
         try:
-            # with base's choices fixed: the correction competes against the same method, level and SH degree,
-            # and the choice by rendered error (several compressions) is not made twice
-            fixed = base.chosen_settings or settings
+            # base's method: chosen once per scene (four compressions), not again. The level and SH degree are
+            # searched again: fixing base's too lowered the 300x gains (docs/results.md, "Restoration per scene")
+            fixed = base.scene_settings or settings
             candidate = compress(scene, Target("size", budget - reserve), cameras, fixed, on_progress, scores)
         except ExgsError as error:
             return _without(base, str(error))
