@@ -86,7 +86,7 @@ def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, s
             return _without(base, f"the {budget:,}-byte budget is too small to hold a correction")
         try:
             # base's method: chosen once per scene (four compressions), not again. The level and SH degree are
-            # searched again: fixing base's too lowered the 300x gains (docs/results.md, "Restoration per scene")
+            # searched again; fixing base's too measured a tie (docs/results.md, "Restoration per scene")
             fixed = base.scene_settings or settings
             candidate = compress(scene, Target("size", budget - reserve), cameras, fixed, on_progress, scores)
         except ExgsError as error:
