@@ -164,9 +164,9 @@ class CompressResult:
     scene: GaussianScene  # what the file decodes to
     kept: np.ndarray  # indices of the kept Gaussians in the input scene
     stats: dict = field(default_factory=dict)
-    # The settings with what is chosen once per scene fixed (the method and the paper path's sampling; for scenes
-    # chosen on a crop, also the level and SH degree): compressing the same scene to another size with them does
-    # not choose again.
+    # The settings with what is chosen once per scene fixed (the method; for scenes chosen on a crop, also the
+    # level, SH degree and sampling): compressing the same scene to another size with them does not choose the
+    # method again.
     scene_settings: CompressSettings | None = None
 
 
@@ -252,7 +252,8 @@ def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSe
                   report: ProgressCallback) -> tuple[CompressSettings, dict[str, float]]:
     """`settings` with the method fixed for this scene, whatever the target: the one whose files at
     REFERENCE_RATIOS (each method at its best level there) render closer to the full scene on the check views,
-    by the geometric mean of the errors; for the paper path its sampling too, as chosen at the first reference.
+    by the geometric mean of the errors. The paper path's sampling is still chosen per target: kept from the
+    100x reference it cost the donut 5.3 dB at 30x.
     At a fixed level per ratio instead, merge won on the hammer and the spot, where paper renders 3-6 dB better
     at 300x (docs/method.md).
 
@@ -260,7 +261,6 @@ def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSe
     scenes while one of them is 1-2 dB better on other views, so a choice per target flipped between nearby
     sizes and made quality fall with more bytes (the donut: 0.77 dB between 120x and 130x, docs/method.md)."""
     log_errors = {method: 0.0 for method in METHODS}
-    paper_sampling = None
     references = 0
     for ratio in REFERENCE_RATIOS:
         target = Target("ratio", ratio)
@@ -271,14 +271,10 @@ def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSe
         references += 1
         for encoder in encoders:
             log_errors[encoder.method] += float(np.log(max(encoder.error(), 1e-30)))
-            if encoder.method == "paper" and paper_sampling is None and encoder.proportional is not None:
-                paper_sampling = encoder
     if references == 0:
         return settings, {}
     method = min(METHODS, key=lambda m: log_errors[m])
     chosen = replace(settings, method=method)
-    if method == "paper" and settings.voxel_proportional is None and paper_sampling is not None:
-        chosen = _with_sampling(chosen, paper_sampling)
     return chosen, {m: round(v / references, 4) for m, v in log_errors.items()}
 
 
