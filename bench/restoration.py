@@ -57,22 +57,8 @@ def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, restora
     start, cpu_start = time.perf_counter(), time.process_time()
     fitted = compress_restored(scene, target, cameras, settings, scores=scores, restoration=restoration)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    views = fit.jittered_views(scene, TEST_VIEWS, TEST_SEED, distance_range=(0.4, 1.0))
-    backgrounds = fit.backgrounds_for(len(views), TEST_SEED)
-    targets = fit.render_targets(scene, views, backgrounds)
-    plain_inputs = fit.render_inputs(plain.scene, views, backgrounds)
-    fitted_inputs = fit.render_inputs(fitted.scene, views, backgrounds)
-    restorer = fit.scene_restorer(fitted.scene, device="cpu")
-    raw_plain, raw_fitted, restored = [], [], []
-    for y, xp, xf in zip(targets, plain_inputs, fitted_inputs):
-        raw_plain.append(fit.frame_psnr(xp[:3], y))
-        raw_fitted.append(fit.frame_psnr(xf[:3], y))
-        if restorer is None:
-            restored.append(raw_fitted[-1])
-        else:
-            out = restore_batch(xf[None, :3], xf[None, 3:], restorer[0], restorer[1])[0]
-            restored.append(fit.frame_psnr(out, y))
-    gains = np.array(restored) - np.array(raw_plain)
+    raw_plain, raw_fitted, restored = test_psnrs(scene, plain.scene, fitted.scene)
+    gains = restored - raw_plain
     info = fitted.stats.get("restoration", {})
     return {
         "scene": path.name, "ratio": ratio, "gaussians": len(scene),
@@ -88,6 +74,28 @@ def measure(path: Path, ratio: float, scores: np.ndarray, cameras: list, restora
         "steps": info.get("steps"), "reason": info.get("reason"), "dtype": restoration.dtype,
         "channels": restoration.channels,
     }
+
+
+def test_psnrs(scene: GaussianScene, plain: GaussianScene, fitted: GaussianScene
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PSNR on each test view of raw frames of `plain`, and of raw and restored (by its own restoration, if it
+    holds one) frames of `fitted`, against the full `scene`."""
+    views = fit.jittered_views(scene, TEST_VIEWS, TEST_SEED, distance_range=(0.4, 1.0))
+    backgrounds = fit.backgrounds_for(len(views), TEST_SEED)
+    targets = fit.render_targets(scene, views, backgrounds)
+    plain_inputs = fit.render_inputs(plain, views, backgrounds)
+    fitted_inputs = fit.render_inputs(fitted, views, backgrounds)
+    restorer = fit.scene_restorer(fitted, device="cpu")
+    raw_plain, raw_fitted, restored = [], [], []
+    for y, xp, xf in zip(targets, plain_inputs, fitted_inputs):
+        raw_plain.append(fit.frame_psnr(xp[:3], y))
+        raw_fitted.append(fit.frame_psnr(xf[:3], y))
+        if restorer is None:
+            restored.append(raw_fitted[-1])
+        else:
+            out = restore_batch(xf[None, :3], xf[None, 3:], restorer[0], restorer[1])[0]
+            restored.append(fit.frame_psnr(out, y))
+    return np.array(raw_plain), np.array(raw_fitted), np.array(restored)
 
 
 def timing_scenes() -> list[tuple[str, GaussianScene]]:

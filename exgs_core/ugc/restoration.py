@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from exgs_core.errors import ExgsError
-from exgs_core.io.exgs import decode_exgs, with_restoration
+from exgs_core.io.exgs import RESTORATION_DTYPES, decode_exgs, with_restoration
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.painter.fit import DEFAULT_CHANNELS, DEFAULT_DTYPE, DEFAULT_STEPS
 from exgs_core.scene import GaussianScene
@@ -54,8 +54,8 @@ class RestorationSettings:
             raise ValueError(f"restoration must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.fit_steps >= 1:
             raise ValueError(f"fit steps must be at least 1, got {self.fit_steps}")
-        if self.dtype not in ("float16", "int8"):
-            raise ValueError(f"restoration dtype must be float16 or int8, got {self.dtype!r}")
+        if self.dtype not in RESTORATION_DTYPES:
+            raise ValueError(f"restoration dtype must be one of {', '.join(RESTORATION_DTYPES)}, got {self.dtype!r}")
         if self.fit_seconds is not None and not self.fit_seconds > 0:
             raise ValueError(f"fit seconds must be positive, got {self.fit_seconds}")
 
@@ -96,7 +96,6 @@ def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, s
 
 def section_reserve(channels: int = DEFAULT_CHANNELS, dtype: str = DEFAULT_DTYPE) -> int:
     """Bytes to leave for the correction when splitting the budget (the stored weights and their header entry)."""
-    from exgs_core.io.exgs import RESTORATION_DTYPES
     from exgs_core.painter.fit import ResidualCNN
 
     values = sum(p.numel() for p in ResidualCNN(channels).parameters())
