@@ -281,14 +281,10 @@ def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSe
 def _fixed_settings(settings: CompressSettings, encoder: "_Encoder") -> CompressSettings:
     """`settings` with `encoder`'s method, quantisation level, SH degree and (paper path) sampling fixed."""
     fixed = replace(settings, method=encoder.method, quantisation_level=encoder.level, sh_degree=encoder.sh_degree)
-    chose_sampling = encoder.method == "paper" and encoder.proportional is not None
-    return _with_sampling(fixed, encoder) if chose_sampling else fixed
-
-
-def _with_sampling(settings: CompressSettings, encoder: "_Encoder") -> CompressSettings:
-    """`settings` with the voxel sampling and amplification `encoder` used."""
+    if encoder.method != "paper" or encoder.proportional is None:
+        return fixed
     amplification = settings.amplification if encoder.amplified else Amplification()
-    return replace(settings, voxel_coverage=encoder.coverage, voxel_proportional=encoder.proportional,
+    return replace(fixed, voxel_coverage=encoder.coverage, voxel_proportional=encoder.proportional,
                    amplification=amplification)
 
 
