@@ -236,3 +236,38 @@ def test_pairs_are_rendered_from_fewer_views_for_larger_scenes() -> None:
     half, validation = restoration_views(scene, cameras, seed=0, scale=0.5)
     smallest, _ = restoration_views(scene, cameras, seed=0, scale=MIN_VIEW_SCALE)
     assert len(full) == 55 and len(half) == 27 and len(smallest) == 16 and len(validation) == 8
+
+
+@requires_data
+def test_the_budget_reserve_holds_a_real_section_with_little_to_spare() -> None:
+    """compress_restored leaves section_reserve() bytes for the correction: at least what a real fit's section
+    and header entry take (else the correction would not fit and be dropped), and not much more (the rest are
+    Gaussians the file could have kept)."""
+    from exgs_core.ugc.restoration import section_reserve, same_gaussians
+
+    scene = random_gaussians(MESH2SPLAT_DIR / "koala.splat", 4_000, seed=0)
+    compressed = compress(scene, Target("ratio", 100), scoring_cameras(scene, views=4, size=48))
+    pairs = render_pairs(scene, compressed.scene, jittered_views(scene, 8, seed=1, size=64), seed=1)
+    validation = render_pairs(scene, compressed.scene, jittered_views(scene, 3, seed=2, size=64), seed=2)
+    for dtype in ("float16", "int8"):
+        stored = fit_restoration(pairs, validation, steps=100, seed=0, dtype=dtype).to_restoration()
+        stored.info["validated"]["equal_bytes_gain_db"] = -1.234
+        header = {"compression": {**compressed.scene.metadata["exgs"]["compression"],
+                                  "target": {"kind": "ratio", "value": 123.456}}}
+        section = len(with_restoration(compressed.data, stored, header_updates=header)) - len(compressed.data)
+        assert section <= section_reserve(dtype=dtype) <= section + 200, (dtype, section)
+    assert same_gaussians(compressed.scene, decode_exgs(compressed.data))
+    changed = decode_exgs(compressed.data)
+    changed.opacity_logits[0] += 1.0
+    assert not same_gaussians(compressed.scene, changed)
+
+
+@requires_data
+def test_fitting_views_of_different_sizes_share_one_crop_size() -> None:
+    """Given views smaller than the 64 px crops (a user's small cameras) next to 192 px jittered ones: the crops
+    shrink to the smallest view, so batches stack."""
+    scene = random_gaussians(MESH2SPLAT_DIR / "koala.splat", 1_000, seed=0)
+    views = jittered_views(scene, 2, seed=1, size=48) + jittered_views(scene, 2, seed=2, size=96)
+    pairs = render_pairs(scene, scene.subset(slice(0, 500)), views, seed=1)
+    result = fit_restoration(pairs, pairs, steps=5, seed=0)
+    assert result.steps == 5

@@ -264,7 +264,9 @@ class _CropSampler:
     """Batches of random crops; half centred on pixels drawn by the raw frame's error."""
 
     def __init__(self, pairs: Pairs, rng: np.random.Generator, device: torch.device, crop: int = 64, batch: int = 8):
-        self.pairs, self.rng, self.device, self.crop, self.batch_size = pairs, rng, device, crop, batch
+        self.pairs, self.rng, self.device, self.batch_size = pairs, rng, device, batch
+        # one crop size for every frame, so a batch stacks when some views are smaller (small user cameras)
+        self.crop = min(crop, *(min(x.shape[-2:]) for x in pairs.inputs))
         self.cdfs = []  # of each frame's pixels, drawn by error: what rng.choice(p=...) computes on every call
         for x, y in zip(pairs.inputs, pairs.targets):
             error = (x[:3] - y).abs().sum(0).flatten().double().numpy() + 1e-6
@@ -277,7 +279,7 @@ class _CropSampler:
             index = int(self.rng.integers(len(self.pairs)))
             x, y = self.pairs.inputs[index], self.pairs.targets[index]
             height, width = x.shape[-2:]
-            crop = min(self.crop, height, width)
+            crop = self.crop
             if k % 2 == 0:
                 top = int(self.rng.integers(height - crop + 1))
                 left = int(self.rng.integers(width - crop + 1))
