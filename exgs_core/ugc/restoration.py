@@ -32,8 +32,8 @@ GIVEN_VIEWS = 16  # at most this many of the scoring (or user) views are fitted 
 PAIR_GAUSSIANS = 130_000
 MIN_VIEW_SCALE = 1 / 3  # about 16 fitting views: fewer would show the fit too little of the scene
 # Bytes for the section's record and CRC and the target written into the header, on top of the weights and
-# their header entry (section_reserve measures those). With it a real section fits with 100-200 bytes to spare
-# (tests/test_restoration.py checks both bounds).
+# their header entry (section_reserve measures those). With it a real section fits with 40-130 bytes to spare
+# (int8, fp16; tests/test_restoration.py checks it fits with under 200 to spare).
 SECTION_MARGIN = 96
 # A correction is stored only when it beats spending its bytes on Gaussians by this much on the validation
 # views: on the fox a +0.03 dB validated edge at 300x turned into -0.24 dB on closer test views.
