@@ -37,6 +37,7 @@ from torch import nn  # noqa: E402
 
 from bench.restoration import HELD_OUT, TEST_SEED, TEST_VIEWS  # noqa: E402
 from exgs_core.io import read_scene  # noqa: E402
+from exgs_core.io.exgs import Restoration  # noqa: E402
 from exgs_core.painter import fit, load_painter  # noqa: E402
 from exgs_core.painter.restore import restore_batch  # noqa: E402
 from exgs_core.ugc.compress import CompressSettings, Target, compress, scoring_cameras  # noqa: E402
@@ -149,10 +150,13 @@ def fit_conditioning(shipped, variant: str, inputs, targets, steps: int):
         return ((x[:, :3] + painter.conditioning.head(features) - y) ** 2).mean()
 
     optimise(tuned, loss, steps, 1e-3)
-    with torch.no_grad():  # int8, one scale per tensor, as exgs_core.io.exgs stores int8 restorations
-        for value in tuned:
-            scale = float(f"{value.abs().max().item() / 127:.3g}") or 1.0
-            value.copy_((value / scale).round().clamp(-127, 127) * scale)
+    named = dict(tuned_parameters(painter, variant))
+    arrays = {name: value.detach().numpy() for name, value in named.items()}
+    # what an int8 section would hold (the codec knows one kind; the tensors are what matters here)
+    stored = Restoration.from_arrays(fit.KIND, {}, arrays, 1.0, dtype="int8").arrays()
+    with torch.no_grad():
+        for name, value in named.items():
+            value.copy_(torch.from_numpy(stored[name]))
     painter.eval().requires_grad_(False)
     return lambda x: restore_batch(x[:, :3], x[:, 3:4], painter, 1.0)
 

@@ -102,7 +102,7 @@ def section_reserve(channels: int = DEFAULT_CHANNELS, dtype: str = DEFAULT_DTYPE
     """Bytes to leave for the correction when splitting the budget: its stored weights and header entry, measured
     on a placeholder whose numbers are as long as a real fit's, plus SECTION_MARGIN. (A flat 700 bytes for the
     entry wasted about 330 of them: Gaussians the file could have kept.)"""
-    from exgs_core.painter.fit import DEFAULT_STEPS, FitResult, ResidualCNN
+    from exgs_core.painter.fit import FitResult, ResidualCNN
 
     placeholder = FitResult(ResidualCNN(channels), 0.9, -10.123, 59.123, 59.123, -10.123, 99, DEFAULT_STEPS, 0.0,
                             [0.0] * 99, dtype=dtype).to_restoration()
