@@ -15,7 +15,7 @@ from types import ModuleType
 MODULES: list[str] = [
     "operators.io",
     "blend_payload",
-    "native_splats",
+    "operators.convert",
     "properties",
     "runtime",
     "preferences",

@@ -1,15 +1,17 @@
 """A saved .blend keeps compressed splat objects as their .exgs bytes, not as expanded float attributes.
 
-A splat mesh made from .exgs bytes (imported from an .exgs file, or the result of Compress) carries those bytes
-in the custom property PAYLOAD_PROPERTY (a bytes ID property: stored as is, about the size of the .exgs file),
-the matrix applied after decoding (Compress works in world space) and a fingerprint of the mesh as made.
-- save_pre: every splat mesh whose fingerprint still matches is emptied (its attributes cost ~250 bytes per
-  Gaussian in the file); a mesh edited since (points moved, attributes added, new Gaussians) keeps its
+Splat data (a Mesh or a native PointCloud) made from .exgs bytes (imported from an .exgs file, or the result of
+Compress) carries those bytes in the custom property PAYLOAD_PROPERTY (a bytes ID property: stored as is, about
+the size of the .exgs file), the matrix applied after decoding (Compress works in world space) and a
+fingerprint of the data as made (splat_data.py).
+- save_pre: all splat data whose fingerprint still matches is emptied (its attributes cost ~250 bytes per
+  Gaussian in the file); data edited since (points moved, attributes added, new Gaussians) keeps its
   attributes, and its stale payload is dropped.
-- save_post (and save_post_fail): the emptied meshes get back exactly what they held: the session goes on unchanged.
-- load_post and blend_import_post (append/link): empty meshes with a payload are decoded again with the same
-  code as the import, hence the same bytes. Meshes linked from a library cannot be written; scene_from_object
-  decodes their payload when F12 or export read them.
+- save_post (and save_post_fail): the emptied data gets back exactly what it held (meshes from a stash, point
+  clouds decoded again): the session goes on unchanged.
+- load_post and blend_import_post (append/link): empty data with a payload is decoded again with the same
+  code as the import, hence the same bytes. Data linked from a library cannot be written; splats.scene_of
+  decodes its payload when F12 or export read it.
 Blender's autosave, quit.blend and memory-file undo write the file without the save handlers: those copies hold
 the expanded attributes (and the payload), which a load keeps as they are.
 """
@@ -24,34 +26,33 @@ import bpy
 import numpy as np
 from bpy.app.handlers import persistent
 
-from .splat_object import (
-    FINGERPRINT_PROPERTY, PAYLOAD_MATRIX_PROPERTY, PAYLOAD_PROPERTIES, PAYLOAD_PROPERTY, fill_geometry, payload_scene,
+from .compat import ATTRIBUTE_KEYS, ATTRIBUTE_WIDTHS
+from .splat_data import (
+    FINGERPRINT_PROPERTY, MARKER_PROPERTY, PAYLOAD_MATRIX_PROPERTY, PAYLOAD_PROPERTIES, PAYLOAD_PROPERTY,
+    payload_matrix, payload_scene,
 )
+from .splats import fill_data, point_count
 
-# data_type -> (foreach property, values per element, numpy type) of the point attributes a splat mesh may hold.
-_LAYOUTS: dict[str, tuple[str, int, Any]] = {
-    "FLOAT": ("value", 1, np.float32),
-    "FLOAT_VECTOR": ("vector", 3, np.float32),
-    "FLOAT_COLOR": ("color", 4, np.float32),
-    "BOOLEAN": ("value", 1, bool),
-    "INT": ("value", 1, np.int32),
-}
+_DTYPES: dict[str, Any] = {"BOOLEAN": bool, "INT": np.int32}  # numpy type of the attribute types not float32
 
 
-def attach_payload(mesh: bpy.types.Mesh, data: bytes, matrix: np.ndarray | None = None) -> None:
-    """Keep `data` (the .exgs bytes the mesh was just filled from, transformed by `matrix` when given) with it."""
+def attach_payload(mesh: Any, data: bytes, matrix: np.ndarray | None = None) -> None:
+    """Keep `data` (the .exgs bytes the splat data `mesh` was just filled from, transformed by `matrix` when
+    given) with it."""
     mesh[PAYLOAD_PROPERTY] = bytes(data)
     if matrix is not None:
         mesh[PAYLOAD_MATRIX_PROPERTY] = [float(v) for v in np.asarray(matrix, dtype=np.float64).reshape(-1)]
     mesh[FINGERPRINT_PROPERTY] = fingerprint(mesh) or ""
 
 
-def fingerprint(mesh: bpy.types.Mesh) -> str | None:
-    """A hash of every vertex and every non-internal attribute of a points-only mesh; None for anything else
-    (edges, faces, shape keys, attribute types a splat mesh never has): such a mesh is never emptied."""
-    if len(mesh.edges) or len(mesh.polygons) or len(mesh.loops) or mesh.shape_keys is not None:
+def fingerprint(mesh: Any) -> str | None:
+    """A hash of every point and every non-internal attribute of splat data (a points-only mesh or a point
+    cloud); None for anything else (edges, faces, shape keys, attribute types splat data never has): such data
+    is never emptied."""
+    if isinstance(mesh, bpy.types.Mesh) and (
+            len(mesh.edges) or len(mesh.polygons) or len(mesh.loops) or mesh.shape_keys is not None):
         return None
-    count = len(mesh.vertices)
+    count = point_count(mesh)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{count}".encode())
     for attribute in sorted(mesh.attributes, key=lambda a: a.name):
@@ -65,16 +66,25 @@ def fingerprint(mesh: bpy.types.Mesh) -> str | None:
     return digest.hexdigest()
 
 
-def matches_payload(mesh: bpy.types.Mesh) -> bool:
+def matches_payload(mesh: Any) -> bool:
     """True when the mesh holds exactly what its payload decodes to (nothing was edited since)."""
     stored = mesh.get(FINGERPRINT_PROPERTY)
     return mesh.get(PAYLOAD_PROPERTY) is not None and bool(stored) and fingerprint(mesh) == stored
 
 
-def expand(mesh: bpy.types.Mesh) -> None:
-    """Fill an emptied splat mesh from its payload again."""
-    fill_geometry(mesh, payload_scene(mesh))
-    mesh.update()
+def unchanged_payload(obj: bpy.types.Object, to_file: np.ndarray) -> bytes | None:
+    """The .exgs bytes kept with a splat object when they still describe it in the file coordinates `to_file`
+    maps world space to (same Gaussians, and the object placed where its payload puts them); else None."""
+    data: Any = obj.original.data
+    if data.get(PAYLOAD_PROPERTY) is None or not (matches_payload(data) or data.library is not None):
+        return None
+    placed = to_file @ np.array(obj.matrix_world, dtype=np.float64) @ payload_matrix(data)
+    return bytes(data[PAYLOAD_PROPERTY]) if np.allclose(placed, np.eye(4), atol=1e-6) else None
+
+
+def expand(mesh: Any) -> None:
+    """Fill emptied splat data from its payload again."""
+    fill_data(mesh, payload_scene(mesh))
     if fingerprint(mesh) != mesh.get(FINGERPRINT_PROPERTY):
         # Only possible when this machine's floating point differs from the one that made the mesh (the
         # payload's transform): the Gaussians are the payload's, within rounding.
@@ -97,20 +107,30 @@ class _Stash:
 _stashed: dict[str, _Stash] = {}
 
 
-def _splat_meshes() -> list[bpy.types.Mesh]:
-    return [mesh for mesh in bpy.data.meshes if mesh.get("exgs_splat") is not None and mesh.library is None]
+_emptied_clouds: list[str] = []
+
+
+def _splat_data() -> list[Any]:
+    """Every local splat Mesh and PointCloud ExGS made."""
+    found: list[Any] = [*bpy.data.meshes, *bpy.data.pointclouds]
+    return [data for data in found if data.get(MARKER_PROPERTY) is not None and data.library is None]
 
 
 @persistent
 def _on_save_pre(*_: Any) -> None:
     _stashed.clear()
-    for mesh in _splat_meshes():
-        if mesh.get(PAYLOAD_PROPERTY) is None or mesh.is_editmode or len(mesh.vertices) == 0:
+    _emptied_clouds.clear()
+    for mesh in _splat_data():
+        if mesh.get(PAYLOAD_PROPERTY) is None or getattr(mesh, "is_editmode", False) or point_count(mesh) == 0:
             continue
         if not matches_payload(mesh):
             for key in PAYLOAD_PROPERTIES:  # edited: the attributes are the truth now
                 if mesh.get(key) is not None:
                     del mesh[key]
+            continue
+        if isinstance(mesh, bpy.types.PointCloud):  # decoded again after saving: the same bytes
+            mesh.resize(0)
+            _emptied_clouds.append(mesh.name_full)
             continue
         stash = _stash(mesh)
         if stash is not None:
@@ -125,12 +145,17 @@ def _on_save_post(*_: Any) -> None:
         if mesh is not None and len(mesh.vertices) == 0:
             _restore(mesh, stash)
     _stashed.clear()
+    for name in _emptied_clouds:
+        cloud = bpy.data.pointclouds.get(name)
+        if cloud is not None and len(cloud.points) == 0:
+            expand(cloud)
+    _emptied_clouds.clear()
 
 
 @persistent
 def _on_load(*_: Any) -> None:
-    for mesh in _splat_meshes():
-        if len(mesh.vertices) == 0 and mesh.get(PAYLOAD_PROPERTY) is not None:
+    for mesh in _splat_data():
+        if point_count(mesh) == 0 and mesh.get(PAYLOAD_PROPERTY) is not None:
             try:
                 expand(mesh)
             except ValueError as error:  # a damaged payload: say so, keep the (empty) object
@@ -150,11 +175,11 @@ def _stash(mesh: bpy.types.Mesh) -> _Stash | None:
 
 
 def _restore(mesh: bpy.types.Mesh, stash: _Stash) -> None:
-    count = len(stash.attributes[0][2]) // _LAYOUTS[stash.attributes[0][1]][1]
+    count = len(stash.attributes[0][2]) // ATTRIBUTE_WIDTHS[stash.attributes[0][1]]
     mesh.vertices.add(count)
     for name, data_type, values in stash.attributes:
         attribute = mesh.attributes.get(name) or mesh.attributes.new(name, data_type, "POINT")  # type: ignore[arg-type]
-        cast(Any, attribute).data.foreach_set(_LAYOUTS[data_type][0], values)
+        cast(Any, attribute).data.foreach_set(ATTRIBUTE_KEYS[data_type], values)
     if stash.active_color:
         mesh.color_attributes.active_color_name = stash.active_color
     if stash.default_color:
@@ -163,12 +188,11 @@ def _restore(mesh: bpy.types.Mesh, stash: _Stash) -> None:
 
 
 def _read(attribute: bpy.types.Attribute, count: int) -> np.ndarray | None:
-    layout = _LAYOUTS.get(attribute.data_type)
-    if layout is None or attribute.domain != "POINT":
+    kind = attribute.data_type
+    if kind not in ATTRIBUTE_KEYS or attribute.domain != "POINT":
         return None
-    prop, size, dtype = layout
-    values = np.empty(count * size, dtype)
-    cast(Any, attribute).data.foreach_get(prop, values)
+    values = np.empty(count * ATTRIBUTE_WIDTHS[kind], _DTYPES.get(kind, np.float32))
+    cast(Any, attribute).data.foreach_get(ATTRIBUTE_KEYS[kind], values)
     return values
 
 

@@ -25,8 +25,7 @@ from exgs_core.scene import GaussianScene
 from exgs_core.worker import Correction, Frame
 
 from . import runtime
-from .native_splats import info_of, is_any_splat, native_layout, scene_of
-from .splat_object import check_transform, is_splat_object, restoration_of
+from .splats import change_key, check_transform, info_of, is_splat, restoration_of, scene_of
 
 RAW_PASS = "ExGS Raw"
 ALPHA_PASS = "ExGS Alpha"
@@ -140,25 +139,6 @@ class _CachedObject:
 _object_cache: dict[str, _CachedObject] = {}
 
 
-def _fingerprint(obj: bpy.types.Object) -> str:
-    """Changes whenever the Gaussians of the object's data change (positions, opacities, count, SH degree)."""
-    mesh = obj.original.data
-    layout = native_layout(obj)  # Blender's native splat point clouds: their colour attribute holds f_dc, opacity
-    count = len(mesh.points) if layout is not None else len(mesh.vertices)
-    columns = [("position", "vector", 3), ("opacity", "value", 1), ("f_dc_0", "value", 1)]
-    if layout is not None:
-        columns = [("position", "vector", 3), (layout.color, "color", 4)]
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{mesh.name_full}|{count}|{mesh.get('exgs_sh_degree')}".encode())
-    for name, prop, size in columns:
-        attribute = mesh.attributes.get(name)
-        if attribute is not None:
-            values = np.empty(count * size, np.float32)
-            attribute.data.foreach_get(prop, values)
-            digest.update(values.tobytes())
-    return digest.hexdigest()
-
-
 def _local_scene(obj: bpy.types.Object, reuse: bool = False) -> tuple[str, GaussianScene]:
     """(fingerprint, object-space scene), cached per object; `reuse` trusts the cache without re-reading the
     data (the viewport does when the depsgraph reports no geometry change for the object)."""
@@ -166,7 +146,7 @@ def _local_scene(obj: bpy.types.Object, reuse: bool = False) -> tuple[str, Gauss
     cached = _object_cache.get(key)
     if reuse and cached is not None:
         return cached.fingerprint, cached.local
-    fingerprint = _fingerprint(obj)
+    fingerprint = change_key(obj)
     if cached is None or cached.fingerprint != fingerprint:
         cached = _CachedObject(fingerprint, scene_of(obj, world_space=False))
         _object_cache[key] = cached
@@ -177,7 +157,7 @@ def splat_objects(depsgraph: bpy.types.Depsgraph, viewport: bool = False) -> lis
     """The visible splat objects of the depsgraph (evaluated; ours and Blender's native ones), each once."""
     seen: dict[str, bpy.types.Object] = {}
     for obj in depsgraph.objects:
-        if not is_any_splat(obj) or obj.original.name_full in seen:
+        if not is_splat(obj) or obj.original.name_full in seen:
             continue
         if viewport and not obj.original.visible_get():
             continue
@@ -198,7 +178,7 @@ class ObjectRestoration:
 
 def object_restoration(obj: bpy.types.Object) -> ObjectRestoration:
     """Read from the object's data (custom properties: milliseconds, on the main thread)."""
-    stored = restoration_of(obj) if is_splat_object(obj) else None
+    stored = restoration_of(obj)
     ratio = info_of(obj)["inria_ratio"]  # None for native objects: never compressed
     if stored is None:
         return ObjectRestoration(None, None, ratio)

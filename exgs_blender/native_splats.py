@@ -1,41 +1,43 @@
-"""Blender's own Gaussian splats (Blender 5.3 imports .ply and .spz as a splat PointCloud) and ExGS splat objects.
+"""The native splat object: a PointCloud with Blender's own Gaussian splat attributes (Blender 5.3 imports .ply and
+.spz as these, and draws them as splats in the viewport, EEVEE and Cycles).
 
-A native splat is a PointCloud with point attributes (Blender's io/gsplat code): `position`, `scale` (linear, exp
-applied), `rotation` (QUATERNION w, x, y, z), a 4-float colour attribute whose RGB are the SH DC coefficients
-(f_dc) and whose alpha is the opacity after the sigmoid, named `radiance:base` (or, in other builds,
-`radiance_base` or `color`), and per higher SH coefficient a 3-float attribute `radiance:sh_0`, `radiance:sh_1`, ...
-(or `sh_0`, ...), band-major as in the .ply. Names are detected at run time.
+Attributes (Blender's io/gsplat code): `position`, `scale` (linear, exp applied), `rotation` (QUATERNION w, x, y,
+z, unit length), a 4-float attribute whose first three values are the SH DC coefficients (f_dc) and whose fourth
+is the opacity after the sigmoid, named `radiance:base` (or, in other builds, `radiance_base` or `color`), and per
+higher SH coefficient a 3-float attribute `radiance:sh_0`, `radiance:sh_1`, ... (or `sh_0`, ...), band-major as in
+the .ply. Names are detected at run time.
 
-The ExGS panel compresses native objects (into a new ExGS splat object), the ExGS engine renders them and Export
-takes them directly (Blender's PLY exporter writes none of their points). Object > Convert > ExGS Splats makes an
-ExGS splat object of one; Convert > Native Splats goes back. There is no Blender 5.3 `bpy` wheel: the tests build such point clouds in Blender 5.0 with the same
-attributes; the native PointCloud type flag (gsplat) cannot be set from Python, so whether 5.3 draws a point cloud
-made by Convert > Native Splats as splats is untested.
+On Blender 5.3+ (compat.NATIVE_SPLATS) this is also the kind of splat object ExGS makes: a GAUSSIAN_SPLAT point
+cloud sized with `resize` whose data carries the ExGS facts (splat_data.py). Point clouds Blender made itself are
+read the same way. Before 5.3 a point cloud cannot be a splat: Object > Convert > Native Splats then makes one
+with these attributes through a mesh, for files saved for 5.3. Operators, panels and the engine never call this
+module directly: they go through splats.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import bpy
 import numpy as np
 
 from exgs_core.scene import GaussianScene
+from exgs_core.sh import num_sh_bases
 
-from .splat_object import create_splat_object, is_splat_object, scene_from_object, splat_info
+from .compat import ATTRIBUTE_KEYS, ATTRIBUTE_WIDTHS, BASE_COLOR_TYPE, NATIVE_SPLATS
+from .splat_object import check_transform
+from .splat_data import PAYLOAD_PROPERTY, facts_info, is_exgs_data, payload_scene, read_facts, write_facts
 
 COLOR_NAMES = ("radiance:base", "radiance_base", "color")
 SH_PREFIXES = {"radiance:base": "radiance:sh_", "radiance_base": "radiance_sh_", "color": "sh_"}
 SH_COUNTS = (15, 8, 3)  # coefficients beyond DC for degrees 3, 2, 1; Blender also stores degree 4, dropped here
-
-if TYPE_CHECKING:
-    from .operators.io import OperatorResult
+SH_DEGREES = {0: 0, 3: 1, 8: 2, 15: 3}
 
 
 @dataclass
 class NativeLayout:
-    color: str  # the 4-float attribute: f_dc in RGB, sigmoid(opacity) in alpha
+    color: str  # the 4-float attribute: f_dc in the first three values, sigmoid(opacity) in the fourth
     sh_names: list[str]  # higher SH coefficients, band-major
 
 
@@ -43,10 +45,17 @@ def native_layout(obj: bpy.types.Object | None) -> NativeLayout | None:
     """The attribute names of a native splat object, or None if `obj` is not one."""
     if obj is None or obj.type != "POINTCLOUD":
         return None
-    attributes = obj.original.data.attributes
+    data = obj.original.data
+    if is_exgs_data(data) and len(data.points) == 0 and data.get(PAYLOAD_PROPERTY) is not None:
+        return NativeLayout(COLOR_NAMES[0], [])  # emptied for saving, or linked as saved: its payload holds all
+    return _layout(data.attributes)
+
+
+def _layout(attributes: Any) -> NativeLayout | None:
     if "scale" not in attributes or "rotation" not in attributes:
         return None
-    color = next((name for name in COLOR_NAMES if name in attributes and _width(attributes[name]) == 4), None)
+    color = next((name for name in COLOR_NAMES if name in attributes
+                  and ATTRIBUTE_WIDTHS.get(attributes[name].data_type) == 4), None)
     if color is None:
         return None
     for prefix in dict.fromkeys([SH_PREFIXES[color], *SH_PREFIXES.values()]):
@@ -64,76 +73,127 @@ def is_native_splat_object(obj: bpy.types.Object | None) -> bool:
 
 
 def scene_from_native(obj: bpy.types.Object, world_space: bool = True) -> GaussianScene:
-    """The Gaussians of a native splat object (world space by default), in exgs' .ply parameters."""
+    """The Gaussians of a native splat object (world space by default), in exgs' .ply parameters, with the ExGS
+    facts of an object ExGS made. ValueError naming the object for a non-uniform scale."""
     layout = native_layout(obj)
     if layout is None:
         raise ValueError(f"object {obj.name!r} is not a native splat point cloud")
-    attributes = obj.original.data.attributes
-    n = len(obj.original.data.points)
-    means = _read(attributes["position"], n, 3)
-    scales = _read(attributes["scale"], n, 3).astype(np.float64)
-    quats = _read(attributes["rotation"], n, 4)
-    base = _read(attributes[layout.color], n, 4).astype(np.float64)
+    data = obj.original.data
+    if len(data.points) == 0 and data.get(PAYLOAD_PROPERTY) is not None:
+        decoded = payload_scene(data)  # linked from a saved .blend, which keeps the payload: decode it here
+        scene = GaussianScene(decoded.means, decoded.quats, decoded.log_scales, decoded.opacity_logits, decoded.sh)
+    else:
+        scene = _read_native(data, layout)
+    if is_exgs_data(data):
+        read_facts(data, scene)
+    else:
+        scene.metadata["source_name"] = obj.name
+    if not world_space:
+        return scene
+    matrix = np.array(obj.matrix_world, dtype=np.float64)
+    check_transform(obj, matrix)
+    return scene.transformed(matrix)
+
+
+def _read_native(data: Any, layout: NativeLayout) -> GaussianScene:
+    attributes = data.attributes
+    n = len(data.points)
+    means = _read(attributes["position"], n)
+    scales = _read(attributes["scale"], n).astype(np.float64)
+    quats = _read(attributes["rotation"], n)
+    base = _read(attributes[layout.color], n).astype(np.float64)
     sh = np.empty((n, 1 + len(layout.sh_names), 3), np.float32)
     sh[:, 0] = base[:, :3]
     for k, name in enumerate(layout.sh_names, start=1):
-        sh[:, k] = _read(attributes[name], n, 3)
+        sh[:, k] = _read(attributes[name], n)
     alpha = np.clip(base[:, 3], 0.0, 1.0)
     with np.errstate(divide="ignore"):
         log_scales = np.log(np.maximum(scales, 0.0))
         logits = np.log(alpha) - np.log1p(-alpha)
-    scene = GaussianScene(means, quats, log_scales, logits, sh, {"source_name": obj.name})
-    if not world_space:
-        return scene
-    try:
-        return scene.transformed(np.array(obj.matrix_world, dtype=np.float64))
-    except ValueError as error:
-        raise ValueError(f"object {obj.name!r}: {error} (apply or reset its scale to make it uniform)") from None
+    return GaussianScene(means, quats, log_scales, logits, sh)
 
 
-def native_info(obj: bpy.types.Object) -> dict:
-    """splat_info's facts for a native splat object (never compressed by ExGS)."""
+def native_info(obj: bpy.types.Object) -> dict[str, Any]:
+    """Facts for panels and the engine (as splat_object.splat_info): count, sh_degree and the ExGS facts, which
+    an object Blender made itself does not have (never compressed, no restoration)."""
     layout = native_layout(obj)
     if layout is None:
         raise ValueError(f"object {obj.name!r} is not a native splat point cloud")
-    degree = {0: 0, 3: 1, 8: 2, 15: 3}[len(layout.sh_names)]
-    return {"inria_ratio": None, "count": len(obj.original.data.points), "sh_degree": degree,
-            "source_name": obj.name, "source_bytes": 0, "restoration_strength": None, "restoration_gain_db": None}
+    data = obj.original.data
+    if is_exgs_data(data):
+        facts = facts_info(data)
+        degree = int(data.get("exgs_sh_degree", 0))
+    else:
+        facts = {"inria_ratio": None, "restoration_strength": None, "restoration_gain_db": None,
+                 "source_name": obj.name, "source_bytes": 0}
+        degree = SH_DEGREES[len(layout.sh_names)]
+    return {**facts, "count": len(data.points), "sh_degree": degree}
 
 
-# --- either kind: ExGS splat objects and native ones, for the panel, the operators and the engine ---------------
+def create_native_object(scene: GaussianScene, name: str, collection: bpy.types.Collection | None = None,
+                         context: bpy.types.Context | None = None) -> bpy.types.Object:
+    """A native splat object holding `scene` (object space) with its ExGS facts, linked into `collection`
+    (default: the active scene's). Blender 5.3+: a GAUSSIAN_SPLAT point cloud. Before 5.3, Python cannot size a
+    point cloud: a mesh with the same attributes is converted (Object > Convert, which needs `context`), and
+    the result is a plain point cloud that 5.3 opens as splats once its type is set."""
+    target = collection if collection is not None else bpy.context.scene.collection
+    if not NATIVE_SPLATS:
+        return _converted_native_object(scene, name, target, context or bpy.context)
+    cloud = bpy.data.pointclouds.new(name)
+    try:
+        fill_native(cloud, scene)
+        write_facts(cloud, scene)
+        obj = bpy.data.objects.new(name, cloud)
+    except BaseException:
+        bpy.data.pointclouds.remove(cloud)
+        raise
+    target.objects.link(obj)
+    return obj
 
-def is_any_splat(obj: bpy.types.Object | None) -> bool:
-    return is_splat_object(obj) or is_native_splat_object(obj)
+
+def replace_native_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
+    """Swap the Gaussians of a native splat object in place; the object, its transform, name and materials stay."""
+    cloud: Any = obj.original.data
+    fill_native(cloud, scene)
+    write_facts(cloud, scene)
+    obj.update_tag()
 
 
-def scene_of(obj: bpy.types.Object, world_space: bool = True) -> GaussianScene:
-    """The Gaussians of an ExGS splat object or a native one."""
-    return (scene_from_object if is_splat_object(obj) else scene_from_native)(obj, world_space=world_space)
+def fill_native(cloud: bpy.types.PointCloud, scene: GaussianScene) -> None:
+    """Make `cloud` (Blender 5.3+) a GAUSSIAN_SPLAT point cloud holding exactly `scene`'s Gaussians, replacing
+    whatever it held. Deterministic: a .blend rebuilds point clouds from their payload with it."""
+    for attribute in [a for a in cloud.attributes if a.name != "position" and not a.name.startswith(".")]:
+        cloud.attributes.remove(attribute)
+    cloud.resize(len(scene))
+    for name, kind, values in native_columns(scene):
+        attribute = cloud.attributes.get(name) or cloud.attributes.new(name, kind, "POINT")  # type: ignore[arg-type]
+        _write(attribute, values)
+    cloud.type = "GAUSSIAN_SPLAT"
+    cloud.update_tag()
 
 
-def info_of(obj: bpy.types.Object) -> dict:
-    """splat_info of an ExGS splat object or a native one."""
-    return splat_info(obj) if is_splat_object(obj) else native_info(obj)
+def native_columns(scene: GaussianScene, color: str = COLOR_NAMES[0]) -> list[tuple[str, str, np.ndarray]]:
+    """(name, data type, values) of every native splat attribute of `scene`, position first."""
+    base = np.concatenate([scene.sh[:, 0, :].astype(np.float64), scene.opacities()[:, None]], axis=1)
+    columns = [("position", "FLOAT_VECTOR", scene.means), (color, BASE_COLOR_TYPE, base),
+               ("scale", "FLOAT_VECTOR", np.exp(scene.log_scales.astype(np.float64))),
+               ("rotation", "QUATERNION", scene.unit_quats())]
+    prefix = SH_PREFIXES[color]
+    columns += [(f"{prefix}{k - 1}", "FLOAT_VECTOR", scene.sh[:, k, :]) for k in range(1, num_sh_bases(scene.sh_degree))]
+    return columns
 
 
-def create_native_object(
-    scene: GaussianScene, name: str, context: bpy.types.Context, color: str = COLOR_NAMES[0]
-) -> bpy.types.Object:
-    """A PointCloud object with the native splat attributes of `scene` (object space), linked to the active
-    collection; made through a mesh and Object > Convert, as Python cannot add points to a PointCloud."""
+def _converted_native_object(scene: GaussianScene, name: str, collection: bpy.types.Collection,
+                             context: bpy.types.Context) -> bpy.types.Object:
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(scene))
-    mesh.vertices.foreach_set("co", scene.means.reshape(-1))
-    base = np.concatenate([scene.sh[:, 0, :], scene.opacities()[:, None]], axis=1)
-    _add(mesh, color, "FLOAT_COLOR", base)
-    _add(mesh, "scale", "FLOAT_VECTOR", np.exp(scene.log_scales))
-    _add(mesh, "rotation", "QUATERNION", scene.unit_quats())
-    prefix = SH_PREFIXES[color]
-    for k in range(1, scene.sh.shape[1]):
-        _add(mesh, f"{prefix}{k - 1}", "FLOAT_VECTOR", scene.sh[:, k, :])
+    for column, kind, values in native_columns(scene):
+        if column == "position":
+            mesh.vertices.foreach_set("co", np.ascontiguousarray(values, np.float32).reshape(-1))
+        else:
+            _write(mesh.attributes.new(column, kind, "POINT"), values)  # type: ignore[arg-type]
     obj = bpy.data.objects.new(name, mesh)
-    context.collection.objects.link(obj)
+    collection.objects.link(obj)
     with context.temp_override(active_object=obj, selected_objects=[obj], selected_editable_objects=[obj]):
         for other in context.selected_objects:
             other.select_set(False)
@@ -143,96 +203,16 @@ def create_native_object(
     converted = context.view_layer.objects.active
     if mesh.users == 0:
         bpy.data.meshes.remove(mesh)
+    write_facts(converted.data, scene)
     return converted
 
 
-def _width(attribute: bpy.types.Attribute) -> int:
-    return {"FLOAT_COLOR": 4, "BYTE_COLOR": 4, "QUATERNION": 4, "FLOAT_VECTOR": 3, "FLOAT": 1}.get(
-        attribute.data_type, 0)
-
-
-def _read(attribute: Any, n: int, width: int) -> np.ndarray:  # any attribute type: each has .data
-    key = {"FLOAT_COLOR": "color", "BYTE_COLOR": "color", "FLOAT_VECTOR": "vector", "QUATERNION": "value"}
+def _read(attribute: Any, n: int) -> np.ndarray:  # any attribute type: each has .data
+    width = ATTRIBUTE_WIDTHS[attribute.data_type]
     out = np.empty(n * width, np.float32)
-    attribute.data.foreach_get(key.get(attribute.data_type, "value"), out)
-    return out.reshape(n, width)
+    attribute.data.foreach_get(ATTRIBUTE_KEYS[attribute.data_type], out)
+    return out.reshape(n, width) if width > 1 else out
 
 
-def _add(mesh: bpy.types.Mesh, name: str, kind: Literal["FLOAT_COLOR", "FLOAT_VECTOR", "QUATERNION"],
-         values: np.ndarray) -> None:
-    attribute: Any = mesh.attributes.new(name, kind, "POINT")
-    key = {"FLOAT_COLOR": "color", "FLOAT_VECTOR": "vector", "QUATERNION": "value"}[kind]
-    attribute.data.foreach_set(key, np.ascontiguousarray(values, np.float32).reshape(-1))
-
-
-class EXGS_OT_native_to_exgs(bpy.types.Operator):
-    """Make an ExGS splat object of the active native splat point cloud (to compress it and render it with
-    ExGS); the point cloud is hidden, not deleted"""
-
-    bl_idname = "exgs.native_to_exgs"
-    bl_label = "ExGS Splats"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return is_native_splat_object(context.active_object)
-
-    def execute(self, context: bpy.types.Context) -> OperatorResult:
-        native = context.active_object
-        if native is None:
-            return {"CANCELLED"}
-        try:
-            scene = scene_from_native(native, world_space=False)
-        except ValueError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        obj = create_splat_object(scene, native.name, context.collection)
-        obj.matrix_world = native.matrix_world.copy()
-        native.hide_set(True)
-        native.select_set(False)
-        obj.select_set(True)
-        context.view_layer.objects.active = obj
-        self.report({"INFO"}, f"{len(scene):,} Gaussians (SH degree {scene.sh_degree}) now in {obj.name!r}")
-        return {"FINISHED"}
-
-
-class EXGS_OT_exgs_to_native(bpy.types.Operator):
-    """Make a point cloud with Blender's native splat attributes of the active ExGS splat object"""
-
-    bl_idname = "exgs.exgs_to_native"
-    bl_label = "Native Splats"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return is_splat_object(context.active_object)
-
-    def execute(self, context: bpy.types.Context) -> OperatorResult:
-        source = context.active_object
-        if source is None:
-            return {"CANCELLED"}
-        scene = scene_from_object(source, world_space=False)
-        obj = create_native_object(scene, source.name + "_native", context)
-        obj.matrix_world = source.matrix_world.copy()
-        self.report({"INFO"}, f"{len(scene):,} Gaussians in the point cloud {obj.name!r}")
-        return {"FINISHED"}
-
-
-def menu_convert(self: Any, context: bpy.types.Context) -> None:
-    self.layout.operator(EXGS_OT_native_to_exgs.bl_idname)
-    self.layout.operator(EXGS_OT_exgs_to_native.bl_idname)
-
-
-classes = (EXGS_OT_native_to_exgs, EXGS_OT_exgs_to_native)
-register_classes, unregister_classes = bpy.utils.register_classes_factory(classes)
-
-
-def register() -> None:
-    register_classes()
-    bpy.types.VIEW3D_MT_object_convert.append(menu_convert)  # type: ignore[arg-type]
-
-
-def unregister() -> None:
-    bpy.types.VIEW3D_MT_object_convert.remove(menu_convert)  # type: ignore[arg-type]
-    unregister_classes()
-
+def _write(attribute: Any, values: np.ndarray) -> None:
+    attribute.data.foreach_set(ATTRIBUTE_KEYS[attribute.data_type], np.ascontiguousarray(values, np.float32).reshape(-1))

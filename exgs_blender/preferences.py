@@ -29,6 +29,12 @@ def _start_redraws() -> None:
         bpy.app.timers.register(_redraw_preferences, first_interval=0.5)
 
 
+def _forget_checks(self: Any, context: bpy.types.Context) -> None:
+    # A named function, not a lambda in the property annotation: Blender 5.3 evaluates annotations in a
+    # namespace of its own, where a lambda's global names are not found when it is called.
+    runtime.forget_checks()
+
+
 class EXGS_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = runtime.ADDON_ID
 
@@ -37,13 +43,13 @@ class EXGS_AP_preferences(bpy.types.AddonPreferences):
         items=[("AUTO", "Automatic", "Blender's own Python when it has torch and numba, otherwise a worker"),
                ("WORKER", "Worker process", "Always compute in a separate Python process")],
         default="AUTO",
-        update=lambda self, context: runtime.forget_checks(),
+        update=_forget_checks,
     )
     python_path: StringProperty(  # type: ignore[valid-type]
         name="Existing Python",
         description="A Python with torch, numba and diffusers (empty: the runtime set up below)",
         subtype="FILE_PATH",
-        update=lambda self, context: runtime.forget_checks(),
+        update=_forget_checks,
     )
     wheels_dir: StringProperty(  # type: ignore[valid-type]
         name="Offline Wheels",

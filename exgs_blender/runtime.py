@@ -1,5 +1,8 @@
 """Where frames and compression are computed: in Blender's process, or in a worker process.
 
+In this order (get_runtime prints which it took, so a render farm's log says it):
+- A worker on the Python named by the environment variable EXGS_PYTHON (render farm workers, which have no
+  preferences set and no one at the screen).
 - In-process when this Python can import torch and numba (pip `bpy` in a full venv, or a Blender whose Python
   has them).
 - Otherwise a worker (`python -m exgs_core.worker`, exgs_core.worker.WorkerRuntime) run by a Python that has
@@ -11,6 +14,7 @@ Without either, `runtime_problem()` says exactly what to install; import, export
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -27,8 +31,9 @@ Runtime = Union[InProcessRuntime, WorkerRuntime]
 
 # The add-on's module name: "bl_ext.<repo>.exgs" when installed as an extension.
 ADDON_ID = __package__.rpartition(".")[0] if __package__ and "." in __package__ else (__package__ or "exgs_blender")
-# What the worker's Python needs (versions as tested), and the modules that must import for it to count as present.
-RUNTIME_PACKAGES = ["numpy<2", "torch>=2.2", "numba>=0.59", "diffusers>=0.30", "safetensors>=0.4",
+# What the worker's Python needs, and the modules that must import for it to count as present. numpy 2 is
+# allowed: Python 3.13 (Blender 5.1+) has no numpy 1 wheels; the tests' worker runs numpy 1.26.
+RUNTIME_PACKAGES = ["numpy>=1.26", "torch>=2.2", "numba>=0.59", "diffusers>=0.30", "safetensors>=0.4",
                     "plyfile>=1.0,<1.1", "pillow>=10", "tqdm>=4.66", "zstandard>=0.22"]
 RUNTIME_MODULES = ("numpy", "torch", "numba", "diffusers", "safetensors", "plyfile", "PIL", "tqdm", "zstandard")
 # gsplat rasterises on CUDA GPUs; installed only when an NVIDIA GPU is found (without it frames use the CPU).
@@ -37,6 +42,9 @@ GSPLAT_PACKAGE = "gsplat>=1.4"
 # Linux (about 3 GB of NVIDIA libraries) and the CPU build on Windows, so the index follows platform and GPU.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu126"
+
+# A Python with the runtime, for a worker that the preferences need not name (render farms, scripts).
+PYTHON_VARIABLE = "EXGS_PYTHON"
 
 _runtime: Runtime | None = None
 _runtime_key: tuple | None = None
@@ -77,7 +85,10 @@ def venv_python(folder: Path | None = None) -> Path:
 
 
 def worker_python() -> str | None:
-    """The Python the worker runs with: the preferences' choice, else the runtime virtualenv if it exists."""
+    """The Python the worker runs with: EXGS_PYTHON, else the preferences' choice, else the runtime virtualenv if
+    it exists."""
+    if os.environ.get(PYTHON_VARIABLE):
+        return os.environ[PYTHON_VARIABLE]
     prefs = preferences()
     chosen = getattr(prefs, "python_path", "") if prefs is not None else ""
     if chosen:
@@ -87,6 +98,8 @@ def worker_python() -> str | None:
 
 
 def _mode() -> str:
+    if os.environ.get(PYTHON_VARIABLE):
+        return "WORKER"
     prefs = preferences()
     return getattr(prefs, "runtime_mode", "AUTO") if prefs is not None else "AUTO"
 
@@ -181,7 +194,22 @@ def get_runtime() -> Runtime:
         shutdown()
         _runtime = InProcessRuntime() if key[0] == "in-process" else WorkerRuntime(key[1])
         _runtime_key = key
+        print(f"ExGS: computing {runtime_source()}", flush=True)
     return _runtime
+
+
+def runtime_source() -> str:
+    """Which runtime get_runtime takes and why, in words (for logs and the preferences)."""
+    if os.environ.get(PYTHON_VARIABLE):
+        return f"in a worker on {os.environ[PYTHON_VARIABLE]} (from the environment variable {PYTHON_VARIABLE})"
+    if _mode() == "AUTO" and in_process_available():
+        return "in Blender's process (its Python has torch and numba)"
+    python = worker_python()
+    if python is None:
+        return "nowhere: no runtime is set up"
+    prefs = preferences()
+    where = "Existing Python" if prefs is not None and getattr(prefs, "python_path", "") else "Set Up Runtime"
+    return f"in a worker on {python} (from the preferences: {where})"
 
 
 def shutdown() -> None:

@@ -8,18 +8,18 @@ Representation (format version SPLAT_VERSION):
   "f_rest_0..M" (SH, channel-major as in the file: all R coefficients, then G, then B). Blender's own PLY
   importer names the attributes of a 3DGS .ply the same way.
 - A FLOAT_COLOR point attribute "exgs_color": the display colour from SH0 (scene-linear), for viewports only.
-- Custom properties on the mesh (the data, so linked duplicates share them): "exgs_splat" (SPLAT_VERSION),
-  "exgs_sh_degree", "exgs_source_name", "exgs_source_bytes".
+- The ExGS facts (source, ratio, fitted restoration, .exgs payload) as custom properties on the mesh
+  (splat_data.py, shared with the native kind).
 - Display: a Geometry Nodes modifier "ExGS Points" (Mesh to Points, radius from the Gaussians' own scales,
   Set Material "ExGS Splat" whose shader reads "exgs_color"). Solid mode shows the points' colours with
   Viewport Shading > Color > Attribute; Material Preview and Rendered with EEVEE/Cycles through the material.
   The modifier only changes the evaluated geometry: the raw Gaussians are always read from the original mesh,
   so nothing of the display set-up can alter them.
 
-Everything is stored in the .blend (no reference to the source file). A mesh made from .exgs bytes (import,
-Compress) also keeps those bytes ("exgs_payload", with "exgs_payload_matrix" and "exgs_payload_fingerprint"):
-a saved .blend then holds the bytes instead of the attributes while they are unchanged (blend_payload.py).
-Arrays move with foreach_set / foreach_get on flat float32 numpy arrays.
+This is the splat object of Blender before 5.3 (no native splats), and the one .blend files from those
+versions hold. Operators, panels and the engine never call this module directly: they go through splats.py.
+Everything is stored in the .blend (no reference to the source file). Arrays move with foreach_set /
+foreach_get on flat float32 numpy arrays.
 """
 
 from __future__ import annotations
@@ -29,23 +29,16 @@ from typing import Any, cast
 import bpy
 import numpy as np
 
-from exgs_core.io.exgs import Restoration, decode_exgs, inria_ratio
 from exgs_core.scene import GaussianScene, decompose_similarity
 from exgs_core.sh import num_sh_bases, sh0_to_rgb
 
-SPLAT_VERSION = 1
+from .compat import output_of_type, set_modifier_input
+from .splat_data import PAYLOAD_PROPERTY, facts_info, is_exgs_data, payload_scene, read_facts, write_facts
+
 MODIFIER_NAME = "ExGS Points"
 NODE_GROUP_NAME = "ExGS Splat Display"
 MATERIAL_NAME = "ExGS Splat"
 COLOR_ATTRIBUTE = "exgs_color"
-RESTORATION_PROPERTY = "exgs_restoration"  # Restoration.to_text() of the .exgs file the Gaussians came from
-INPUT_COUNT_PROPERTY = "exgs_input_count"  # Gaussians the .exgs was compressed from: its ratio survives an export
-# The .exgs bytes the Gaussians were decoded from, the matrix applied after decoding (when any) and a fingerprint
-# of the mesh as decoded: a saved .blend keeps the payload instead of the expanded attributes (blend_payload.py).
-PAYLOAD_PROPERTY = "exgs_payload"
-PAYLOAD_MATRIX_PROPERTY = "exgs_payload_matrix"
-FINGERPRINT_PROPERTY = "exgs_payload_fingerprint"
-PAYLOAD_PROPERTIES = (PAYLOAD_PROPERTY, PAYLOAD_MATRIX_PROPERTY, FINGERPRINT_PROPERTY)
 RADIUS_INPUT = "Radius Factor"
 RATIO_INPUT = "Display Ratio"
 # The viewport shows at most about this many Gaussians (a random subset of larger scenes; the modifier's
@@ -84,7 +77,7 @@ def is_splat_object(obj: bpy.types.Object | None) -> bool:
     if obj is None or obj.type != "MESH":
         return False
     data = obj.original.data
-    return isinstance(data, bpy.types.Mesh) and data.get("exgs_splat") is not None
+    return isinstance(data, bpy.types.Mesh) and is_exgs_data(data)
 
 
 def scene_from_object(obj: bpy.types.Object, world_space: bool = True) -> GaussianScene:
@@ -136,23 +129,9 @@ def replace_splat_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
 
 
 def splat_info(obj: bpy.types.Object) -> dict[str, Any]:
-    """Facts for panels and the render engine: count, sh_degree, source_name, source_bytes (0 when unknown),
-    inria_ratio (how compressed the Gaussians are against the INRIA .ply, None when never compressed),
-    restoration_strength and restoration_gain_db (the fitted restoration's validated strength and gain over
-    no restoration at equal bytes; None without one)."""
+    """Facts for panels and the render engine: count, sh_degree and splat_data.facts_info's."""
     mesh = _mesh_of(obj)
-    ratio = mesh.get("exgs_inria_ratio")
-    restoration = stored_restoration(mesh)
-    validated = restoration.info.get("validated", {}) if restoration is not None else {}
-    return {
-        "inria_ratio": float(ratio) if ratio is not None else None,
-        "restoration_strength": restoration.strength if restoration is not None else None,
-        "restoration_gain_db": validated.get("equal_bytes_gain_db", validated.get("gain_db")),
-        "count": len(mesh.vertices),
-        "sh_degree": int(mesh.get("exgs_sh_degree", 0)),
-        "source_name": str(mesh.get("exgs_source_name", "")),
-        "source_bytes": int(mesh.get("exgs_source_bytes", 0)),
-    }
+    return {**facts_info(mesh), "count": len(mesh.vertices), "sh_degree": int(mesh.get("exgs_sh_degree", 0))}
 
 
 def _mesh_of(obj: bpy.types.Object) -> bpy.types.Mesh:
@@ -212,25 +191,7 @@ def _transposed(array: np.ndarray, chunk: int = 1024) -> np.ndarray:
 
 def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
     fill_geometry(mesh, scene)
-    mesh["exgs_splat"] = SPLAT_VERSION
-    mesh["exgs_sh_degree"] = scene.sh_degree
-    for key in PAYLOAD_PROPERTIES:  # new Gaussians: a payload kept for the old ones no longer describes them
-        if mesh.get(key) is not None:
-            del mesh[key]
-    ratio = inria_ratio(scene)  # set by .exgs files made by compression; gone when other data replaces them
-    for key in ("exgs_inria_ratio", INPUT_COUNT_PROPERTY):
-        if mesh.get(key) is not None:
-            del mesh[key]
-    if ratio is not None:
-        mesh["exgs_inria_ratio"] = ratio
-        mesh[INPUT_COUNT_PROPERTY] = int(scene.metadata["exgs"]["compression"]["input_count"])
-    for key, value in _source_properties(scene).items():
-        mesh[key] = value
-    restoration = scene.metadata.get("restoration")  # fitted to these Gaussians: kept in the .blend
-    if isinstance(restoration, Restoration):
-        mesh[RESTORATION_PROPERTY] = restoration.to_text()
-    elif mesh.get(RESTORATION_PROPERTY) is not None:
-        del mesh[RESTORATION_PROPERTY]
+    write_facts(mesh, scene)
 
 
 def fill_geometry(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
@@ -248,15 +209,6 @@ def fill_geometry(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
     mesh.color_attributes.default_color_name = COLOR_ATTRIBUTE
 
 
-def _source_properties(scene: GaussianScene) -> dict[str, Any]:
-    properties: dict[str, Any] = {}
-    if "source_name" in scene.metadata:
-        properties["exgs_source_name"] = str(scene.metadata["source_name"])
-    if "source_bytes" in scene.metadata:
-        properties["exgs_source_bytes"] = int(scene.metadata["source_bytes"])
-    return properties
-
-
 def _display_colors(scene: GaussianScene) -> np.ndarray:
     srgb = np.clip(sh0_to_rgb(scene.sh[:, 0, :]), 0.0, 1.0).astype(np.float32)
     linear = np.where(srgb <= 0.04045, srgb / np.float32(12.92), ((srgb + 0.055) / 1.055) ** np.float32(2.4))
@@ -271,20 +223,7 @@ def _read_mesh(mesh: bpy.types.Mesh) -> GaussianScene:
         scene = GaussianScene(decoded.means, decoded.quats, decoded.log_scales, decoded.opacity_logits, decoded.sh)
     else:
         scene = _read_attributes(mesh)
-    scene.metadata.update(_stored_source(mesh))
-    if mesh.get(INPUT_COUNT_PROPERTY) is not None:  # an export to .exgs keeps the ratio
-        scene.metadata["exgs"] = {"compression": {"input_count": int(mesh[INPUT_COUNT_PROPERTY])}}
-    restoration = stored_restoration(mesh)
-    if restoration is not None:
-        scene.metadata["restoration"] = restoration
-    return scene
-
-
-def payload_scene(mesh: bpy.types.Mesh) -> GaussianScene:
-    """The Gaussians of the .exgs payload kept with a splat mesh, in object space (as fill_geometry takes them)."""
-    scene = decode_exgs(bytes(mesh[PAYLOAD_PROPERTY]))
-    matrix = mesh.get(PAYLOAD_MATRIX_PROPERTY)
-    return scene if matrix is None else scene.transformed(np.array(matrix, dtype=np.float64).reshape(4, 4))
+    return read_facts(mesh, scene)
 
 
 def _read_attributes(mesh: bpy.types.Mesh) -> GaussianScene:
@@ -307,31 +246,6 @@ def _read_attributes(mesh: bpy.types.Mesh) -> GaussianScene:
         _transposed(sh_rows).reshape(count, k, 3),
     )
     return scene
-
-
-def restoration_of(obj: bpy.types.Object) -> Restoration | None:
-    """The fitted restoration kept with a splat object (from its .exgs file), or None."""
-    return stored_restoration(_mesh_of(obj))
-
-
-def stored_restoration(mesh: bpy.types.Mesh) -> Restoration | None:
-    """The fitted restoration kept with this splat mesh (from its .exgs file), or None."""
-    text = mesh.get(RESTORATION_PROPERTY)
-    if text is None:
-        return None
-    try:
-        return Restoration.from_text(str(text))
-    except ValueError:
-        return None  # a damaged property renders raw rather than failing the render
-
-
-def _stored_source(mesh: bpy.types.Mesh) -> dict[str, Any]:
-    stored: dict[str, Any] = {}
-    if mesh.get("exgs_source_name") is not None:
-        stored["source_name"] = str(mesh["exgs_source_name"])
-    if mesh.get("exgs_source_bytes") is not None:
-        stored["source_bytes"] = int(mesh["exgs_source_bytes"])
-    return stored
 
 
 def _read_float(mesh: bpy.types.Mesh, name: str, out: np.ndarray) -> None:
@@ -367,7 +281,7 @@ def _set_display_ratio(obj: bpy.types.Object) -> None:
     if modifier is None or socket is None:
         return
     count = len(_mesh_of(obj).vertices)
-    modifier[getattr(socket, "identifier")] = min(1.0, DISPLAY_BUDGET / max(count, 1))
+    set_modifier_input(modifier, getattr(socket, "identifier"), min(1.0, DISPLAY_BUDGET / max(count, 1)))
 
 
 def _display_material() -> bpy.types.Material:
@@ -425,7 +339,7 @@ def _display_node_group() -> bpy.types.NodeTree:
     links.new(_radius_field(group, group_in.outputs[1]), to_points.inputs["Radius"])
     shown = _new(nodes, "FunctionNodeRandomValue", data_type="BOOLEAN")
     links.new(group_in.outputs[2], shown.inputs["Probability"])
-    links.new(shown.outputs[3], to_points.inputs["Selection"])
+    links.new(output_of_type(shown, "BOOLEAN"), to_points.inputs["Selection"])
     geometry = _without_gaussian_attributes(group, to_points.outputs["Points"])
     # Workbench (Solid mode) colours only meshes by attribute, not point clouds: draw each point as a tiny
     # tetrahedron that carries the point's colour.

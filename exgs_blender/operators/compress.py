@@ -24,8 +24,7 @@ from ..blend_payload import attach_payload
 from .io import OperatorResult
 from ..engine import render_camera
 from ..properties import read_stats, store_stats
-from ..native_splats import info_of, is_any_splat, scene_of
-from ..splat_object import create_splat_object, is_splat_object, replace_splat_data
+from ..splats import create_splat, info_of, is_exgs_splat, is_splat, replace_splats, scene_of
 
 
 
@@ -183,13 +182,13 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
     if not source.endswith(" (ExGS)"):
         source = f"{source} (ExGS)"
     local.metadata.update(source_name=source, source_bytes=len(job.data))
-    if mode == "REPLACE" and is_splat_object(obj):  # a native point cloud always gets a new ExGS object
-        replace_splat_data(obj, local)
+    if mode == "REPLACE" and is_exgs_splat(obj):  # Blender's own splats always get a new ExGS object
+        replace_splats(obj, local)
         result = obj
     else:
         collection = obj.users_collection[0] if obj.users_collection else None
         base = obj.name[: -len(" ExGS")] if obj.name.endswith(" ExGS") else obj.name
-        result = create_splat_object(local, f"{base} ExGS", collection)
+        result = create_splat(local, f"{base} ExGS", collection)
         result.matrix_world = obj.matrix_world.copy()
         for other in context.view_layer.objects.selected:
             other.select_set(False)
@@ -200,7 +199,7 @@ def apply_result(context: bpy.types.Context, obj: bpy.types.Object, job: Compres
             obj.hide_render = True
         result.select_set(True)
         context.view_layer.objects.active = result
-    attach_payload(cast(bpy.types.Mesh, result.data), job.data, to_local)  # what a saved .blend keeps
+    attach_payload(result.data, job.data, to_local)  # what a saved .blend keeps
     store_stats(result, job.stats)
     return result
 
@@ -240,7 +239,7 @@ class EXGS_OT_compress(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         obj = context.active_object
-        if not is_any_splat(obj):
+        if not is_splat(obj):
             cls.poll_message_set("Select a splat object (File > Import > Gaussian Splats)")
             return False
         if context.scene.exgs_compress.running:

@@ -1,7 +1,7 @@
 """File > Import / Export of Gaussian splats, and drag-and-drop into the viewport.
 
 A thin layer: every format is read and written by exgs_core.io; this module only moves the scene into or out
-of a splat object (exgs_blender.splat_object) and converts between the file's and Blender's up axis. SOG's WebP
+of a splat object (exgs_blender.splats) and converts between the file's and Blender's up axis. SOG's WebP
 images are decoded and encoded by Blender itself (decode_image_with_blender, encode_image_with_blender): Blender's
 own Python has no Pillow. Every format is held in the .ply convention in memory (glTF's y-up space is turned
 into it on reading), so one up axis setting (-Y for 3DGS scenes) serves them all.
@@ -21,10 +21,10 @@ from bpy.props import CollectionProperty, EnumProperty, FloatProperty, StringPro
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Matrix
 
-from ..blend_payload import attach_payload
-from ..native_splats import is_any_splat, scene_of
-from ..splat_object import create_splat_object
+from ..blend_payload import attach_payload, unchanged_payload
+from ..splats import create_splat, is_splat, scene_of
 from exgs_core.errors import ExgsError, NotGaussianPlyError
+from exgs_core.fileio import atomic_write
 from exgs_core.io import read_scene, write_scene
 from exgs_core.scene import GaussianScene
 
@@ -177,9 +177,9 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
         for selected in context.selected_objects:
             selected.select_set(False)
         for path, scene in scenes:
-            obj = create_splat_object(scene, _object_name(path), context.collection)
+            obj = create_splat(scene, _object_name(path), context.collection)
             if scene.metadata.get("format") == "exgs":  # a saved .blend keeps these bytes, not the attributes
-                attach_payload(cast(bpy.types.Mesh, obj.data), path.read_bytes())
+                attach_payload(obj.data, path.read_bytes())
             obj.matrix_world = matrix
             obj.select_set(True)
             context.view_layer.objects.active = obj
@@ -238,13 +238,24 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, "Select a splat object to export")
             return {"CANCELLED"}
         path = self._target_path()
+        to_file = np.linalg.inv(file_to_blender(self.up_axis, self.scale))
+        stored = unchanged_payload(objects[0], to_file) if len(objects) == 1 and path.suffix == ".exgs" else None
         try:
-            scene = self._world_scene(objects)
+            if stored is not None:  # what Compress (or the imported file) made, byte for byte
+                with atomic_write(path) as handle:
+                    handle.write(stored)
+                self.report({"INFO"}, f"Exported {objects[0].name!r} to {path.name} as compressed, unchanged "
+                                      f"({len(stored):,} bytes)")
+                return {"FINISHED"}
+            scene = self._world_scene(objects, to_file)
             write_scene(scene, path, encode_image=encode_image_with_blender)
         except (ExgsError, ValueError, OSError, RuntimeError) as error:
             self.report({"ERROR"}, f"{path}: {error}" if isinstance(error, ValueError) else str(error))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Exported {len(scene):,} Gaussians to {path.name} ({path.stat().st_size:,} bytes)")
+        note = ""
+        if path.suffix == ".exgs" and (scene.metadata.get("exgs") or {}).get("compression"):
+            note = ", re-encoded: its Gaussians or transform changed since compression"
+        self.report({"INFO"}, f"Exported {len(scene):,} Gaussians to {path.name} ({path.stat().st_size:,} bytes{note})")
         return {"FINISHED"}
 
     def _target_path(self) -> Path:
@@ -253,8 +264,7 @@ class EXGS_OT_export_gaussian_splats(bpy.types.Operator, ExportHelper):
             path += EXPORT_EXTENSIONS[self.file_format]
         return Path(path)
 
-    def _world_scene(self, objects: list[bpy.types.Object]) -> GaussianScene:
-        to_file = np.linalg.inv(file_to_blender(self.up_axis, self.scale))
+    def _world_scene(self, objects: list[bpy.types.Object], to_file: np.ndarray) -> GaussianScene:
         scenes = [scene_of(obj).transformed(to_file) for obj in objects]
         if len(scenes) == 1:
             return scenes[0]  # with its fitted restoration, if it has one (written back into an .exgs file)
@@ -272,11 +282,11 @@ def _strip_export_extension(path: str) -> str:
 
 def _objects_to_export(context: bpy.types.Context) -> list[bpy.types.Object]:
     """The selected splat objects (ours or native), or the active one when none is selected."""
-    selected = [obj for obj in context.selected_objects if is_any_splat(obj)]
+    selected = [obj for obj in context.selected_objects if is_splat(obj)]
     if selected:
         return selected
     active = context.active_object
-    return [active] if active is not None and is_any_splat(active) else []
+    return [active] if active is not None and is_splat(active) else []
 
 
 class EXGS_FH_gaussian_splats(bpy.types.FileHandler):

@@ -9,8 +9,7 @@ from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from .. import runtime
 from ..properties import read_stats
 from ..operators.compress import already_compressed, camera_path_animated
-from ..native_splats import info_of, is_any_splat
-from ..splat_object import is_splat_object, splat_problem
+from ..splats import info_of, is_splat, problem_of
 
 
 def _lines(layout: bpy.types.UILayout, text: str, width: int = 60) -> None:
@@ -55,13 +54,13 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         layout, settings, obj = self.layout, context.scene.exgs_compress, context.active_object
         if layout is None:
             return
-        if obj is None or not is_any_splat(obj):
+        if obj is None or not is_splat(obj):
             layout.label(text="Select a splat object", icon="INFO")
             layout.label(text="File > Import > Gaussian Splats")
             return
         info = info_of(obj)  # an ExGS splat object or Blender's own native splats
         layout.label(text=f"{obj.name}: {info['count']:,} Gaussians, SH {info['sh_degree']}", icon="POINTCLOUD_DATA")
-        problem = splat_problem(obj) if is_splat_object(obj) else None
+        problem = problem_of(obj)
         if problem:
             _lines(layout.box(), problem)
             return

@@ -384,6 +384,11 @@ def inria_ratio(scene: GaussianScene) -> float | None:
         return None
     return INRIA_BYTES_PER_GAUSSIAN * count / size
 
+def read_exgs_header(data: bytes, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The JSON header of .exgs bytes (checksum verified), without decoding any section."""
+    return _read_header(memoryview(data), path)[0]
+
+
 def decode_exgs(data: bytes, path: str | os.PathLike | None = None) -> GaussianScene:
     """The scene stored in .exgs bytes (see read_exgs); errors name `path` when given."""
     header, sections = decode_container(data, path, expected_sizes=scene_section_sizes)

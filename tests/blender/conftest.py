@@ -1,4 +1,5 @@
-"""Fixtures of the tests inside real Blender: one extension zip and one installed user folder per session.
+"""Fixtures of the tests inside real Blender: one extension zip per session, installed into one user folder per
+Blender of blender_runner.BLENDERS; every test that takes `blender_extension` runs once in each Blender.
 
 Helpers to run scripts in Blender are in tests/blender/blender_runner.py (run_blender).
 """
@@ -9,7 +10,10 @@ import importlib.util
 
 import pytest
 
-from tests.blender.blender_runner import InstalledExtension, build_zip, install_extension
+from tests.blender.blender_runner import (
+    InstalledExtension, blender_pythons, build_zip, describe_blender, install_extension,
+)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -17,15 +21,56 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.blender)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "blender_extension" in metafunc.fixturenames:
+        pythons = blender_pythons()
+        metafunc.parametrize("blender_python", pythons, ids=[_label(p) for p in pythons], scope="session",
+                             indirect=True)
+
+
+def _label(python) -> str:
+    try:
+        return "bpy" + describe_blender(python).label
+    except AssertionError:
+        return f"missing-{python.parents[1].name}"  # the fixture then fails with the fix
+
+
+@pytest.fixture(scope="session")
+def blender_python(request: pytest.FixtureRequest):
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def extension_zip(tmp_path_factory: pytest.TempPathFactory):
-    """The extension zip, built and validated once per session."""
+    """The extension zip, built and validated once per session (with the main venv's bpy builder)."""
     if importlib.util.find_spec("bpy") is None:
-        pytest.skip("the bpy module (pip install bpy==5.0.1) is not installed")
+        pytest.skip("the bpy module is not installed in this venv: run the README's set-up command")
     return build_zip(tmp_path_factory.mktemp("extension_build"))
 
 
 @pytest.fixture(scope="session")
-def blender_extension(extension_zip, tmp_path_factory: pytest.TempPathFactory) -> InstalledExtension:
-    """An isolated Blender user folder with the extension installed from the zip and enabled."""
-    return install_extension(extension_zip, tmp_path_factory.mktemp("blender_user"))
+def blender_user_dir(tmp_path_factory: pytest.TempPathFactory):
+    """One Blender user folder for every Blender: the installed extension (and so the numba kernels its worker
+    and in-process runtime compile and cache next to exgs_core) is shared between the runs."""
+    return tmp_path_factory.mktemp("blender_user")
+
+
+_installed: dict = {}
+
+
+@pytest.fixture(scope="session")
+def blender_extension(blender_python, extension_zip, blender_user_dir) -> InstalledExtension:
+    """The extension installed from the zip into the shared user folder by this Blender (once), and enabled."""
+    if blender_python not in _installed:
+        _installed[blender_python] = install_extension(extension_zip, blender_user_dir, describe_blender(blender_python))
+    return _installed[blender_python]
+
+
+@pytest.fixture(scope="session")
+def lts_and_current(extension_zip, blender_user_dir) -> tuple[InstalledExtension, InstalledExtension]:
+    """The extension installed in both Blenders (oldest claimed, then current), for tests that cross versions."""
+    for python in blender_pythons():
+        if python not in _installed:
+            _installed[python] = install_extension(extension_zip, blender_user_dir, describe_blender(python))
+    lts, current = (_installed[python] for python in blender_pythons())
+    return lts, current

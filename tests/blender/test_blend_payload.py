@@ -29,7 +29,8 @@ FOX = SCENES_DIR / "mjw_fox.ply"
 COMMON = """
 import numpy as np
 from mathutils import Matrix, Vector
-from bl_ext.user_default.exgs.exgs_blender import splat_object, blend_payload
+from bl_ext.user_default.exgs.exgs_blender import splats, blend_payload
+from bl_ext.user_default.exgs.exgs_blender.compat import ATTRIBUTE_KEYS, ATTRIBUTE_WIDTHS
 from bl_ext.user_default.exgs.exgs_blender.operators import compress as compress_ops
 
 KEPT = ("exgs_restoration", "exgs_input_count", "exgs_inria_ratio", "exgs_source_name", "exgs_source_bytes",
@@ -37,22 +38,20 @@ KEPT = ("exgs_restoration", "exgs_input_count", "exgs_inria_ratio", "exgs_source
 
 def dump(path):
     arrays, props = {}, {}
-    for mesh in bpy.data.meshes:
+    for mesh in [*bpy.data.meshes, *bpy.data.pointclouds]:  # splat data of either kind
         if mesh.get("exgs_splat") is None:
             continue
         result.setdefault("internal", sorted(a.name for a in mesh.attributes if a.name.startswith(".")))
         for attribute in mesh.attributes:
             if attribute.name.startswith("."):  # selection state
                 continue
-            kind = {"FLOAT": ("value", 1), "FLOAT_VECTOR": ("vector", 3), "FLOAT_COLOR": ("color", 4)}
-            prop, size = kind[attribute.data_type]
-            values = np.empty(len(mesh.vertices) * size, np.float32)
-            attribute.data.foreach_get(prop, values)
+            values = np.empty(splats.point_count(mesh) * ATTRIBUTE_WIDTHS[attribute.data_type], np.float32)
+            attribute.data.foreach_get(ATTRIBUTE_KEYS[attribute.data_type], values)
             arrays[f"{mesh.name}/{attribute.name}"] = values
         props[mesh.name] = {key: (list(mesh[key]) if key == "exgs_payload_matrix" else mesh[key])
                             for key in KEPT if mesh.get(key) is not None}
         props[mesh.name]["has_payload"] = mesh.get("exgs_payload") is not None
-        props[mesh.name]["active_color"] = mesh.color_attributes.active_color_name
+        props[mesh.name]["active_color"] = mesh.color_attributes.active_color_name if hasattr(mesh, "vertices") else ""
     np.savez(path, **arrays)
     return props
 
@@ -65,7 +64,10 @@ def setup_f12(path):
     scene.camera = camera
     r = scene.render
     r.engine, r.resolution_x, r.resolution_y, r.resolution_percentage = "EXGS", 96, 64, 100
-    r.image_settings.media_type = "MULTI_LAYER_IMAGE"
+    if hasattr(r.image_settings, "media_type"):  # Blender 5.0+: the media type picks the multilayer EXR
+        r.image_settings.media_type = "MULTI_LAYER_IMAGE"
+    else:
+        r.image_settings.file_format = "OPEN_EXR_MULTILAYER"
     r.image_settings.exr_codec = "NONE"
     r.image_settings.color_depth = "32"
     r.filepath = path
@@ -94,7 +96,7 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
     saved = run_blender(COMMON + dedent("""
         for obj in list(bpy.data.objects):
             bpy.data.objects.remove(obj)
-        bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/empty.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/empty.blend", compress=False)
 
         assert bpy.ops.import_scene.gaussian_splats(filepath=args["playbot"]) == {"FINISHED"}
         imported = bpy.context.active_object
@@ -104,32 +106,35 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
         source.matrix_world = Matrix.Translation((0.5, -0.2, 0.1)) @ Matrix.Rotation(0.7, 4, "Z") @ Matrix.Scale(1.3, 4)
         data = open(args["fox"], "rb").read()
         compressed = compress_ops.apply_result(bpy.context, source, Job(data, {"ratio_vs_inria_ply": 1.0}), "NEW")
-        source_mesh = source.data
-        bpy.data.objects.remove(source)
-        bpy.data.meshes.remove(source_mesh)
+        compress_ops._delete_object(source)
         result["objects"] = sorted(o.name for o in bpy.data.objects)
         setup_f12(args["dir"] + "/before.exr")
         assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
         result["props"] = dump(args["dir"] + "/before.npz")
-        bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/scene.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/scene.blend", compress=False)
         result["props_after_save"] = dump(args["dir"] + "/after_save.npz")
 
         # Edited points keep their edits through a save (and the stale payload goes).
         mesh = imported.data
-        positions = np.empty(len(mesh.vertices) * 3, np.float32)
+        positions = np.empty(splats.point_count(mesh) * 3, np.float32)
         mesh.attributes["position"].data.foreach_get("vector", positions)
         positions[:30] += 0.25
         mesh.attributes["position"].data.foreach_set("vector", positions)
         np.save(args["dir"] + "/edited.npy", positions)
-        bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/edited.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/edited.blend", compress=False)
         result["edited_payload"] = [key for key in mesh.keys() if key.startswith("exgs_payload")]
+
+        # The same file without the splat objects: what the objects themselves cost is the difference.
+        for obj in [o for o in bpy.data.objects if splats.is_splat(o)]:
+            compress_ops._delete_object(obj)
+        bpy.ops.wm.save_as_mainfile(filepath=args["dir"] + "/without.blend", compress=False)
     """), blender_extension, args={"dir": str(tmp_path), "playbot": str(playbot), "fox": str(fox)})
     assert saved["objects"] == ["fox ExGS", "playbot"]
 
     payload_bytes = playbot.stat().st_size + fox.stat().st_size
-    empty = (tmp_path / "empty.blend").stat().st_size
+    without = (tmp_path / "without.blend").stat().st_size
     blend = (tmp_path / "scene.blend").stat().st_size
-    assert blend < 1.5 * payload_bytes + empty, (blend, payload_bytes, empty)
+    assert blend < 1.5 * payload_bytes + without, (blend, payload_bytes, without)
     # The edited object is kept expanded: several times the size of its payload.
     assert (tmp_path / "edited.blend").stat().st_size > blend + 2 * playbot.stat().st_size
 
@@ -148,7 +153,7 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
         assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
         bpy.ops.wm.open_mainfile(filepath=args["dir"] + "/edited.blend")
         mesh = bpy.data.objects["playbot"].data
-        positions = np.empty(len(mesh.vertices) * 3, np.float32)
+        positions = np.empty(splats.point_count(mesh) * 3, np.float32)
         mesh.attributes["position"].data.foreach_get("vector", positions)
         np.save(args["dir"] + "/edited_reloaded.npy", positions)
         result["edited_payload"] = mesh.get("exgs_payload") is not None
@@ -160,8 +165,8 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
         bpy.ops.wm.append(directory=blend + "/Object/", filename="playbot")
         bpy.ops.wm.link(directory=blend + "/Object/", filename="fox ExGS")
         appended, linked = bpy.data.objects["playbot"], bpy.data.objects["fox ExGS"]
-        result["appended"] = len(appended.data.vertices)
-        result["linked"] = [len(linked.data.vertices), len(splat_object.scene_from_object(linked).means)]
+        result["appended"] = splats.point_count(appended.data)
+        result["linked"] = [splats.point_count(linked.data), len(splats.scene_of(linked).means)]
         dump(args["dir"] + "/appended.npz")
     """), blender_extension, args={"dir": str(tmp_path)})
     assert reloaded["props"] == saved["props"]

@@ -17,10 +17,11 @@ def test_works_with_blender_python_only_and_registers_repeatably(blender_extensi
         """
         import addon_utils
         import exgs_core, plyfile
+        from bl_ext.user_default.exgs.exgs_blender import splats
 
         def import_count(path):
             bpy.ops.import_scene.gaussian_splats(filepath=path)
-            return len(bpy.context.active_object.data.vertices)
+            return splats.point_count(bpy.context.active_object.data)
 
         def registered():
             return [hasattr(bpy.types, name) for name in

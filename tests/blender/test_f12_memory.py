@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from textwrap import dedent
 
+import pytest
+
 from exgs_core.io.exgs import encode_exgs, with_restoration
 from tests.fitted_data import random_restoration
 from tests.blender.blender_runner import InstalledExtension, run_blender
@@ -27,7 +29,7 @@ import resource, time
 import numpy as np
 from mathutils import Vector
 import exgs_core.painter.restore as restore_module
-from bl_ext.user_default.exgs.exgs_blender import splat_object
+from bl_ext.user_default.exgs.exgs_blender import splats
 
 import exgs_core.render as render_module
 
@@ -52,7 +54,7 @@ scene = bpy.context.scene
 for obj in list(bpy.data.objects):
     bpy.data.objects.remove(obj)
 assert bpy.ops.import_scene.gaussian_splats(filepath=args["source"]) == {"FINISHED"}
-means = splat_object.scene_from_object(bpy.context.active_object).means
+means = splats.scene_of(bpy.context.active_object).means
 low, high = np.percentile(means, 1, axis=0), np.percentile(means, 99, axis=0)
 target = Vector(((low + high) / 2).tolist())
 eye = target + 0.5 * float(np.linalg.norm(high - low)) * Vector((0.3, -1.2, 0.4))
@@ -81,6 +83,9 @@ def _fitted_exgs(path: Path) -> None:
 
 
 def test_4000x4000_restored_f12_stays_under_3_gb(blender_extension: InstalledExtension, tmp_path: Path) -> None:
+    if blender_extension.blender.stock:
+        pytest.skip("measures the in-process runtime, where one process holds the frame and its restoration; a "
+                    "stock Blender computes in a worker")
     _fitted_exgs(tmp_path / "playbot.exgs")
     out = run_blender(SCRIPT, blender_extension, args={"source": str(tmp_path / "playbot.exgs"), "size": SIZE})
     print(f"F12 {SIZE}x{SIZE} restored: peak RSS {out['peak_gb']:.2f} GB (before {out['before_gb']:.2f} GB), "

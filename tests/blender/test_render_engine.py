@@ -43,7 +43,7 @@ SETUP = """
 import time
 import numpy as np
 from mathutils import Matrix
-from bl_ext.user_default.exgs.exgs_blender import splat_object, engine
+from bl_ext.user_default.exgs.exgs_blender import splats, engine
 from bl_ext.user_default.exgs.exgs_blender.operators import compress as compress_ops
 
 def setup_render(scene, camera_matrix):
@@ -69,12 +69,15 @@ def setup_render(scene, camera_matrix):
         background[0].inputs["Strength"].default_value = 1.0
     scene.view_layers[0].use_pass_z = True
     settings = r.image_settings
-    settings.media_type = "MULTI_LAYER_IMAGE"
+    if hasattr(settings, "media_type"):  # Blender 5.0+: the media type picks the multilayer EXR
+        settings.media_type = "MULTI_LAYER_IMAGE"
+    else:
+        settings.file_format = "OPEN_EXR_MULTILAYER"
     settings.exr_codec = "NONE"
     settings.color_depth = "32"
 
 def save_world(obj, path):
-    s = splat_object.scene_from_object(obj, world_space=True)
+    s = splats.scene_of(obj, world_space=True)
     np.savez(path, means=s.means, quats=s.quats, log_scales=s.log_scales, opacity_logits=s.opacity_logits, sh=s.sh)
 
 def f12(path):
@@ -154,7 +157,7 @@ def session(blender_extension: InstalledExtension, tmp_path_factory: pytest.Temp
         setup_render(scene, args["matrix"])
         scene.exgs_render.use_restore = True  # the generic painter's path (off by default)
         f12(args["dir"] + "/original.exr")
-        before = splat_object.scene_from_object(original, world_space=False)
+        before = splats.scene_of(original, world_space=False)
 
         # A compress job cancelled while it runs on its thread leaves everything as it was.
         scene.exgs_compress.views = "AUTO"
@@ -167,10 +170,10 @@ def session(blender_extension: InstalledExtension, tmp_path_factory: pytest.Temp
         assert job.wait(120)
         result["cancelled"] = job.cancelled
         result["cancel_stage"] = job.stage
-        after = splat_object.scene_from_object(original, world_space=False)
+        after = splats.scene_of(original, world_space=False)
         result["untouched"] = all(np.array_equal(getattr(before, f), getattr(after, f))
                                   for f in ("means", "quats", "log_scales", "opacity_logits", "sh"))
-        result["objects_after_cancel"] = [o.name for o in bpy.data.objects if splat_object.is_splat_object(o)]
+        result["objects_after_cancel"] = [o.name for o in bpy.data.objects if splats.is_splat(o)]
         result["original_name"] = original.name
 
         # Compress through the operator, shot-aware from the scene's camera (synchronous in background mode).
@@ -229,7 +232,7 @@ def test_reload_renders_identically_and_animation(session: dict, blender_extensi
             cam.keyframe_insert("location", frame=frame)
             cam.keyframe_insert("rotation_euler", frame=frame)
         # The object moves too: frame 2 is rendered with its evaluated transform.
-        obj = [o for o in scene.objects if splat_object.is_splat_object(o) and not o.hide_render][0]
+        obj = [o for o in scene.objects if splats.is_splat(o) and not o.hide_render][0]
         obj.keyframe_insert("location", frame=1)
         obj.location.x += args["shift"]
         obj.keyframe_insert("location", frame=2)
@@ -312,7 +315,7 @@ def test_f12_restores_each_object_by_its_own_correction(blender_extension: Insta
             objects[-1].location = offset
         koala, spot = objects
         setup_render(scene, args["matrix"])
-        result["ratio"] = splat_object.splat_info(koala)["inria_ratio"]
+        result["ratio"] = splats.info_of(koala)["inria_ratio"]
         f12(args["dir"] + "/mixed.exr")
         for shown, path in ((koala, "/koala.exr"), (spot, "/spot.exr")):
             for obj in objects:

@@ -53,7 +53,7 @@ def test_without_torch_then_worker(blender_extension: InstalledExtension, small_
         scene.exgs_compress.target, scene.exgs_compress.keep, scene.exgs_compress.views = "KEEP", 0.5, "CAMERAS"
         scene.exgs_compress.fit_restoration = False
         result["compress"] = sorted(bpy.ops.exgs.compress())
-        result["count"] = splat_object.splat_info(bpy.context.active_object)["count"]
+        result["count"] = splats.info_of(bpy.context.active_object)["count"]
         # Again, in place and scored along the active camera's path (frames 1-3, 2 sampled views).
         compressed, objects_before = bpy.context.active_object, len(bpy.data.objects)
         scene.frame_start, scene.frame_end = 1, 3
@@ -61,10 +61,10 @@ def test_without_torch_then_worker(blender_extension: InstalledExtension, small_
         s.views, s.path_views, s.result = "ACTIVE_PATH", 2, "REPLACE"
         result["replace"] = sorted(bpy.ops.exgs.compress())
         result["replaced"] = (bpy.context.active_object == compressed, len(bpy.data.objects) == objects_before,
-                              splat_object.splat_info(compressed)["count"])
+                              splats.info_of(compressed)["count"])
         result["replace_stats"] = json.loads(compressed["exgs_compression"])
         runtime.shutdown()
-    """), blender_extension, block_heavy=True,
+    """), blender_extension, block_heavy=True, worker=False,
         args={"source": str(small_splat), "dir": str(tmp_path), "camera": CAMERA, "world": list(WORLD),
               "matrix": matrix.tolist(), "python": sys.executable})
     assert not out["in_process"]
@@ -138,7 +138,7 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         obj = objects[0].original
         cached = engine._object_cache[obj.name_full].local
         result["cache_kept"] = engine.world_scene(objects)[0] == key and engine._object_cache[obj.name_full].local is cached
-        splat_object.replace_splat_data(obj, splat_object.scene_from_object(obj, world_space=False).subset(slice(0, 100)))
+        splats.replace_splats(obj, splats.scene_of(obj, world_space=False).subset(slice(0, 100)))
         new_key, new_world = engine.world_scene(engine.splat_objects(bpy.context.evaluated_depsgraph_get()))
         result["cache_refreshed"] = new_key != key and len(new_world) == 100
         # Several splat objects render as one scene, each with its own transform.
@@ -146,7 +146,7 @@ def test_restoration_and_viewport_frames(blender_extension: InstalledExtension, 
         scene.collection.objects.link(twin)
         twin.matrix_world = Matrix.Translation((0.5, 0.0, 0.0)) @ obj.matrix_world
         both = engine.world_scene(engine.splat_objects(bpy.context.evaluated_depsgraph_get()))[1]
-        single = splat_object.scene_from_object(obj)
+        single = splats.scene_of(obj)
         halves = [both.means[:100] - single.means, both.means[100:] - single.means]  # in depsgraph order
         moved = [np.allclose(h, [0.5, 0.0, 0.0], atol=1e-5) for h in halves]
         still = [np.allclose(h, 0.0, atol=1e-6) for h in halves]
