@@ -7,8 +7,8 @@ fingerprint of the data as made (splat_data.py).
 - save_pre: all splat data whose fingerprint still matches is emptied (its attributes cost ~250 bytes per
   Gaussian in the file); data edited since (points moved, attributes added, new Gaussians) keeps its
   attributes, and its stale payload is dropped.
-- save_post (and save_post_fail): the emptied data gets back exactly what it held (meshes from a stash, point
-  clouds decoded again): the session goes on unchanged.
+- save_post (and save_post_fail): the emptied data is decoded again, which gives back exactly what it held: the
+  session goes on unchanged.
 - load_post and blend_import_post (append/link): empty data with a payload is decoded again with the same
   code as the import, hence the same bytes. Data linked from a library cannot be written; splats.scene_of
   decodes its payload when F12 or export read it.
@@ -19,7 +19,6 @@ the expanded attributes (and the payload), which a load keeps as they are.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any, cast
 
 import bpy
@@ -95,19 +94,7 @@ def expand(mesh: Any) -> None:
 # --- the handlers --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Stash:
-    """What save_pre removed from one mesh, to put back in save_post."""
-
-    attributes: list[tuple[str, str, np.ndarray]]  # (name, data_type, values) in the mesh's order, position first
-    active_color: str
-    default_color: str
-
-
-_stashed: dict[str, _Stash] = {}
-
-
-_emptied_clouds: list[str] = []
+_emptied: list[str] = []  # (Mesh or PointCloud) name_full of the data save_pre emptied
 
 
 def _splat_data() -> list[Any]:
@@ -118,8 +105,7 @@ def _splat_data() -> list[Any]:
 
 @persistent
 def _on_save_pre(*_: Any) -> None:
-    _stashed.clear()
-    _emptied_clouds.clear()
+    _emptied.clear()
     for mesh in _splat_data():
         if mesh.get(PAYLOAD_PROPERTY) is None or getattr(mesh, "is_editmode", False) or point_count(mesh) == 0:
             continue
@@ -128,28 +114,20 @@ def _on_save_pre(*_: Any) -> None:
                 if mesh.get(key) is not None:
                     del mesh[key]
             continue
-        if isinstance(mesh, bpy.types.PointCloud):  # decoded again after saving: the same bytes
+        if isinstance(mesh, bpy.types.PointCloud):
             mesh.resize(0)
-            _emptied_clouds.append(mesh.name_full)
-            continue
-        stash = _stash(mesh)
-        if stash is not None:
-            _stashed[mesh.name_full] = stash
-            mesh.clear_geometry()
+        else:
+            mesh.clear_geometry()  # keeps the materials and the custom properties
+        _emptied.append(mesh.name_full)
 
 
 @persistent
 def _on_save_post(*_: Any) -> None:
-    for name, stash in _stashed.items():
-        mesh = bpy.data.meshes.get(name)
-        if mesh is not None and len(mesh.vertices) == 0:
-            _restore(mesh, stash)
-    _stashed.clear()
-    for name in _emptied_clouds:
-        cloud = bpy.data.pointclouds.get(name)
-        if cloud is not None and len(cloud.points) == 0:
-            expand(cloud)
-    _emptied_clouds.clear()
+    for name in _emptied:  # decoded again: the same bytes as before the save, so the session goes on unchanged
+        data = bpy.data.meshes.get(name) or bpy.data.pointclouds.get(name)
+        if data is not None and point_count(data) == 0:
+            expand(data)
+    _emptied.clear()
 
 
 @persistent
@@ -160,31 +138,6 @@ def _on_load(*_: Any) -> None:
                 expand(mesh)
             except ValueError as error:  # a damaged payload: say so, keep the (empty) object
                 print(f"ExGS: cannot decode the Gaussians of {mesh.name!r} from the .blend: {error}")
-
-
-def _stash(mesh: bpy.types.Mesh) -> _Stash | None:
-    count = len(mesh.vertices)
-    attributes: list[tuple[str, str, np.ndarray]] = []
-    for attribute in mesh.attributes:
-        values = _read(attribute, count)
-        if values is None:
-            return None
-        attributes.append((attribute.name, attribute.data_type, values))
-    colors = mesh.color_attributes
-    return _Stash(attributes, colors.active_color_name or "", colors.default_color_name or "")
-
-
-def _restore(mesh: bpy.types.Mesh, stash: _Stash) -> None:
-    count = len(stash.attributes[0][2]) // ATTRIBUTE_WIDTHS[stash.attributes[0][1]]
-    mesh.vertices.add(count)
-    for name, data_type, values in stash.attributes:
-        attribute = mesh.attributes.get(name) or mesh.attributes.new(name, data_type, "POINT")  # type: ignore[arg-type]
-        cast(Any, attribute).data.foreach_set(ATTRIBUTE_KEYS[data_type], values)
-    if stash.active_color:
-        mesh.color_attributes.active_color_name = stash.active_color
-    if stash.default_color:
-        mesh.color_attributes.default_color_name = stash.default_color
-    mesh.update()
 
 
 def _read(attribute: bpy.types.Attribute, count: int) -> np.ndarray | None:

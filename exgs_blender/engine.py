@@ -444,6 +444,11 @@ class ExgsRenderEngine(bpy.types.RenderEngine):
         except Exception as error:  # reported in Blender's render report, like other engines' errors
             self.report({"ERROR"}, f"ExGS: {error}")
             return
+        if frame.warning and bpy.app.background:
+            # A render farm's worker (blender -b): no one reads a warning there, so a frame that could not be
+            # restored as asked fails rather than being written raw in its place.
+            self.report({"ERROR"}, f"ExGS: frame {scene.frame_current} not written: {frame.warning}")
+            return
         if frame.warning:
             self.report({"WARNING"}, f"ExGS: {frame.warning}")
         if not self.test_break():

@@ -96,6 +96,10 @@ def make_native_copy(obj: bpy.types.Object, context: bpy.types.Context) -> bpy.t
     """A native splat object with the Gaussians, ExGS facts and transform of the splat object `obj`."""
     copy = create_native_object(scene_of(obj, world_space=False), obj.name + "_native", context.collection, context)
     copy.matrix_world = obj.matrix_world.copy()
+    for other in context.view_layer.objects.selected:
+        other.select_set(False)
+    copy.select_set(True)
+    context.view_layer.objects.active = copy
     return copy
 
 

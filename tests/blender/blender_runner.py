@@ -143,8 +143,10 @@ def run_blender(
     block_heavy: bool = False,
     timeout: float = 600,
     worker: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run `script` (Python, dedented) in a fresh Blender process; return its `result` dict."""
+    """Run `script` (Python, dedented) in a fresh Blender process; return its `result` dict. `extra_env` adds
+    environment variables (EXGS_PYTHON for a render farm worker)."""
     with tempfile.TemporaryDirectory(prefix="exgs_blender_run_") as tmp:
         script_path = Path(tmp) / "script.py"
         result_path = Path(tmp) / "result.json"
@@ -161,6 +163,7 @@ def run_blender(
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
             NUMBA_NUM_THREADS=env.get("NUMBA_NUM_THREADS", "1"),
         )
+        env.update(extra_env or {})
         done = subprocess.run(
             [str(extension.blender.python), str(script_path)], env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout
         )

@@ -134,7 +134,10 @@ def test_blend_keeps_the_payload_and_reloads_bit_for_bit(blender_extension: Inst
     payload_bytes = playbot.stat().st_size + fox.stat().st_size
     without = (tmp_path / "without.blend").stat().st_size
     blend = (tmp_path / "scene.blend").stat().st_size
-    assert blend < 1.5 * payload_bytes + without, (blend, payload_bytes, without)
+    # Blender 4.5 writes about 95 kB more once a scene has an object with a Geometry Nodes modifier (measured:
+    # the same for one object or two, so not the Gaussians); 5.3's native splat objects have no modifier.
+    once = 100_000 if blender_extension.blender.version < (5, 0) else 0
+    assert blend < 1.5 * payload_bytes + without + once, (blend, payload_bytes, without)
     # The edited object is kept expanded: several times the size of its payload.
     assert (tmp_path / "edited.blend").stat().st_size > blend + 2 * playbot.stat().st_size
 

@@ -24,6 +24,7 @@ pytestmark = requires_data
 PLAYBOT = SCENES_DIR / "pcengine_playbot_3_0.inria.ply"  # captured, 31,000 Gaussians, SH degree 2
 SMALL_SPZ = Path(__file__).resolve().parents[1] / "data" / "playbot_400.v3.spz"
 SMALL_PLY = Path(__file__).resolve().parents[1] / "data" / "playbot_400.ply"
+SPZ_TO_BLENDER = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 
 
 def _current_only(extension: InstalledExtension) -> None:
@@ -126,10 +127,12 @@ def test_blender_spz_import_reads_as_ours(blender_extension: InstalledExtension,
         assert bpy.ops.wm.spz_import(filepath=args["spz"]) == {"FINISHED"}
         save_world(bpy.context.active_object, args["dir"] + "/spz.npz")
     """), blender_extension, args={"spz": str(SMALL_SPZ), "dir": str(tmp_path)})
-    theirs, ours = _load(tmp_path / "spz.npz"), read_scene(SMALL_SPZ)
+    theirs = _load(tmp_path / "spz.npz")
+    # Blender turns SPZ's y-up axes into its z-up ones; exgs reads SPZ in the .ply convention (y down).
+    ours = read_scene(SMALL_SPZ).transformed(SPZ_TO_BLENDER)
     assert len(theirs) == len(ours) == 400 and theirs.sh_degree == ours.sh_degree
     np.testing.assert_allclose(theirs.means, ours.means, atol=1e-5)
-    np.testing.assert_allclose(theirs.sh, ours.sh, atol=1e-5)
+    np.testing.assert_allclose(theirs.sh, ours.sh, atol=1e-4)
     np.testing.assert_allclose(theirs.opacities(), ours.opacities(), atol=1e-5)
 
 

@@ -72,9 +72,11 @@ def check(out, result):
     result["ours_location"] = list(ours.location)
     save(splats.scene_of(ours, world_space=False), out + "_converted.npz")
 
-    result["to_native"] = sorted(bpy.ops.exgs.exgs_to_native())
-    back = native_splats.scene_from_native(bpy.context.view_layer.objects.active, world_space=False)
-    result["back_max_error"] = float(np.abs(back.sh - local.sh).max() + np.abs(back.means - local.means).max())
+    result["ours_kind"] = [ours.type, getattr(ours.data, "type", "")]
+    if ours.type == "MESH":  # 4.5: back to a native point cloud
+        result["to_native"] = sorted(bpy.ops.exgs.exgs_to_native())
+        back = splats.scene_of(bpy.context.view_layer.objects.active, world_space=False)
+        result["back_max_error"] = float(np.abs(back.sh - local.sh).max() + np.abs(back.means - local.means).max())
 
     native.hide_set(False)
     for obj in bpy.context.view_layer.objects:
