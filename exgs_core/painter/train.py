@@ -364,8 +364,21 @@ def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
                         f"processes: it is the global batch, and each process takes an equal share of it")
     bank = PairBank(data_dir, "train", settings.min_ratio)
     eval_set = _eval_subset(settings) if accelerator.is_main_process else None
-
     resumed = load_checkpoint(out, settings)
+    reached: list[Progress] = []  # the stage being trained (for the message when a process is lost)
+    try:
+        return _train_loaded(resumed, bank, eval_set, settings, accelerator, out, reached)
+    except RuntimeError as error:
+        if processes == 1 or not _lost_contact(error):
+            raise
+        where = f"at {reached[-1].stage} step {reached[-1].step}" if reached else "before training"
+        raise ExgsError(f"training process {accelerator.process_index} of {processes} lost contact with the "
+                        f"others {where} (another process stopped: its own error or the launcher's report says "
+                        f"why); no weights written, {_resume_point(out)}") from None
+
+
+def _train_loaded(resumed: tuple | None, bank: PairBank, eval_set: list | None, settings: TrainSettings,
+                  accelerator: Accelerator, out: Path, reached: list[Progress]) -> Path:
     model, optimizer_state, state = resumed if resumed else (build_model(settings), None, Progress(settings.stages()[0]))
     # the processes must start from the same data and step (the model itself DDP copies from process 0)
     _agree(accelerator, "the training pairs or the checkpoint to resume", hashlib.sha256(json.dumps(
@@ -379,14 +392,8 @@ def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
         if stage_index != state.stage_index:
             state = Progress(stages[stage_index], 0, stage_index, state.cpu_seconds, 0.0)
             optimizer_state = None
-        try:
-            model = _run_stage(model, optimizer_state, state, bank, eval_set, settings, accelerator, out, session)
-        except RuntimeError as error:
-            if processes == 1 or not _lost_contact(error):
-                raise
-            raise ExgsError(f"training process {accelerator.process_index} of {processes} lost contact with the "
-                            f"others at {state.stage} step {state.step} (another process stopped: its own error or "
-                            f"the launcher's report says why); no weights written, {_resume_point(out)}") from None
+        reached.append(state)
+        model = _run_stage(model, optimizer_state, state, bank, eval_set, settings, accelerator, out, session)
         optimizer_state = None
     weights = out / WEIGHTS_DIR
     if accelerator.is_main_process:
