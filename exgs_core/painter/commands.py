@@ -44,7 +44,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["painter", "baseline"])
     parser.add_argument("--vae-steps", type=int)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int,
+                        help="the global batch: several processes (accelerate launch) share it equally, "
+                             "so it must be a multiple of their number (default 8)")
     parser.add_argument("--crop", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--cpu-seconds", type=float, help="stop after this much process CPU time (fair comparisons)")
@@ -116,9 +118,17 @@ def run_train(args: argparse.Namespace) -> None:
     try:
         weights = train(args.data, args.out, settings)
     except SessionEnd as end:
-        print(end)
+        _say_once(str(end))
         sys.exit(SESSION_END_EXIT)
-    print(f"wrote {weights}")
+    _say_once(f"wrote {weights}")
+
+
+def _say_once(message: str) -> None:
+    """Print from process 0 only when training runs as several processes (all of them reach this line)."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(message)
 
 
 def run_eval(args: argparse.Namespace) -> None:
