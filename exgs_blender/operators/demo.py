@@ -11,8 +11,6 @@ Compress in the ExGS panel and F12 then work with no other file.
 from __future__ import annotations
 
 import math
-from typing import cast
-
 import bpy
 from mathutils import Euler, Vector
 
@@ -35,7 +33,8 @@ class EXGS_OT_import_demo_scene(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         try:
             with demo_scene_path() as path:
-                done = bpy.ops.import_scene.gaussian_splats(filepath=str(path), up_axis="-Y", scale=1.0)
+                done = bpy.ops.import_scene.gaussian_splats(  # type: ignore[attr-defined]  # (ours: not in the stubs)
+                    filepath=str(path), up_axis="-Y", scale=1.0)
         except (OSError, RuntimeError) as error:  # a broken installation; RuntimeError: the import's own report
             self.report({"ERROR"}, f"ExGS demo scene: {error}")
             return {"CANCELLED"}
@@ -77,10 +76,10 @@ def add_camera_looking_at(context: bpy.types.Context, obj: bpy.types.Object) -> 
     corners = world_bounds(obj)
     centre = sum(corners, Vector()) / len(corners)
     context.view_layer.update()
-    coords = [value for corner in corners for value in corner]
+    coords = [value for corner in corners for value in (corner.x, corner.y, corner.z)]
     fitted, _ = camera.camera_fit_coords(context.evaluated_depsgraph_get(), coords)
-    camera.location = centre + (Vector(fitted) - centre) * CAMERA_MARGIN
-    return cast(bpy.types.Object, camera)
+    camera.location = centre + (fitted - centre) * CAMERA_MARGIN
+    return camera
 
 
 def menu_import_demo(self: bpy.types.Menu, context: bpy.types.Context) -> None:
