@@ -10,7 +10,10 @@ Compress in the ExGS panel and F12 then work with no other file.
 
 from __future__ import annotations
 
+import importlib
 import math
+from typing import Any, Callable, cast
+
 import bpy
 from mathutils import Euler, Vector
 
@@ -82,11 +85,42 @@ def add_camera_looking_at(context: bpy.types.Context, obj: bpy.types.Object) -> 
     return camera
 
 
+def _splat_test() -> Callable[[Any], bool]:
+    """Whether an object is a splat object (ExGS or native): the splat facade's test where it exists (exgs_blender.
+    splats), else native_splats' (older layout)."""
+    package = __package__.rsplit(".", 1)[0]
+    try:
+        return cast(Callable[[Any], bool], importlib.import_module(f"{package}.splats").is_splat)
+    except ImportError:
+        return cast(Callable[[Any], bool], importlib.import_module(f"{package}.native_splats").is_any_splat)
+
+
+class VIEW3D_PT_exgs_demo(bpy.types.Panel):
+    """In the ExGS tab of the sidebar while the scene has no splat object: a button that adds the demo scene."""
+
+    bl_label = "Demo Scene"
+    bl_idname = "VIEW3D_PT_exgs_demo"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ExGS"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        is_splat = _splat_test()
+        return context.scene is not None and not any(is_splat(obj) for obj in context.scene.objects)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        if self.layout is None:
+            return
+        self.layout.label(text="No splat object in this scene yet", icon="INFO")
+        self.layout.operator(EXGS_OT_import_demo_scene.bl_idname, text="Add the Demo Scene", icon="IMPORT")
+
+
 def menu_import_demo(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     self.layout.operator(EXGS_OT_import_demo_scene.bl_idname, text="ExGS Demo Scene", icon="OUTLINER_OB_POINTCLOUD")
 
 
-classes = (EXGS_OT_import_demo_scene,)
+classes = (EXGS_OT_import_demo_scene, VIEW3D_PT_exgs_demo)
 
 register_classes, unregister_classes = bpy.utils.register_classes_factory(classes)
 

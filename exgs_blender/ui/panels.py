@@ -58,8 +58,6 @@ class VIEW3D_PT_exgs_compress(bpy.types.Panel):
         if obj is None or not is_any_splat(obj):
             layout.label(text="Select a splat object", icon="INFO")
             layout.label(text="File > Import > Gaussian Splats")
-            if context.scene is not None and not any(is_any_splat(o) for o in context.scene.objects):
-                layout.operator("import_scene.exgs_demo", text="Add the Demo Scene", icon="IMPORT")
             return
         info = info_of(obj)  # an ExGS splat object or Blender's own native splats
         layout.label(text=f"{obj.name}: {info['count']:,} Gaussians, SH {info['sh_degree']}", icon="POINTCLOUD_DATA")

@@ -18,7 +18,11 @@ from tests.blender.test_render_engine import _pass, _psnr
 INSPECT = """
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
-from bl_ext.user_default.exgs.exgs_blender.native_splats import info_of, is_any_splat, scene_of
+try:  # the splat facade (newer layout), else native_splats
+    from bl_ext.user_default.exgs.exgs_blender.splats import info_of, is_splat as is_any_splat, scene_of
+except ImportError:
+    from bl_ext.user_default.exgs.exgs_blender.native_splats import info_of, is_any_splat, scene_of
+from bl_ext.user_default.exgs.exgs_blender.operators.demo import VIEW3D_PT_exgs_demo
 
 def inspect(obj):
     scene = bpy.context.scene
@@ -38,12 +42,15 @@ def test_demo_scene_imports_in_blenders_own_python(blender_extension: InstalledE
         draw = bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
         result["menu"] = sum(getattr(f, "__name__", "") == "menu_import_demo" for f in draw)
         cameras_before = len([o for o in bpy.data.objects if o.type == "CAMERA"])
+        result["panel_before"] = VIEW3D_PT_exgs_demo.poll(bpy.context)
         result["done"] = sorted(bpy.ops.import_scene.exgs_demo())
         result.update(inspect(bpy.context.active_object))
+        result["panel_after"] = VIEW3D_PT_exgs_demo.poll(bpy.context)
         result["new_cameras"] = len([o for o in bpy.data.objects if o.type == "CAMERA"]) - cameras_before
         result["heavy"] = sorted(m for m in ("torch", "numba", "PIL") if m in sys.modules)
         """), blender_extension, block_heavy=True)
     assert out["menu"] == 1
+    assert out["panel_before"] and not out["panel_after"]  # the sidebar's button, while no splat object is there
     assert out["done"] == ["FINISHED"]
     assert out["splat"] and out["count"] == DEMO_GAUSSIANS and out["sh_degree"] == 2
     assert out["object"].startswith("playbot") and out["camera"].startswith("playbot camera")
@@ -71,7 +78,10 @@ def test_demo_scene_compresses_and_renders_with_f12(blender_extension: Installed
         r.resolution_x, r.resolution_y, r.resolution_percentage = 160, 90, 100
         r.film_transparent = False
         settings = r.image_settings
-        settings.media_type = "MULTI_LAYER_IMAGE"
+        if hasattr(settings, "media_type"):  # Blender 5.0+: the media type picks the multilayer EXR
+            settings.media_type = "MULTI_LAYER_IMAGE"
+        else:
+            settings.file_format = "OPEN_EXR_MULTILAYER"
         settings.exr_codec = "NONE"
         settings.color_depth = "32"
 
