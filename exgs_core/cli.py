@@ -558,7 +558,7 @@ def run_demo(args: argparse.Namespace) -> None:
     from exgs_core.progress import progress_enabled
 
     print(f"exgs demo: compressing the shipped scene to {' and '.join(f'{r:g}x' for r in settings.ratios)} and "
-          f"comparing renders; under 2 minutes on 2 cores (the first run also compiles the CPU kernels)")
+          f"comparing renders: 1-2 minutes on 2 cores (the first run also compiles the CPU kernels)")
     bar = tqdm(total=1000, desc="demo", disable=not progress_enabled(), leave=False,
                bar_format="{desc:<48.48} {percentage:3.0f}%|{bar}| {elapsed}")
 

@@ -48,6 +48,9 @@ def test_demo_scene_imports_in_blenders_own_python(blender_extension: InstalledE
         result["panel_after"] = VIEW3D_PT_exgs_demo.poll(bpy.context)
         result["new_cameras"] = len([o for o in bpy.data.objects if o.type == "CAMERA"]) - cameras_before
         result["heavy"] = sorted(m for m in ("torch", "numba", "PIL") if m in sys.modules)
+        from exgs_core.data import demo_scene_path
+        with demo_scene_path() as shipped:  # inside the installed extension: the zip carries the scene
+            result["shipped"] = [str(shipped).startswith(EXTENSION_DIR), shipped.stat().st_size]
         """), blender_extension, block_heavy=True)
     assert out["menu"] == 1
     assert out["panel_before"] and not out["panel_after"]  # the sidebar's button, while no splat object is there
@@ -56,6 +59,8 @@ def test_demo_scene_imports_in_blenders_own_python(blender_extension: InstalledE
     assert out["object"].startswith("playbot") and out["camera"].startswith("playbot camera")
     assert out["new_cameras"] == 1 and out["engine"] == "EXGS" and out["view_transform"] == "Standard"
     assert out["heavy"] == []
+    with demo_scene_path() as path:
+        assert out["shipped"] == [True, path.stat().st_size]
     # The camera frames the whole scene: every corner of its bounding box is inside the frame, in front.
     in_view = np.array(out["in_view"])
     assert np.all(in_view[:, :2] > 0.0) and np.all(in_view[:, :2] < 1.0) and np.all(in_view[:, 2] > 0), in_view
