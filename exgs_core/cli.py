@@ -540,16 +540,12 @@ def _restorer_for(args: argparse.Namespace) -> tuple[object, object | None, floa
 
 
 def run_demo(args: argparse.Namespace) -> None:
+    import threading
+
     from exgs_core.demo import DEFAULT_OUTPUT, DemoSettings, check_output_folder
 
-    settings = DemoSettings()
-    if args.size is not None:
-        settings.size = args.size
-    if args.views is not None:
-        settings.views = args.views
-    if args.fit_steps is not None:
-        settings.fit_steps = args.fit_steps
-    settings.__post_init__()
+    given = {"size": args.size, "views": args.views, "fit_steps": args.fit_steps}
+    settings = DemoSettings(**{name: value for name, value in given.items() if value is not None})
     out_dir = Path(args.output or DEFAULT_OUTPUT)
     check_output_folder(out_dir, settings.ratios)  # before the slow imports
     from tqdm import tqdm
@@ -566,8 +562,6 @@ def run_demo(args: argparse.Namespace) -> None:
         bar.set_description_str(what, refresh=False)
         bar.n = int(round(1000 * fraction))
         bar.refresh()
-
-    import threading
 
     stop = threading.Event()
     ticker = threading.Thread(target=lambda: [bar.refresh() for _ in iter(lambda: stop.wait(1.0), True)],
@@ -588,8 +582,9 @@ def run_demo(args: argparse.Namespace) -> None:
         print(f"{row.name:<9} {row.file}: {row.gaussians:,} Gaussians, {row.bytes:,} bytes, "
               f"{row.ratio_vs_inria_ply:.1f}x vs the INRIA .ply; PSNR {row.psnr:.2f} dB raw{restored}")
     compiled = "" if result.kernels_were_cached else ", including the first compile of the CPU kernels"
-    print(f"time      {result.seconds:.0f} s{compiled} ({result.cpu_seconds:.0f} CPU seconds); restoration fitted for {settings.fit_steps} steps "
-          f"(`exgs compress` fits 2,500), PSNR on {settings.views} orbit views of {settings.size[0]}x{settings.size[1]}")
+    print(f"time      {result.seconds:.0f} s{compiled} ({result.cpu_seconds:.0f} CPU seconds); restoration fitted "
+          f"for {settings.fit_steps} steps (`exgs compress` fits 2,500); PSNR on {settings.views} orbit views of "
+          f"{settings.size[0]}x{settings.size[1]}")
     print(f"wrote     {out_dir}/: comparison.png, metrics.md, metrics.json, "
           + ", ".join(row.file for row in result.rows[1:] if row.file))
 

@@ -106,9 +106,6 @@ class DemoResult:
     cpu_seconds: float = 0.0  # of this process and the compressions' processes
     stage_cpu_seconds: dict[str, str] = field(default_factory=dict)
 
-    def files(self) -> list[Path]:
-        return [self.output / name for name in output_names(self.settings.ratios) if name != MARKER]
-
 
 # --- the output folder -------------------------------------------------------------------------------
 
@@ -196,7 +193,8 @@ class _Stages:
 
 def _compress_stage_name(settings: DemoSettings) -> str:
     names = " and ".join(f"{r:g}x" for r in settings.ratios)
-    return f"compressing to {names} ({'in parallel, one process each' if _parallel(settings) else 'one after the other'})"
+    how = "in parallel, one process each" if _parallel(settings) else "one after the other"
+    return f"compressing to {names} ({how})"
 
 
 def _parallel(settings: DemoSettings) -> bool:
@@ -421,7 +419,7 @@ def _restoration_note(stats: dict | None) -> str:
 def comparison_image(path: Path, picture: dict[str, np.ndarray], rows: list[DemoRow], size: tuple[int, int],
                      views: int) -> None:
     """Original | each compressed file side by side, each under a caption band with its bytes, ratio and PSNR."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     from exgs_core.fileio import atomic_write
     from exgs_core.images import to_uint8
@@ -465,6 +463,8 @@ def _font(size: int):
 
 def metrics_markdown(demo: DemoResult) -> str:
     s = demo.settings
+    compiled = ("" if demo.kernels_were_cached
+                else ", including the first compile of the CPU kernels (numba; cached on disk for the next runs)")
     lines = [
         f"# exgs demo: {DEMO_NAME}",
         "",
@@ -502,7 +502,7 @@ def metrics_markdown(demo: DemoResult) -> str:
         "",
         "## Time",
         "",
-        f"Total: {demo.seconds:.1f} s{'' if demo.kernels_were_cached else ', including the first compile of the CPU kernels (numba; cached on disk for the next runs)'}; "
+        f"Total: {demo.seconds:.1f} s{compiled}; "
         f"{demo.cpu_seconds:.0f} CPU seconds ({os.cpu_count()} cores; wall time grows when other programs use them).",
         "",
     ]

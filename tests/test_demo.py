@@ -40,7 +40,8 @@ def test_the_shipped_scene_is_a_real_licensed_scene() -> None:
     assert len(scene) == DEMO_GAUSSIANS == 31_000 and scene.sh_degree == 2
     assert size == len(demo_scene_bytes()) <= 2_000_000
     folder = REPO_ROOT / "exgs_core" / "data"
-    assert "CC-BY-4.0" in (folder / "playbot.txt").read_text() and "Stephane Agullo" in (folder / "playbot.txt").read_text()
+    license_note = (folder / "playbot.txt").read_text()
+    assert "CC-BY-4.0" in license_note and "Stephane Agullo" in license_note
 
 
 def test_demo_writes_files_ratios_psnr_and_picture(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -27,7 +27,7 @@ ENGINE = "EXGS"
 
 
 class EXGS_OT_import_demo_scene(bpy.types.Operator):
-    """Add the real 3DGS scene shipped with ExGS ("PLAYBOT" by Stephane Agullo, CC-BY-4.0, 31,000 Gaussians) and a camera looking at it, ready to Compress and render with F12"""
+    """Add the real scene shipped with ExGS (PLAYBOT, CC-BY-4.0) and a camera looking at it, for Compress and F12"""
 
     bl_idname = "import_scene.exgs_demo"
     bl_label = "Import ExGS Demo Scene"
