@@ -21,6 +21,7 @@ MODULES: list[str] = [
     "preferences",
     "engine",
     "operators.compress",
+    "operators.demo",
     "ui.panels",
 ]
 
