@@ -207,9 +207,8 @@ def runtime_source() -> str:
     python = worker_python()
     if python is None:
         return "nowhere: no runtime is set up"
-    prefs = preferences()
-    where = "Existing Python" if prefs is not None and getattr(prefs, "python_path", "") else "Set Up Runtime"
-    return f"in a worker on {python} (from the preferences: {where})"
+    chosen = bool(getattr(preferences(), "python_path", ""))
+    return f"in a worker on {python} (from the preferences: {'Existing Python' if chosen else 'Set Up Runtime'})"
 
 
 def shutdown() -> None:

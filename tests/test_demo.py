@@ -24,11 +24,9 @@ from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The test's smaller run: 2 views of 96x72, a 40-step fit. The compression and the files are the real ones.
 SMALL = ["--size", "96x72", "--views", "2", "--fit-steps", "40"]
-# The issue asks for 2%. compress() meets a size within 2% (bytes in [0.98, 1] x budget), but with a fitted
-# restoration it does so for the Gaussians' part (budget minus the section's reserve), and the reserve leaves
-# up to ~130 bytes unused: the 100x file here is 75,307-75,313 bytes of 76,880, 102.09x (2.09% off). Reported
-# to the lead (exgs_core/ugc/restoration.py); 300x, with no section stored, is 302.2x.
-RATIO_TOLERANCE = 0.025
+# Ratios within 2% of the target, as `exgs compress` promises, with a fitted restoration's section too
+# (restoration.candidate_target).
+RATIO_TOLERANCE = 0.02
 # Measured once on this run (2026-12-06): 100x 28.90 dB, 300x 24.03 dB (raw); floors about 2 dB below.
 PSNR_FLOOR = {"100x": 27.0, "300x": 22.0}
 
@@ -104,7 +102,7 @@ def test_default_output_is_exgs_demo_in_the_current_folder(tmp_path: Path, monke
     assert "exgs-demo: the folder is not empty" in capsys.readouterr().err
 
 
-def test_the_wheel_holds_the_demo_scene(tmp_path: Path) -> None:
+def test_the_wheel_holds_the_demo_scene_and_the_painter_weights(tmp_path: Path) -> None:
     """Built from a copy of the package sources (nothing is written into the checkout), offline."""
     source = tmp_path / "source"
     source.mkdir()
@@ -118,5 +116,9 @@ def test_the_wheel_holds_the_demo_scene(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         assert archive.read("exgs_core/data/playbot.sog") == demo_scene_bytes()
+        demo_bytes = sum(info.compress_size for info in archive.infolist() if info.filename.startswith("exgs_core/data/"))
     assert "exgs_core/data/playbot.txt" in names and "exgs_core/data/__init__.py" in names
-    assert wheel.stat().st_size < 3_000_000
+    weights = REPO_ROOT / "exgs_core" / "painter" / "default_weights"
+    shipped = sorted(str(p.relative_to(REPO_ROOT)) for p in weights.rglob("*") if p.is_file())
+    assert shipped and all(name in names for name in shipped), "the default GaussPainter weights must ship"
+    assert demo_bytes < 2_000_000, "the demo scene takes at most ~2 MB of the wheel"

@@ -75,6 +75,9 @@ class Target:
 
     kind: str  # "keep" | "size" | "ratio"
     value: float
+    # A file may be this fraction below a size or ratio target (never above it). Narrower for a file that gets
+    # a section added after compression, so that the whole file still meets SIZE_TOLERANCE (restoration.py).
+    tolerance: float = SIZE_TOLERANCE
 
     def __post_init__(self) -> None:
         if self.kind not in ("keep", "size", "ratio"):
@@ -330,7 +333,7 @@ def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, s
     checks = _CheckViews(proxy, scoring_cameras(proxy, max(len(cameras), 2), size=size))  # as many, as large
     if settings.method == "auto":
         settings = _scene_method(proxy, proxy_scores, settings, checks, report)[0]
-    encoders = _candidates(proxy, proxy_scores, settings, Target("ratio", ratio), checks, report)
+    encoders = _candidates(proxy, proxy_scores, settings, Target("ratio", ratio, target.tolerance), checks, report)
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     choices = {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
                "sh_degree": chosen.sh_degree}
@@ -462,7 +465,7 @@ class _Encoder:
         if self.last_fit is not None:  # another level's bytes per Gaussian, scaled by the bits per Gaussian
             level, fit_count, fit_bytes = self.last_fit
             per_gaussian = fit_bytes / fit_count * self._raw_bits(self.level) / self._raw_bits(level)
-            count = int(np.clip(budget * (1 - SIZE_TOLERANCE / 2) / per_gaussian, 1, len(self.scene)))
+            count = int(np.clip(budget * (1 - self.target.tolerance / 2) / per_gaussian, 1, len(self.scene)))
         elif self.merged:  # find the count on unmerged packs first: merging changes the bytes per Gaussian little
             self.preview = True
             count = self._search(count, budget, 8, self._estimate)[0]
@@ -516,11 +519,11 @@ class _Encoder:
             if size <= budget:
                 if below is None or count > below[0]:
                     below = (count, size, result)
-                if size >= (1 - SIZE_TOLERANCE) * budget or count >= n:
+                if size >= (1 - self.target.tolerance) * budget or count >= n:
                     break
             elif above is None or count < above[0]:
                 above = (count, size)
-            next_count = _next_count(below[:2] if below else None, above, budget, n, slope)
+            next_count = _next_count(below[:2] if below else None, above, budget, n, slope, self.target.tolerance)
             if next_count is None:
                 break
             count = next_count
@@ -644,10 +647,10 @@ def first_level(ratio: float) -> int:
 
 
 def _next_count(below: tuple[int, int] | None, above: tuple[int, int] | None, budget: int, n: int,
-                slope: float | None = None) -> int | None:
+                slope: float | None = None, tolerance: float = SIZE_TOLERANCE) -> int | None:
     """The next count to try given (count, bytes) of the largest count within budget and of the smallest over
     it, and the last measured bytes per added Gaussian; None when there is nothing left between them."""
-    aim = budget * (1 - SIZE_TOLERANCE / 2)
+    aim = budget * (1 - tolerance / 2)
     if below and above:
         (low, low_size), (high, high_size) = below, above
         if high - low <= 1:

@@ -21,7 +21,8 @@ from exgs_core.io.exgs import RESTORATION_DTYPES, decode_exgs, with_restoration
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.painter.fit import DEFAULT_CHANNELS, DEFAULT_DTYPE, DEFAULT_STEPS
 from exgs_core.scene import GaussianScene
-from exgs_core.ugc.compress import CompressResult, CompressSettings, ProgressCallback, Target, at_scoring_size, compress
+from exgs_core.ugc.compress import (SIZE_TOLERANCE, CompressResult, CompressSettings, ProgressCallback, Target,
+                                    at_scoring_size, compress)
 
 MODES = ("fit", "none")
 MIN_OPTIMISATION_SECONDS = 10.0  # under a user's --fit-seconds cap, even when rendering the pairs used it up
@@ -92,10 +93,18 @@ def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, s
             # base's method: chosen once per scene (four compressions), not again. The level and SH degree are
             # searched again; fixing base's too measured a tie (docs/results.md, "Restoration per scene")
             fixed = base.scene_settings or settings
-            candidate = compress(scene, Target("size", budget - reserve), cameras, fixed, on_progress, scores)
+            candidate = compress(scene, candidate_target(budget, reserve), cameras, fixed, on_progress, scores)
         except ExgsError as error:
             return _without(base, str(error))
     return _fit_and_choose(scene, base, candidate, budget, cameras, restoration, target, report)
+
+
+def candidate_target(budget: int, reserve: int) -> Target:
+    """The target of the Gaussians that share `budget` with a correction: `budget - reserve` bytes, within a
+    window narrow enough that the whole file (Gaussians and a section up to 2 * SECTION_MARGIN smaller than
+    reserved) is still within SIZE_TOLERANCE of the budget."""
+    room = SIZE_TOLERANCE * budget - 2 * SECTION_MARGIN
+    return Target("size", budget - reserve, max(room, 0.0) / (budget - reserve))
 
 
 def section_reserve(channels: int = DEFAULT_CHANNELS, dtype: str = DEFAULT_DTYPE) -> int:

@@ -149,8 +149,11 @@ def test_native_point_cloud_converts_to_exgs_and_back_and_exports(
     assert out["to_exgs"] == ["FINISHED"] and out["ours_is_splat"] and out["native_hidden"]
     assert out["ours_location"] == [1.0, 2.0, 3.0]
     converted = np.load(tmp_path / "native_converted.npz")
-    for field in ("means", "quats", "log_scales", "opacity_logits", "sh"):
+    for field in ("means", "sh"):
         np.testing.assert_array_equal(converted[field], local[field], err_msg=field)
+    # Exact on the mesh-based object; a native one (5.3) stores them anew: unit quaternions, exp'd scales
+    for field in ("quats", "log_scales", "opacity_logits"):
+        np.testing.assert_allclose(converted[field], local[field], atol=0 if kind == "MESH" else 1e-6, err_msg=field)
 
     assert out["ours_kind"] == (["POINTCLOUD", "GAUSSIAN_SPLAT"] if out["native_splats"] else ["MESH", ""])
     if not out["native_splats"]:

@@ -16,6 +16,8 @@ import site
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.blender.blender_runner import InstalledExtension, run_blender
 
 LINK = "exgs_test_runtime_link"
@@ -44,6 +46,9 @@ def _link_wheel(folder: Path) -> Path:
 
 def test_broken_runtime_is_reported_and_repaired_offline(blender_extension: InstalledExtension,
                                                          tmp_path: Path) -> None:
+    if blender_extension.blender.stock:
+        pytest.skip("Set Up Runtime builds the runtime from Blender's own Python (3.13 in the stock 5.3), and no "
+                    "torch for it can be installed offline here; the 4.5 run covers set-up and repair")
     empty, wheels = tmp_path / "empty", tmp_path / "wheels"
     empty.mkdir()
     _link_wheel(wheels)
