@@ -115,7 +115,7 @@ def main() -> None:
                 pixel_aspect_x=1.0, pixel_aspect_y=1.0, matrix_world=matrix)
             reference = render(scene, camera, background=(srgb(WORLD),) * 3).rgb.numpy()
             for engine, name in (("EXGS", "EXGS"), ("BLENDER_EEVEE", "EEVEE"), ("CYCLES", "Cycles")):
-                image = read_png(work / f"{engine}.png")[..., :3].astype(np.float64) / 255.0
+                image = read_png(work / f"{engine}.png")[..., :3]  # sRGB in [0, 1]
                 print(f"{label:24s} {name:14s} {float(psnr(image, reference)):8.1f} {out[engine]:8.1f}")
         print(f"(measured {time.strftime('%Y-%m-%d')})")
 

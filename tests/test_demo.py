@@ -24,9 +24,9 @@ from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The test's smaller run: 2 views of 96x72, a 40-step fit. The compression and the files are the real ones.
 SMALL = ["--size", "96x72", "--views", "2", "--fit-steps", "40"]
-# Ratios within 2% of the target, as `exgs compress` promises, with a fitted restoration's section too
-# (restoration.candidate_target).
-RATIO_TOLERANCE = 0.02
+# Each file within 2% of the bytes its ratio asks for (at most that many, at least 98% of them), as `exgs compress`
+# promises, with a fitted restoration's section too (restoration.candidate_target).
+SIZE_TOLERANCE = 0.02
 # Measured once on this run (2026-12-06): 100x 28.90 dB, 300x 24.03 dB (raw); floors about 2 dB below.
 PSNR_FLOOR = {"100x": 27.0, "300x": 22.0}
 
@@ -52,8 +52,8 @@ def test_demo_writes_files_ratios_psnr_and_picture(tmp_path: Path, capsys: pytes
     for name, ratio in (("100x", 100.0), ("300x", 300.0)):
         path = out / f"playbot-{name}.exgs"
         assert path.stat().st_size == rows[name]["bytes"]
-        achieved = INRIA_BYTES_PER_GAUSSIAN * DEMO_GAUSSIANS / path.stat().st_size
-        assert abs(achieved / ratio - 1) <= RATIO_TOLERANCE, (name, achieved)
+        budget = INRIA_BYTES_PER_GAUSSIAN * DEMO_GAUSSIANS / ratio
+        assert (1 - SIZE_TOLERANCE) * budget <= path.stat().st_size <= budget, (name, path.stat().st_size, budget)
         decoded = read_scene(path)
         assert len(decoded) == rows[name]["gaussians"] < DEMO_GAUSSIANS
         assert rows[name]["psnr"] > PSNR_FLOOR[name], rows[name]
