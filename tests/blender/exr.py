@@ -12,6 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+# Blender-side helper for the scripts that write such files (prepend it): the setting moved in Blender 5.0.
+SET_MULTILAYER_EXR = """
+def set_multilayer_exr(settings):
+    if hasattr(settings, "media_type"):  # Blender 5.0+: the media type picks the multilayer EXR
+        settings.media_type = "MULTI_LAYER_IMAGE"
+    else:
+        settings.file_format = "OPEN_EXR_MULTILAYER"
+    settings.exr_codec = "NONE"
+    settings.color_depth = "32"
+"""
+
 _PIXEL_TYPES = {0: np.dtype("<u4"), 1: np.dtype("<f2"), 2: np.dtype("<f4")}
 
 

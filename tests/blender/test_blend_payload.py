@@ -18,7 +18,7 @@ import numpy as np
 from exgs_core.io.exgs import encode_exgs, with_restoration
 from tests.fitted_data import random_restoration
 from tests.blender.blender_runner import InstalledExtension, run_blender
-from tests.blender.exr import read_exr
+from tests.blender.exr import SET_MULTILAYER_EXR, read_exr
 from tests.conftest import SCENES_DIR, random_gaussians, requires_data
 
 pytestmark = requires_data
@@ -26,7 +26,7 @@ pytestmark = requires_data
 PLAYBOT = SCENES_DIR / "pcengine_playbot_3_0.inria.ply"  # captured scene, SH degree 2
 FOX = SCENES_DIR / "mjw_fox.ply"
 
-COMMON = """
+COMMON = SET_MULTILAYER_EXR + """
 import numpy as np
 from mathutils import Matrix, Vector
 from bl_ext.user_default.exgs.exgs_blender import splats, blend_payload
@@ -64,12 +64,7 @@ def setup_f12(path):
     scene.camera = camera
     r = scene.render
     r.engine, r.resolution_x, r.resolution_y, r.resolution_percentage = "EXGS", 96, 64, 100
-    if hasattr(r.image_settings, "media_type"):  # Blender 5.0+: the media type picks the multilayer EXR
-        r.image_settings.media_type = "MULTI_LAYER_IMAGE"
-    else:
-        r.image_settings.file_format = "OPEN_EXR_MULTILAYER"
-    r.image_settings.exr_codec = "NONE"
-    r.image_settings.color_depth = "32"
+    set_multilayer_exr(r.image_settings)
     r.filepath = path
 
 class Job:  # what apply_result reads of a finished CompressJob

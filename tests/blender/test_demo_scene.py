@@ -11,11 +11,11 @@ import numpy as np
 from exgs_core.data import DEMO_GAUSSIANS, demo_scene_path
 from exgs_core.io import read_scene
 from tests.blender.blender_runner import InstalledExtension, run_blender
-from tests.blender.exr import read_exr
+from tests.blender.exr import SET_MULTILAYER_EXR, read_exr
 from tests.blender.test_render_engine import _pass, _psnr
 
 # The frame's corners of the object's bounding box as the new camera sees it, and what the scene became.
-INSPECT = """
+INSPECT = SET_MULTILAYER_EXR + """
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 try:  # the splat facade (newer layout), else native_splats
@@ -82,13 +82,7 @@ def test_demo_scene_compresses_and_renders_with_f12(blender_extension: Installed
         r = bpy.context.scene.render
         r.resolution_x, r.resolution_y, r.resolution_percentage = 160, 90, 100
         r.film_transparent = False
-        settings = r.image_settings
-        if hasattr(settings, "media_type"):  # Blender 5.0+: the media type picks the multilayer EXR
-            settings.media_type = "MULTI_LAYER_IMAGE"
-        else:
-            settings.file_format = "OPEN_EXR_MULTILAYER"
-        settings.exr_codec = "NONE"
-        settings.color_depth = "32"
+        set_multilayer_exr(r.image_settings)
 
         def f12(name):
             r.filepath = os.path.join(args["dir"], name)

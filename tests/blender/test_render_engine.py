@@ -26,7 +26,7 @@ from exgs_core.painter.weights import load_painter
 from exgs_core.render import render
 from exgs_core.scene import GaussianScene
 from tests.blender.blender_runner import InstalledExtension, run_blender
-from tests.blender.exr import read_exr
+from tests.blender.exr import SET_MULTILAYER_EXR, read_exr
 from tests.conftest import MESH2SPLAT_DIR, random_gaussians, requires_data
 from tests.fitted_data import WIDE_CAMERA, dilated, fitted_koala, side_by_side
 
@@ -39,7 +39,7 @@ CAMERA = {"lens_mm": 40.0, "sensor_width_mm": 36.0, "sensor_height_mm": 30.0, "s
           "shift_x": 0.05, "shift_y": -0.03, "resolution_x": 192, "resolution_y": 128,
           "resolution_percentage": 50, "pixel_aspect_x": 1.0, "pixel_aspect_y": 1.0}
 
-SETUP = """
+SETUP = SET_MULTILAYER_EXR + """
 import time
 import numpy as np
 from mathutils import Matrix
@@ -68,13 +68,7 @@ def setup_render(scene, camera_matrix):
         background[0].inputs["Color"].default_value = (*args["world"], 1.0)
         background[0].inputs["Strength"].default_value = 1.0
     scene.view_layers[0].use_pass_z = True
-    settings = r.image_settings
-    if hasattr(settings, "media_type"):  # Blender 5.0+: the media type picks the multilayer EXR
-        settings.media_type = "MULTI_LAYER_IMAGE"
-    else:
-        settings.file_format = "OPEN_EXR_MULTILAYER"
-    settings.exr_codec = "NONE"
-    settings.color_depth = "32"
+    set_multilayer_exr(r.image_settings)
 
 def save_world(obj, path):
     s = splats.scene_of(obj, world_space=True)
