@@ -16,6 +16,7 @@ import torch
 
 from exgs_core.render import cpu_kernels
 from exgs_core.render.projection import TILE_SIZE, covariances, intersect_tiles, project
+from exgs_core.scene import CHUNK
 from exgs_core.sh import evaluate_sh
 
 BACKENDS = ("auto", "torch", "gsplat")
@@ -98,8 +99,12 @@ def scene_tensors(scene) -> dict[str, torch.Tensor]:
 def view_colors(means: torch.Tensor, sh: torch.Tensor, camera, degree: int) -> torch.Tensor:
     """RGB per Gaussian seen from the camera: SH + 0.5 clamped at 0 (gsplat's rule)."""
     position = torch.as_tensor(camera.position, dtype=means.dtype)
-    dirs = torch.nn.functional.normalize(means - position, p=2, dim=-1)
-    return torch.clamp_min(evaluate_sh(sh, dirs, degree) + 0.5, 0.0)
+    out = torch.empty(means.shape[0], 3, dtype=means.dtype)
+    for start in range(0, means.shape[0], CHUNK):  # evaluate_sh makes (n, K, 3) temporaries: 192 B/G at SH 3
+        stop = start + CHUNK
+        dirs = torch.nn.functional.normalize(means[start:stop] - position, p=2, dim=-1)
+        out[start:stop] = torch.clamp_min(evaluate_sh(sh[start:stop], dirs, degree) + 0.5, 0.0)
+    return out
 
 
 def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
@@ -203,16 +208,28 @@ def gaussian_contributions(means: torch.Tensor, covars: torch.Tensor, opacities:
     The first column equals the gradient of a one-channel render of colour 1 with respect to the colours
     (tests check that), computed here in one forward traversal without a backward pass.
     """
+    visible, sums = visible_contributions(means, covars, opacities, camera)
+    out = torch.zeros(len(means), 3, dtype=torch.float64)
+    out[visible] = torch.from_numpy(sums)
+    return out
+
+
+def visible_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: torch.Tensor,
+                          camera) -> tuple[torch.Tensor, np.ndarray]:
+    """gaussian_contributions for the Gaussians the view can show only: (their indices, their (V, 3) sums).
+    Nothing of the size of the whole scene outlives the projection."""
     width, height = int(camera.width), int(camera.height)
     viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
     K = torch.as_tensor(camera.K, dtype=torch.float32)
     proj = project(means, covars, viewmat, K, width, height, opacities=opacities)
     visible = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
-    isects = intersect_tiles(proj.means2d[visible], proj.radii[visible], proj.depths[visible], width, height)
-    arrays = _kernel_arrays(proj.means2d[visible], proj.conics[visible], opacities[visible],
-                            torch.zeros(len(visible), 1), isects)
+    means2d, conics, radii, depths = (proj.means2d[visible], proj.conics[visible], proj.radii[visible],
+                                      proj.depths[visible])
+    del proj
+    isects = intersect_tiles(means2d, radii, depths, width, height)
+    del radii, depths
+    arrays = _kernel_arrays(means2d, conics, opacities[visible], torch.zeros(len(visible), 1), isects)
+    del means2d, conics
     sums = cpu_kernels.composite_significance(arrays[0], arrays[1], arrays[2], arrays[4], arrays[5], width, height,
                                               TILE_SIZE, isects.tiles_x, numba.get_num_threads())
-    out = torch.zeros(len(means), 3, dtype=torch.float64)
-    out[visible] = torch.from_numpy(sums)
-    return out
+    return visible, sums

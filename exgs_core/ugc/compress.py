@@ -67,6 +67,9 @@ REFERENCE_RATIOS = (100.0, 300.0)
 PROXY_ABOVE = 500_000
 PROXY_GAUSSIANS = 100_000
 SELECTIONS_KEPT = 6  # kept and merged scenes remembered per method (a few levels' final counts)
+# ... and at most this many Gaussians in them (the last one always): on a 10M-Gaussian scene at 100x each holds
+# about 5M Gaussians, and six of them were the largest memory of the compression.
+SELECTIONS_KEPT_GAUSSIANS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -213,13 +216,15 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
         proxy_start = time.perf_counter()
         settings, proxy, proxy_fit = _chosen_on_proxy(scene, scores, target, settings, cameras, report)
         proxy["seconds"] = round(time.perf_counter() - proxy_start, 3)
-    checks = _CheckViews(scene, cameras)
+    checks = _CheckViews(scene, cameras)  # the references are renders of the scene as it is, all its SH bands
+    work = _packable(scene, settings)
     method_errors: dict[str, float] = {}
     method_start = time.perf_counter()
     if settings.method == "auto" and target.kind != "keep":
-        settings, method_errors = _scene_method(scene, scores, settings, checks, report)
+        settings, method_errors = _scene_method(work, scores, settings, checks, report)
     method_time = time.perf_counter() - method_start
-    encoders = _candidates(scene, scores, settings, target, checks, report, proxy_fit)
+    encoders = _candidates(work, scores, settings, target, checks, report, proxy_fit)
+    del work
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     data, kept = chosen.write(target.size_in_bytes(len(scene)))
 
@@ -239,6 +244,18 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     stats["proxy"] = proxy  # {} unless the choices were made on a crop of the scene (large scenes)
     report("done", 1.0)
     return CompressResult(data, decoded, kept, stats, settings)
+
+
+def _packable(scene: GaussianScene, settings: CompressSettings) -> GaussianScene:
+    """`scene` without the SH bands above the highest degree any encoder may pack (degree 1 for "auto").
+
+    Encoders select, merge and amplify Gaussians band by band and pack only up to their degree, so the files
+    are the same; but every kept or merged copy of the Gaussians then holds 12 or 48 bytes of SH instead of
+    192 at degree 3 (the kept Gaussians of a 10M scene at 100x are about 5M)."""
+    if settings.sh_degree is None:
+        return scene
+    highest = max(SH_AUTO_DEGREES) if settings.sh_degree == SH_AUTO else int(settings.sh_degree)
+    return scene.with_sh_degree(highest) if highest < scene.sh_degree else scene
 
 
 def _searches(settings: CompressSettings, target: Target) -> bool:
@@ -565,7 +582,8 @@ class _Encoder:
         if key not in self.selected:  # the searches of several levels and the final write ask for counts again
             keep = self._voxel_keep(count, self.coverage, self.proportional)
             self.selected[key] = self._kept(keep, self.amplified, self.coverage, count)
-            while len(self.selected) > SELECTIONS_KEPT:
+            while len(self.selected) > 1 and (len(self.selected) > SELECTIONS_KEPT or sum(
+                    len(kept) for kept, _ in self.selected.values()) > SELECTIONS_KEPT_GAUSSIANS):
                 del self.selected[next(iter(self.selected))]
         return self.selected[key]
 
