@@ -115,19 +115,14 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
     Returns every channel as rgb (the background composited into the first three), alpha and expected depth.
     """
     width, height = int(camera.width), int(camera.height)
-    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
-    K = torch.as_tensor(camera.K, dtype=torch.float32)
     with torch.no_grad():
-        proj = project(means.detach(), covariances(quats.detach(), scales.detach()), viewmat, K, width, height,
-                       opacities=opacities.detach())
-        visible = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
-        sub_radii = proj.radii[visible]
-        isects = intersect_tiles(proj.means2d[visible], sub_radii, proj.depths[visible], width, height)
+        visible, means2d, conics, depths, radii = project_visible(means.detach(), opacities.detach(), camera,
+                                                                  quats.detach(), scales.detach())
+        isects = intersect_tiles(means2d, radii, depths, width, height)
+        del radii
 
-    channels = torch.cat([colors[visible], proj.depths[visible, None]], dim=-1)
-    accumulated, final_t = _Composite.apply(
-        proj.means2d[visible], proj.conics[visible], opacities[visible], channels, isects, width, height
-    )
+    channels = torch.cat([colors[visible], depths[:, None]], dim=-1)
+    accumulated, final_t = _Composite.apply(means2d, conics, opacities[visible], channels, isects, width, height)
     alpha = 1.0 - final_t
     bg = torch.zeros(colors.shape[1], dtype=torch.float32)
     shown = min(3, colors.shape[1])
@@ -135,6 +130,30 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
     color_channels = accumulated[..., : colors.shape[1]] + final_t[..., None] * bg
     depth = accumulated[..., -1] / alpha.clamp(min=1e-10)
     return RenderOutput(rgb=color_channels, alpha=alpha, depth=depth)
+
+
+def project_visible(means: torch.Tensor, opacities: torch.Tensor, camera, quats: torch.Tensor | None = None,
+                    scales: torch.Tensor | None = None, covars: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, ...]:
+    """(indices, means2d, conics, depths, radii) of the Gaussians `camera` shows (radii > 0), projected a chunk
+    at a time from `covars` or from `quats` and `scales`: the same values as one projection of the whole scene,
+    without its (N, 3, 3) covariances and (N, ...) projections (about 100 B/Gaussian of temporaries)."""
+    width, height = int(camera.width), int(camera.height)
+    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
+    K = torch.as_tensor(camera.K, dtype=torch.float32)
+    parts = []
+    for start in range(0, max(len(means), 1), CHUNK):
+        stop = start + CHUNK
+        if covars is not None:
+            cov = covars[start:stop]
+        else:
+            cov = covariances(quats[start:stop], scales[start:stop])
+        proj = project(means[start:stop], cov, viewmat, K, width, height, opacities=opacities[start:stop])
+        shown = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
+        parts.append((shown + start, proj.means2d[shown], proj.conics[shown], proj.depths[shown], proj.radii[shown]))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(values) for values in zip(*parts))
 
 
 class _Composite(torch.autograd.Function):
@@ -219,13 +238,7 @@ def visible_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: 
     """gaussian_contributions for the Gaussians the view can show only: (their indices, their (V, 3) sums).
     Nothing of the size of the whole scene outlives the projection."""
     width, height = int(camera.width), int(camera.height)
-    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
-    K = torch.as_tensor(camera.K, dtype=torch.float32)
-    proj = project(means, covars, viewmat, K, width, height, opacities=opacities)
-    visible = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
-    means2d, conics, radii, depths = (proj.means2d[visible], proj.conics[visible], proj.radii[visible],
-                                      proj.depths[visible])
-    del proj
+    visible, means2d, conics, depths, radii = project_visible(means, opacities, camera, covars=covars)
     isects = intersect_tiles(means2d, radii, depths, width, height)
     del radii, depths
     arrays = _kernel_arrays(means2d, conics, opacities[visible], torch.zeros(len(visible), 1), isects)
