@@ -255,7 +255,11 @@ def _packable(scene: GaussianScene, settings: CompressSettings) -> GaussianScene
     if settings.sh_degree is None:
         return scene
     highest = max(SH_AUTO_DEGREES) if settings.sh_degree == SH_AUTO else int(settings.sh_degree)
-    return scene.with_sh_degree(highest) if highest < scene.sh_degree else scene
+    if highest >= scene.sh_degree:
+        return scene
+    work = scene.with_sh_degree(highest)
+    work.metadata["source_sh_degree"] = scene.metadata.get("source_sh_degree", scene.sh_degree)  # for the header
+    return work
 
 
 def _searches(settings: CompressSettings, target: Target) -> bool:
