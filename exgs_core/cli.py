@@ -24,6 +24,9 @@ FILTER_NAN_HELP = ("drop Gaussians with NaN or infinite values (but +-inf opacit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from exgs_core.memory import return_freed_memory
+
+    return_freed_memory()  # large scenes are worked on in chunks: what is freed must not stay resident
     return run_parsed(build_parser(), argv)
 
 
