@@ -40,6 +40,7 @@ def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_
             # adding the visible Gaussians' sums only: the others would add 0.0, which changes no float
             visible, sums = visible_contributions(means, covars, opacities, camera)
             total[visible.numpy()] += sums[:, column]
+            del visible, sums  # before the next view's are made
             if on_view is not None:
                 on_view(index)
     return total
