@@ -177,15 +177,21 @@ ProgressCallback = Callable[[str, float], None]  # (stage, fraction done) ; rais
 
 
 def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings | None = None,
-             on_progress: ProgressCallback | None = None, scores: np.ndarray | None = None) -> CompressResult:
+             on_progress: ProgressCallback | None = None, scores: np.ndarray | None = None,
+             release_input: bool = False) -> CompressResult:
     """Compress `scene` to `target`, scoring Gaussians from `cameras` (orbit, user cameras, animation path).
 
     `scores` replaces the significance computation (benchmarks pass baseline scores through it).
+    `release_input`: the caller has no further use for `scene`'s SH bands above those the file may keep, and
+    they are dropped from `scene` itself (`scene.sh` is replaced) where nothing of the compression renders the
+    whole scene any more: on large scenes, whose choices are made on a crop, and when nothing is chosen by
+    rendered error. `exgs compress` does so: at SH degree 3 those bands are 192 of the 236 bytes of each
+    Gaussian (docs/results.md, "Scale").
     """
     if len(cameras) == 0 and scores is None:
         raise ExgsError("compression needs at least one scoring view")
     with _torch_single_threaded():
-        return _compress(scene, target, cameras, settings or CompressSettings(), on_progress, scores)
+        return _compress(scene, target, cameras, settings or CompressSettings(), on_progress, scores, release_input)
 
 
 @contextmanager
@@ -202,9 +208,19 @@ def _torch_single_threaded() -> Iterator[None]:
 
 
 def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings,
-              on_progress: ProgressCallback | None, scores: np.ndarray | None) -> CompressResult:
+              on_progress: ProgressCallback | None, scores: np.ndarray | None, release_input: bool = False
+              ) -> CompressResult:
     report = on_progress or (lambda stage, fraction: None)
     start = time.perf_counter()
+
+    on_crop = len(scene) > PROXY_ABOVE and _searches(settings, target)
+    crop = proxy_crop(scene) if on_crop else None
+    proxy_scene = scene.subset(crop) if on_crop else None  # all its SH bands: its check views render it
+    work = _packable(scene, settings)
+    released = release_input and work is not scene and on_crop
+    if released:  # nothing renders the whole scene from here on: only the bands the file may keep are held
+        scene.sh = work.sh
+    checks = _CheckViews(scene, cameras, released)  # references: renders of the scene as it is, all its SH bands
 
     if scores is None:
         scores = significance(scene, cameras, settings.variant,
@@ -212,12 +228,17 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     score_time = time.perf_counter() - start
     proxy: dict = {}
     proxy_fit = None
-    if len(scene) > PROXY_ABOVE and _searches(settings, target):
+    if on_crop:
         proxy_start = time.perf_counter()
-        settings, proxy, proxy_fit = _chosen_on_proxy(scene, scores, target, settings, cameras, report)
+        settings, proxy, proxy_fit = _chosen_on_proxy(scene, scores, target, settings, cameras, report, crop,
+                                                      proxy_scene)
         proxy["seconds"] = round(time.perf_counter() - proxy_start, 3)
-    checks = _CheckViews(scene, cameras)  # the references are renders of the scene as it is, all its SH bands
-    work = _packable(scene, settings)
+        del proxy_scene
+        if released and _searches(settings, target):
+            # Only the paper path's sampling can be left open, when the crop kept all its Gaussians (low ratios):
+            # it is fixed as compress fixes it without check views, since the whole scene's cannot be rendered.
+            settings = replace(settings, voxel_proportional=1.0)
+            proxy["sampling"] = "fixed without check views: the crop kept all its Gaussians"
     method_errors: dict[str, float] = {}
     method_start = time.perf_counter()
     if settings.method == "auto" and target.kind != "keep":
@@ -337,15 +358,17 @@ def proxy_crop(scene: GaussianScene, count: int | None = None) -> np.ndarray:
 
 
 def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, settings: CompressSettings,
-                     cameras: Sequence, report: ProgressCallback
+                     cameras: Sequence, report: ProgressCallback, crop: np.ndarray | None = None,
+                     proxy: GaussianScene | None = None
                      ) -> tuple[CompressSettings, dict, tuple[int, int, int] | None]:
     """`settings` with the method, quantisation level, SH degree and sampling fixed to what renders best on a
     crop of PROXY_GAUSSIANS at the same ratio (as many views around the crop as were given, at their size):
     the search cost 2.5x a compress of a 1.5M scene, and what it finds depends on the scene's character and
     the ratio, not on its extent. Also the crop's last (level, count, bytes): its bytes per Gaussian start
     the whole scene's size search (each merge of 1.5M Gaussians takes 4 s)."""
-    crop = proxy_crop(scene)
-    proxy, proxy_scores = scene.subset(crop), scores[crop]
+    crop = proxy_crop(scene) if crop is None else crop
+    proxy = scene.subset(crop) if proxy is None else proxy  # (the caller's crop when it has cut the SH bands)
+    proxy_scores = scores[crop]
     ratio = INRIA_BYTES_PER_GAUSSIAN * len(scene) / target.size_in_bytes(len(scene))
     size = min(SCORING_SIZE, max(cameras[0].width, cameras[0].height)) if len(cameras) else SCORING_SIZE
     checks = _CheckViews(proxy, scoring_cameras(proxy, max(len(cameras), 2), size=size))  # as many, as large
@@ -380,10 +403,11 @@ class _CheckViews:
     Not the scoring views themselves: merging is steered by what those views see, so on them it looked better
     than it rendered elsewhere (the hairy donut at 94x: merge chosen, 1.5 dB worse on held-out views)."""
 
-    def __init__(self, scene: GaussianScene, cameras: Sequence):
+    def __init__(self, scene: GaussianScene, cameras: Sequence, released: bool = False):
         from exgs_core.camera import views_between
 
         self.scene = scene
+        self.released = released  # the scene's SH bands above what is packed were dropped: no references
         between = views_between(list(cameras)) or list(cameras)  # a single view has nothing between
         self.cameras = at_scoring_size(between[:: max(1, len(between) // CHECK_VIEWS)][:CHECK_VIEWS])
         self.references: list | None = None
@@ -392,6 +416,8 @@ class _CheckViews:
         """Summed mean squared error of `candidate`'s renders against the full scene's."""
         from exgs_core.render import render
 
+        if self.released:
+            raise RuntimeError("compress: check views on a scene whose SH bands were released (release_input)")
         if self.references is None:
             self.references = [render(self.scene, c, backend="torch").rgb for c in self.cameras]
         return sum(float(((render(candidate, c, backend="torch").rgb - reference) ** 2).mean())
