@@ -482,7 +482,8 @@ class _Encoder:
         def error(level: int) -> float:
             if level not in counts:
                 self.level = level
-                counts[level], candidate = self._fit(budget)
+                counts[level], packed = self._fit(budget)
+                candidate = unpack_scene(*packed)
                 self.level_errors[level] = self.checks.error(candidate)
             return self.level_errors[level]
 
@@ -503,8 +504,10 @@ class _Encoder:
         _, (data, kept) = self._search(self.count, budget, 6, self._exact)
         return data, kept
 
-    def _fit(self, budget: int) -> tuple[int, GaussianScene]:
-        """(count, decoded scene) of the most Gaussians whose estimated file size is within `budget` bytes."""
+    def _fit(self, budget: int) -> tuple[int, tuple[dict, dict]]:
+        """(count, (pack fields, sections)) of the most Gaussians whose estimated file size is within `budget`
+        bytes (unpack_scene decodes them where they are rendered: not at a fixed level, where a decode of
+        millions of Gaussians was the memory peak of the search)."""
         count = self.initial_count()
         if self.last_fit is not None:  # another level's bytes per Gaussian, scaled by the bits per Gaussian
             level, fit_count, fit_bytes = self.last_fit
@@ -516,7 +519,7 @@ class _Encoder:
             self.preview = False
         count, (fields, sections, size) = self._search(count, budget, 10, self._estimate)
         self.last_fit = (self.level, count, size)
-        return count, unpack_scene(fields, sections)
+        return count, (fields, sections)
 
     def _estimate(self, count: int) -> tuple[int, tuple[dict, dict, int]]:
         """(estimated file bytes, (pack fields, sections, estimate)) of `count` Gaussians: the sections coded
