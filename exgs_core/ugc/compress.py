@@ -239,6 +239,9 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
             # it is fixed as compress fixes it without check views, since the whole scene's cannot be rendered.
             settings = replace(settings, voxel_proportional=1.0)
             proxy["sampling"] = "fixed without check views: the crop kept all its Gaussians"
+        work = _packable(work, settings)  # the degree is fixed now: the bands above it go too (degree 0: 36 B)
+        if released:
+            scene.sh = work.sh
     method_errors: dict[str, float] = {}
     method_start = time.perf_counter()
     if settings.method == "auto" and target.kind != "keep":
