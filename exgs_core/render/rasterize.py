@@ -119,9 +119,11 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
         visible, means2d, conics, depths, radii = project_visible(means.detach(), opacities.detach(), camera,
                                                                   quats.detach(), scales.detach())
         isects = intersect_tiles(means2d, radii, depths, width, height)
+        isects.isect_ids = None  # the sort keys: compositing needs the order only (8 B per intersection)
         del radii
 
     channels = torch.cat([colors[visible], depths[:, None]], dim=-1)
+    del depths
     accumulated, final_t = _Composite.apply(means2d, conics, opacities[visible], channels, isects, width, height)
     alpha = 1.0 - final_t
     bg = torch.zeros(colors.shape[1], dtype=torch.float32)
@@ -153,7 +155,11 @@ def project_visible(means: torch.Tensor, opacities: torch.Tensor, camera, quats:
         parts.append((shown + start, proj.means2d[shown], proj.conics[shown], proj.depths[shown], proj.radii[shown]))
     if len(parts) == 1:
         return parts[0]
-    return tuple(torch.cat(values) for values in zip(*parts))
+    out = []
+    for field in range(5):  # one field at a time, its parts freed as it is joined: not all of them twice
+        out.append(torch.cat([part[field] for part in parts]))
+        parts = [part[:field] + (None,) + part[field + 1:] for part in parts]
+    return tuple(out)
 
 
 class _Composite(torch.autograd.Function):
@@ -240,6 +246,7 @@ def visible_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: 
     width, height = int(camera.width), int(camera.height)
     visible, means2d, conics, depths, radii = project_visible(means, opacities, camera, covars=covars)
     isects = intersect_tiles(means2d, radii, depths, width, height)
+    isects.isect_ids = None  # the sort keys: compositing needs the order only
     del radii, depths
     arrays = _kernel_arrays(means2d, conics, opacities[visible], torch.zeros(len(visible), 1), isects)
     del means2d, conics
