@@ -14,6 +14,7 @@ Quality: PSNR and SSIM of renders against the uncompressed scene's renders, on h
 elevations, none of them a scoring view).
 
     python bench/compress.py [--ratios 10,30,100,200] [--scenes fox,plant] [--json out.json] [--plot out.png]
+    python bench/compress.py --scale [1.5M,5M,10M]     # time and peak memory against Gaussians
 """
 
 from __future__ import annotations
@@ -225,6 +226,73 @@ def _large_scene_run(settings: dict) -> dict:
     return stats
 
 
+SCALE_CHILD = """
+import json, os, re, sys, time
+sys.path.insert(0, {root!r})
+start, cpu = time.perf_counter(), time.process_time()
+from exgs_core import cli
+code = cli.main({argv!r})
+wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+peak = int(re.search(r"VmHWM:\\s*(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+print(json.dumps({{"exit": code, "wall": wall, "cpu": cpu, "peak": peak}}), file=sys.stderr)
+"""
+SCALE_SOURCE = "gs3d_lod1_tile_0_0.5x.ply"  # the SH-3 scene in shared/data
+
+
+def scale_series(counts: list[int], folder: Path, source: Path) -> list[dict]:
+    """`exgs compress --ratio 100 --restoration none` of `source` tiled to each count (SH 3 as the source), each
+    in a fresh process: wall and CPU seconds (the child's own, from its start: imports and reading included),
+    peak resident memory (the child's VmHWM), and their growth against the first count of the series, measured
+    in the same run (marginal bytes/Gaussian: the peak's growth from the previous count, per added Gaussian,
+    which leaves out the process's fixed ~0.4 GiB of libraries). The tiled .ply is written to `folder` and deleted after its run (10M Gaussians: 2.5 GB)."""
+    import os
+    import subprocess
+
+    from exgs_core.synthetic import write_tiled_ply
+
+    scene = read_scene(source)
+    rows: list[dict] = []
+    print(f"# scale series: {source.name} (SH {scene.sh_degree}) tiled, exgs compress --ratio 100 --restoration none")
+    print("| Gaussians | wall s | CPU s | peak RSS GiB | bytes/Gaussian | marginal bytes/Gaussian | output bytes "
+          "| time growth | CPU growth | memory growth | count growth | load avg |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for count in counts:
+        path = folder / f"exgs_scale_{count}.ply"
+        out = folder / f"exgs_scale_{count}.exgs"
+        write_tiled_ply(scene, count, path)
+        try:
+            argv = ["compress", str(path), "-o", str(out), "--ratio", "100", "--restoration", "none"]
+            load_before = os.getloadavg()[0]
+            result = subprocess.run([sys.executable, "-c", SCALE_CHILD.format(root=str(ROOT), argv=argv)],
+                                    capture_output=True, text=True)
+            load = 0.5 * (load_before + os.getloadavg()[0])
+            if result.returncode != 0:
+                raise SystemExit(f"compress of {count:,} Gaussians failed:\n{result.stderr[-2000:]}")
+            measured = json.loads(result.stderr.strip().splitlines()[-1])
+            size = out.stat().st_size
+        finally:
+            path.unlink(missing_ok=True)
+            out.unlink(missing_ok=True)
+        row = {"gaussians": count, "wall": measured["wall"], "cpu": measured["cpu"], "peak": measured["peak"],
+               "bytes": size, "load": load}
+        rows.append(row)
+        first, previous = rows[0], rows[-2] if len(rows) > 1 else None
+        marginal = (f"{(row['peak'] - previous['peak']) / (count - previous['gaussians']):.0f}"
+                    if previous and count != previous["gaussians"] else "")
+        print(f"| {count:,} | {row['wall']:.1f} | {row['cpu']:.1f} | {row['peak'] / 1024**3:.2f} | "
+              f"{row['peak'] / count:.0f} | {marginal} | {size:,} | {row['wall'] / first['wall']:.2f}x | "
+              f"{row['cpu'] / first['cpu']:.2f}x | {row['peak'] / first['peak']:.2f}x | "
+              f"{count / first['gaussians']:.2f}x | {load:.1f} |", flush=True)
+    return rows
+
+
+def parse_count(text: str) -> int:
+    """'1.5M', '500k', '2000000' -> a count."""
+    text = text.strip().lower()
+    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(round(float(text[:-1] if factor > 1 else text) * factor))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ratios", default="10,30,100,200")
@@ -233,11 +301,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
     parser.add_argument("--plot", type=Path, default=None, help="write the rate-distortion plot here")
     parser.add_argument("--large-only", action="store_true", help="only the 1.5M-Gaussian time and memory run")
+    parser.add_argument("--scale", nargs="?", const="1.5M,5M,10M", default=None, metavar="COUNTS",
+                        help="only the scale series: compress time and peak memory against Gaussians (default "
+                             "1.5M,5M,10M) of a real SH-3 scene tiled")
+    parser.add_argument("--scale-dir", type=Path, default=Path("/tmp"),
+                        help="where the scale series writes its tiled .ply files (deleted after each run)")
     parser.add_argument("--tables-from", type=Path, nargs="+", default=None,
                         help="print the tables (and --plot) from earlier --json files instead of running")
     args = parser.parse_args()
     if args.large_only:
         large_scene()
+        return
+    if args.scale:
+        source = ROOT.parent / "shared" / "data" / "scenes" / SCALE_SOURCE
+        scale_series([parse_count(v) for v in args.scale.split(",")], args.scale_dir, source)
         return
     if args.tables_from:
         rows = [row for path in args.tables_from for row in json.loads(path.read_text())]

@@ -441,7 +441,11 @@ def robust_bounds(
     Far-away floaters (a few percent of the points) do not move it. With `opacities` (activated, in [0, 1], not
     logits) the percentiles are opacity-weighted, so faint Gaussians count less. Non-finite points are ignored.
     """
-    points = np.asarray(means, dtype=np.float64).reshape(-1, 3)
+    # In the points' own dtype (float32 scenes: no (N, 3) float64 copies of millions of means); widened to
+    # float64 one axis at a time below, which gives the same order and values.
+    points = np.asarray(means).reshape(-1, 3)
+    if not np.issubdtype(points.dtype, np.floating):
+        points = points.astype(np.float64)
     keep = np.all(np.isfinite(points), axis=1)
     weights = None
     if opacities is not None:
@@ -456,7 +460,7 @@ def robust_bounds(
     if not 0 <= low_percentile < high_percentile <= 100:
         raise ValueError(f"need 0 <= low < high <= 100, got {low_percentile}, {high_percentile}")
     if weights is None:
-        low, high = np.percentile(points, [low_percentile, high_percentile], axis=0)
+        low, high = np.percentile(points.astype(np.float64), [low_percentile, high_percentile], axis=0)
     else:
         low, high = _weighted_percentiles(points, weights, (low_percentile, high_percentile))
     center = 0.5 * (low + high)
@@ -470,8 +474,10 @@ def _weighted_percentiles(points: np.ndarray, weights: np.ndarray, percentiles: 
     """Per-axis weighted percentiles (rows: percentiles), interpolating between weight-midpoints of the samples."""
     result = np.empty((len(percentiles), points.shape[1]))
     for axis in range(points.shape[1]):
-        order = np.argsort(points[:, axis], kind="stable")
-        values, w = points[order, axis], weights[order]
+        column = points[:, axis].astype(np.float64)
+        order = np.argsort(column, kind="stable")
+        values, w = column[order], weights[order]
+        del column
         cumulative = np.cumsum(w)
         positions = (cumulative - 0.5 * w) / cumulative[-1]
         result[:, axis] = np.interp(np.asarray(percentiles) / 100.0, positions, values)

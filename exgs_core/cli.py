@@ -24,6 +24,9 @@ FILTER_NAN_HELP = ("drop Gaussians with NaN or infinite values (but +-inf opacit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from exgs_core.memory import return_freed_memory
+
+    return_freed_memory()  # large scenes are worked on in chunks: what is freed must not stay resident
     return run_parsed(build_parser(), argv)
 
 
@@ -350,12 +353,15 @@ def run_compress(args: argparse.Namespace) -> None:
             raise ExgsError(f"--fit-seconds must be positive, got {args.fit_seconds}")
         restoration.fit_seconds = args.fit_seconds
     bar = _StageBar()
-    result = compress_restored(scene, target, cameras, settings, on_progress=bar.update, restoration=restoration)
+    count = len(scene)
+    # the scene is not used after this: compress may drop its SH bands above what the file keeps (memory)
+    result = compress_restored(scene, target, cameras, settings, on_progress=bar.update, restoration=restoration,
+                               release_input=True)
     bar.close()
     with atomic_write(args.output) as handle:
         handle.write(result.data)
     _print_summary(args.output, result.stats)
-    budget = target.size_in_bytes(len(scene))
+    budget = target.size_in_bytes(count)
     if budget is not None and len(result.data) < (1 - SIZE_TOLERANCE) * budget:
         print(f"  note       every Gaussian fits in {len(result.data):,} bytes, less than the {budget:,} asked for")
 

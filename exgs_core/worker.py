@@ -430,6 +430,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 
 def main() -> None:
+    from exgs_core.memory import return_freed_memory
+
+    return_freed_memory()  # a process of its own: large scenes' freed chunks must not stay resident
     stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
     serve(sys.stdin.buffer, stdout)

@@ -242,3 +242,34 @@ def test_a_large_scene_chooses_on_a_crop_and_compresses_once(fox, fox_views, mon
     quality = [np.mean([float(psnr(render(r.scene, c, backend="torch").rgb, reference))
                         for c, reference in zip(tests, references)]) for r in (searched, proxied)]
     assert quality[1] > quality[0] - 1.0, quality
+
+
+@requires_data
+def test_a_large_scene_released_by_its_caller_gives_the_same_file(monkeypatch):
+    """release_input (what `exgs compress` passes): on a scene large enough to be chosen on a crop, the input's SH
+    bands above degree 1 are dropped from the scene itself before scoring (192 of 236 bytes per Gaussian at
+    degree 3), and those above the degree chosen on the crop after it; the file is the same, byte for byte. Where the crop keeps all its Gaussians (a low ratio) the
+    paper path's sampling, left open there, is fixed as without check views instead of failing."""
+    from exgs_core.synthetic import tile_scene
+    from exgs_core.ugc import compress as module
+
+    monkeypatch.setattr(module, "PROXY_ABOVE", 10_000)
+    monkeypatch.setattr(module, "PROXY_GAUSSIANS", 4_000)
+    source = read_scene(SCENES_DIR / "gs3d_lod1_tile_0_0.5x.ply")  # SH degree 3
+    scene = tile_scene(source, 20_000)
+    views = scoring_cameras(scene, views=6, size=64)
+    kept = scene.subset(slice(None))
+    plain = compress(kept, Target("ratio", 100.0), views)
+    assert kept.sh_degree == 3
+    released = compress(scene, Target("ratio", 100.0), views, release_input=True)
+    assert released.data == plain.data and np.array_equal(released.kept, plain.kept)
+    degree = released.stats["sh_degree"]  # chosen on the crop; what the scene holds now
+    assert scene.sh_degree == degree < 3 and np.array_equal(scene.sh, kept.sh[:, :(degree + 1) ** 2])
+    assert released.scene.metadata["exgs"]["source"]["sh_degree"] == 3
+
+    low = tile_scene(source, 20_000)
+    result = compress(low, Target("ratio", 4.0), views, CompressSettings(method="paper"), release_input=True)
+    assert low.sh_degree == result.stats["sh_degree"] < 3 and len(result.scene) > 0
+    assert result.stats["proxy"]["sampling"].startswith("fixed without check views")
+    budget = Target("ratio", 4.0).size_in_bytes(len(low))
+    assert len(result.data) <= budget

@@ -102,6 +102,31 @@ def test_truncated_ply_body(tmp_path: Path) -> None:
     read_error(path, "truncated", "50000 rows of element 'vertex'", "2800000 bytes")
 
 
+@requires_data
+def test_ply_body_that_shrinks_while_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """The body is read in chunks after its size was checked: a file cut short in between (another process
+    writing it) fails with the row where it ends, and `exgs compress` writes nothing."""
+    import os
+
+    from exgs_core import cli
+    from exgs_core.io import ply
+
+    path = tmp_path / "shrinking.ply"
+    path.write_bytes(FOX.read_bytes())
+    full_size = path.stat().st_size
+    monkeypatch.setattr(ply, "READ_CHUNK_ROWS", 4096)
+    real_getsize = os.path.getsize
+    monkeypatch.setattr(ply.os.path, "getsize", lambda p: full_size if Path(p) == path else real_getsize(p))
+    with open(path, "r+b") as handle:  # cut after the size check: the header still promises 50,000 rows
+        handle.truncate(full_size - 56 * 30_000)
+    read_error(path, "truncated: the body ends after 20000 of 50000 rows")
+    out = tmp_path / "out.exgs"
+    assert cli.main(["compress", str(path), "-o", str(out), "--ratio", "100"]) == 1
+    assert "truncated: the body ends after 20000 of 50000 rows" in capsys.readouterr().err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["shrinking.ply"]
+
+
 def test_truncated_ply_header(tmp_path: Path) -> None:
     path = tmp_path / "header.ply"
     path.write_bytes(FOX.read_bytes()[:150])

@@ -109,6 +109,34 @@ def test_amplification_grows_scales_and_compounds_opacity():
 
 
 @requires_data
+def test_write_tiled_ply_streams_the_same_gaussians_as_tile_scene(tmp_path):
+    """The scale benchmark's inputs (10-20M Gaussians) are written a few copies at a time: the same file as
+    write_ply(tile_scene(...)), and a count that is no count writes nothing."""
+    from exgs_core.io.ply import write_ply
+    from exgs_core.synthetic import tile_scene, write_tiled_ply
+
+    scene = read_scene(SCENES_DIR / "gs3d_lod1_tile_0_0.5x.ply")
+    write_tiled_ply(scene, 50_001, tmp_path / "streamed.ply", copies_per_chunk=2)
+    write_ply(tile_scene(scene, 50_001), tmp_path / "whole.ply")
+    assert (tmp_path / "streamed.ply").read_bytes() == (tmp_path / "whole.ply").read_bytes()
+    with pytest.raises(ValueError, match="count must be positive"):
+        write_tiled_ply(scene, 0, tmp_path / "none.ply")
+    assert not (tmp_path / "none.ply").exists()
+
+
+@requires_data
+def test_check_views_refuse_a_released_scene():
+    """compress(release_input=True) drops SH bands only where no check view renders the whole scene; should one
+    be asked for anyway, it fails saying why instead of comparing against the wrong references."""
+    from exgs_core.ugc.compress import _CheckViews
+
+    scene = read_scene(SCENES_DIR / "mjw_fox.ply").subset(slice(0, 500))
+    checks = _CheckViews(scene, sphere_cameras(scene.means, 4, 32, 32), released=True)
+    with pytest.raises(RuntimeError, match="check views on a scene whose SH bands were released"):
+        checks.error(scene)
+
+
+@requires_data
 def test_tile_scene_makes_exact_counts_of_non_overlapping_copies():
     from exgs_core.synthetic import tile_scene
 

@@ -346,7 +346,8 @@ def build_header(
         "bytes": metadata.get("source_bytes"),
         "format": metadata.get("format"),
         "count": len(scene),
-        "sh_degree": scene.sh_degree,
+        # compress packs Gaussians whose SH bands above what it keeps were cut early (to save memory)
+        "sh_degree": metadata.get("source_sh_degree", scene.sh_degree),
     }
     if metadata.get("comments"):
         source["comments"] = [str(c) for c in metadata["comments"]]

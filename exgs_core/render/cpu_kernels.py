@@ -212,7 +212,10 @@ def composite_significance(means2d, conics, opacities, flatten_ids, tile_offsets
                         t_pixel[py - y0, px - x0] = next_t
                 if remaining == 0:
                     break
-    return scores.sum(axis=0)
+    total = scores[0]  # the workers' sums added in place, in worker order (as scores.sum(axis=0) adds them)
+    for worker in range(1, n_workers):
+        total += scores[worker]
+    return total
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")

@@ -162,11 +162,13 @@ def intersect_tiles(
     tile_means, tile_radii = means2d / tile_size, radii / tile_size
     lo = torch.floor(tile_means - tile_radii).int()
     hi = torch.ceil(tile_means + tile_radii).int()
+    del tile_means, tile_radii  # (each temporary here is a few bytes per Gaussian: millions at 1080p)
     limits = torch.tensor([tiles_x, tiles_y], dtype=torch.int32)
     lo = torch.minimum(lo.clamp(min=0), limits)
     hi = torch.minimum(hi.clamp(min=0), limits)
     hi = torch.where((radii > 0).all(dim=-1, keepdim=True), hi, lo)  # no tiles for a culled Gaussian
-    depth_bits = depths.contiguous().view(torch.int32).numpy().astype(np.int64) & 0xFFFFFFFF
+    depth_bits = depths.contiguous().view(torch.int32).numpy().astype(np.int64)
+    depth_bits &= 0xFFFFFFFF
     # Stable sort by the depth bits, then a stable counting sort by tile: gsplat's (tile, depth) key order
     # with ties kept in index order, as one stable sort of the keys would give.
     order = cpu_kernels.stable_argsort_uint32(depth_bits)

@@ -7,8 +7,9 @@ opacities, which is what significance scoring needs.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numba
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from exgs_core.render import cpu_kernels
 from exgs_core.render.projection import TILE_SIZE, covariances, intersect_tiles, project
+from exgs_core.scene import CHUNK
 from exgs_core.sh import evaluate_sh
 
 BACKENDS = ("auto", "torch", "gsplat")
@@ -37,6 +39,19 @@ def resolve_backend(backend: str = "auto") -> str:
     if backend == "gsplat" and not gsplat_available():
         raise RuntimeError("the gsplat backend needs CUDA and the gsplat package; use --backend torch on this machine")
     return backend
+
+
+@contextmanager
+def torch_single_threaded() -> Iterator[None]:
+    """torch on one thread for the duration. On the CPU backend torch's work is glue between numba kernels (which
+    have their own threads); with two threads its small per-chunk ops spin more than they gain: 1.5M Gaussians
+    at 1080p took 15.7 s CPU for 2 frames with 2 threads and 4.9 s with one (same pixels)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def gsplat_available() -> bool:
@@ -63,12 +78,13 @@ def render(scene, camera, background: Sequence[float] = (0.0, 0.0, 0.0), sh_degr
     membership = group_membership(len(scene), groups)
     if resolve_backend(backend) == "gsplat":
         return _render_gsplat(params, camera, background, degree, membership)
-    colors = view_colors(params["means"], params["sh"], camera, degree)
-    if membership is None:
-        return rasterize(params["means"], params["quats"], params["scales"], params["opacities"], colors, camera,
-                         background)
-    out = rasterize(params["means"], params["quats"], params["scales"], params["opacities"],
-                    torch.cat([colors, membership], dim=1), camera, background)
+    with torch_single_threaded():
+        colors = view_colors(params["means"], params["sh"], camera, degree)
+        if membership is None:
+            return rasterize(params["means"], params["quats"], params["scales"], params["opacities"], colors, camera,
+                             background)
+        out = rasterize(params["means"], params["quats"], params["scales"], params["opacities"],
+                        torch.cat([colors, membership], dim=1), camera, background)
     return RenderOutput(out.rgb[..., :3], out.alpha, out.depth, out.rgb[..., 3:])
 
 
@@ -98,8 +114,12 @@ def scene_tensors(scene) -> dict[str, torch.Tensor]:
 def view_colors(means: torch.Tensor, sh: torch.Tensor, camera, degree: int) -> torch.Tensor:
     """RGB per Gaussian seen from the camera: SH + 0.5 clamped at 0 (gsplat's rule)."""
     position = torch.as_tensor(camera.position, dtype=means.dtype)
-    dirs = torch.nn.functional.normalize(means - position, p=2, dim=-1)
-    return torch.clamp_min(evaluate_sh(sh, dirs, degree) + 0.5, 0.0)
+    out = torch.empty(means.shape[0], 3, dtype=means.dtype)
+    for start in range(0, means.shape[0], CHUNK):  # evaluate_sh makes (n, K, 3) temporaries: 192 B/G at SH 3
+        stop = start + CHUNK
+        dirs = torch.nn.functional.normalize(means[start:stop] - position, p=2, dim=-1)
+        out[start:stop] = torch.clamp_min(evaluate_sh(sh[start:stop], dirs, degree) + 0.5, 0.0)
+    return out
 
 
 def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
@@ -110,19 +130,16 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
     Returns every channel as rgb (the background composited into the first three), alpha and expected depth.
     """
     width, height = int(camera.width), int(camera.height)
-    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
-    K = torch.as_tensor(camera.K, dtype=torch.float32)
     with torch.no_grad():
-        proj = project(means.detach(), covariances(quats.detach(), scales.detach()), viewmat, K, width, height,
-                       opacities=opacities.detach())
-        visible = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
-        sub_radii = proj.radii[visible]
-        isects = intersect_tiles(proj.means2d[visible], sub_radii, proj.depths[visible], width, height)
+        visible, means2d, conics, depths, radii = project_visible(means.detach(), opacities.detach(), camera,
+                                                                  quats.detach(), scales.detach())
+        isects = intersect_tiles(means2d, radii, depths, width, height)
+        isects.isect_ids = None  # the sort keys: compositing needs the order only (8 B per intersection)
+        del radii
 
-    channels = torch.cat([colors[visible], proj.depths[visible, None]], dim=-1)
-    accumulated, final_t = _Composite.apply(
-        proj.means2d[visible], proj.conics[visible], opacities[visible], channels, isects, width, height
-    )
+    channels = torch.cat([colors[visible], depths[:, None]], dim=-1)
+    del depths
+    accumulated, final_t = _Composite.apply(means2d, conics, opacities[visible], channels, isects, width, height)
     alpha = 1.0 - final_t
     bg = torch.zeros(colors.shape[1], dtype=torch.float32)
     shown = min(3, colors.shape[1])
@@ -130,6 +147,34 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
     color_channels = accumulated[..., : colors.shape[1]] + final_t[..., None] * bg
     depth = accumulated[..., -1] / alpha.clamp(min=1e-10)
     return RenderOutput(rgb=color_channels, alpha=alpha, depth=depth)
+
+
+def project_visible(means: torch.Tensor, opacities: torch.Tensor, camera, quats: torch.Tensor | None = None,
+                    scales: torch.Tensor | None = None, covars: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, ...]:
+    """(indices, means2d, conics, depths, radii) of the Gaussians `camera` shows (radii > 0), projected a chunk
+    at a time from `covars` or from `quats` and `scales`: the same values as one projection of the whole scene,
+    without its (N, 3, 3) covariances and (N, ...) projections (about 100 B/Gaussian of temporaries)."""
+    width, height = int(camera.width), int(camera.height)
+    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
+    K = torch.as_tensor(camera.K, dtype=torch.float32)
+    parts = []
+    for start in range(0, max(len(means), 1), CHUNK):
+        stop = start + CHUNK
+        if covars is not None:
+            cov = covars[start:stop]
+        else:
+            cov = covariances(quats[start:stop], scales[start:stop])
+        proj = project(means[start:stop], cov, viewmat, K, width, height, opacities=opacities[start:stop])
+        shown = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
+        parts.append((shown + start, proj.means2d[shown], proj.conics[shown], proj.depths[shown], proj.radii[shown]))
+    if len(parts) == 1:
+        return parts[0]
+    out = []
+    for field in range(5):  # one field at a time, its parts freed as it is joined: not all of them twice
+        out.append(torch.cat([part[field] for part in parts]))
+        parts = [part[:field] + (None,) + part[field + 1:] for part in parts]
+    return tuple(out)
 
 
 class _Composite(torch.autograd.Function):
@@ -203,16 +248,23 @@ def gaussian_contributions(means: torch.Tensor, covars: torch.Tensor, opacities:
     The first column equals the gradient of a one-channel render of colour 1 with respect to the colours
     (tests check that), computed here in one forward traversal without a backward pass.
     """
-    width, height = int(camera.width), int(camera.height)
-    viewmat = torch.as_tensor(camera.world_to_camera, dtype=torch.float32)
-    K = torch.as_tensor(camera.K, dtype=torch.float32)
-    proj = project(means, covars, viewmat, K, width, height, opacities=opacities)
-    visible = torch.nonzero((proj.radii > 0).all(dim=-1)).squeeze(1)
-    isects = intersect_tiles(proj.means2d[visible], proj.radii[visible], proj.depths[visible], width, height)
-    arrays = _kernel_arrays(proj.means2d[visible], proj.conics[visible], opacities[visible],
-                            torch.zeros(len(visible), 1), isects)
-    sums = cpu_kernels.composite_significance(arrays[0], arrays[1], arrays[2], arrays[4], arrays[5], width, height,
-                                              TILE_SIZE, isects.tiles_x, numba.get_num_threads())
+    visible, sums = visible_contributions(means, covars, opacities, camera)
     out = torch.zeros(len(means), 3, dtype=torch.float64)
     out[visible] = torch.from_numpy(sums)
     return out
+
+
+def visible_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: torch.Tensor,
+                          camera) -> tuple[torch.Tensor, np.ndarray]:
+    """gaussian_contributions for the Gaussians the view can show only: (their indices, their (V, 3) sums).
+    Nothing of the size of the whole scene outlives the projection."""
+    width, height = int(camera.width), int(camera.height)
+    visible, means2d, conics, depths, radii = project_visible(means, opacities, camera, covars=covars)
+    isects = intersect_tiles(means2d, radii, depths, width, height)
+    isects.isect_ids = None  # the sort keys: compositing needs the order only
+    del radii, depths
+    arrays = _kernel_arrays(means2d, conics, opacities[visible], torch.zeros(len(visible), 1), isects)
+    del means2d, conics
+    sums = cpu_kernels.composite_significance(arrays[0], arrays[1], arrays[2], arrays[4], arrays[5], width, height,
+                                              TILE_SIZE, isects.tiles_x, numba.get_num_threads())
+    return visible, sums

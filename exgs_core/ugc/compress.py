@@ -67,6 +67,9 @@ REFERENCE_RATIOS = (100.0, 300.0)
 PROXY_ABOVE = 500_000
 PROXY_GAUSSIANS = 100_000
 SELECTIONS_KEPT = 6  # kept and merged scenes remembered per method (a few levels' final counts)
+# ... and at most this many Gaussians in them (the last one always): on a 10M-Gaussian scene at 100x each holds
+# about 5M Gaussians, and six of them were the largest memory of the compression.
+SELECTIONS_KEPT_GAUSSIANS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -177,15 +180,21 @@ ProgressCallback = Callable[[str, float], None]  # (stage, fraction done) ; rais
 
 
 def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings | None = None,
-             on_progress: ProgressCallback | None = None, scores: np.ndarray | None = None) -> CompressResult:
+             on_progress: ProgressCallback | None = None, scores: np.ndarray | None = None,
+             release_input: bool = False) -> CompressResult:
     """Compress `scene` to `target`, scoring Gaussians from `cameras` (orbit, user cameras, animation path).
 
     `scores` replaces the significance computation (benchmarks pass baseline scores through it).
+    `release_input`: the caller has no further use for `scene`'s SH bands above those the file may keep, and
+    they are dropped from `scene` itself (`scene.sh` is replaced) where nothing of the compression renders the
+    whole scene any more: on large scenes, whose choices are made on a crop, and when nothing is chosen by
+    rendered error. `exgs compress` does so: at SH degree 3 those bands are 192 of the 236 bytes of each
+    Gaussian (docs/results.md, "Scale").
     """
     if len(cameras) == 0 and scores is None:
         raise ExgsError("compression needs at least one scoring view")
     with _torch_single_threaded():
-        return _compress(scene, target, cameras, settings or CompressSettings(), on_progress, scores)
+        return _compress(scene, target, cameras, settings or CompressSettings(), on_progress, scores, release_input)
 
 
 @contextmanager
@@ -202,9 +211,19 @@ def _torch_single_threaded() -> Iterator[None]:
 
 
 def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings,
-              on_progress: ProgressCallback | None, scores: np.ndarray | None) -> CompressResult:
+              on_progress: ProgressCallback | None, scores: np.ndarray | None, release_input: bool = False
+              ) -> CompressResult:
     report = on_progress or (lambda stage, fraction: None)
     start = time.perf_counter()
+
+    on_crop = len(scene) > PROXY_ABOVE and _searches(settings, target)
+    crop = proxy_crop(scene) if on_crop else None
+    proxy_scene = scene.subset(crop) if on_crop else None  # all its SH bands: its check views render it
+    work = _packable(scene, settings)
+    released = release_input and work is not scene and on_crop
+    if released:  # nothing renders the whole scene from here on: only the bands the file may keep are held
+        scene.sh = work.sh
+    checks = _CheckViews(scene, cameras, released)  # references: renders of the scene as it is, all its SH bands
 
     if scores is None:
         scores = significance(scene, cameras, settings.variant,
@@ -212,17 +231,27 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     score_time = time.perf_counter() - start
     proxy: dict = {}
     proxy_fit = None
-    if len(scene) > PROXY_ABOVE and _searches(settings, target):
+    if on_crop:
         proxy_start = time.perf_counter()
-        settings, proxy, proxy_fit = _chosen_on_proxy(scene, scores, target, settings, cameras, report)
+        settings, proxy, proxy_fit = _chosen_on_proxy(scene, scores, target, settings, cameras, report, crop,
+                                                      proxy_scene)
         proxy["seconds"] = round(time.perf_counter() - proxy_start, 3)
-    checks = _CheckViews(scene, cameras)
+        del proxy_scene
+        if released and _searches(settings, target):
+            # Only the paper path's sampling can be left open, when the crop kept all its Gaussians (low ratios):
+            # it is fixed as compress fixes it without check views, since the whole scene's cannot be rendered.
+            settings = replace(settings, voxel_proportional=1.0)
+            proxy["sampling"] = "fixed without check views: the crop kept all its Gaussians"
+        work = _packable(work, settings)  # the degree is fixed now: the bands above it go too (degree 0: 36 B)
+        if released:
+            scene.sh = work.sh
     method_errors: dict[str, float] = {}
     method_start = time.perf_counter()
     if settings.method == "auto" and target.kind != "keep":
-        settings, method_errors = _scene_method(scene, scores, settings, checks, report)
+        settings, method_errors = _scene_method(work, scores, settings, checks, report)
     method_time = time.perf_counter() - method_start
-    encoders = _candidates(scene, scores, settings, target, checks, report, proxy_fit)
+    encoders = _candidates(work, scores, settings, target, checks, report, proxy_fit)
+    del work
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     data, kept = chosen.write(target.size_in_bytes(len(scene)))
 
@@ -242,6 +271,22 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     stats["proxy"] = proxy  # {} unless the choices were made on a crop of the scene (large scenes)
     report("done", 1.0)
     return CompressResult(data, decoded, kept, stats, settings)
+
+
+def _packable(scene: GaussianScene, settings: CompressSettings) -> GaussianScene:
+    """`scene` without the SH bands above the highest degree any encoder may pack (degree 1 for "auto").
+
+    Encoders select, merge and amplify Gaussians band by band and pack only up to their degree, so the files
+    are the same; but every kept or merged copy of the Gaussians then holds 12 or 48 bytes of SH instead of
+    192 at degree 3 (the kept Gaussians of a 10M scene at 100x are about 5M)."""
+    if settings.sh_degree is None:
+        return scene
+    highest = max(SH_AUTO_DEGREES) if settings.sh_degree == SH_AUTO else int(settings.sh_degree)
+    if highest >= scene.sh_degree:
+        return scene
+    work = scene.with_sh_degree(highest)
+    work.metadata["source_sh_degree"] = scene.metadata.get("source_sh_degree", scene.sh_degree)  # for the header
+    return work
 
 
 def _searches(settings: CompressSettings, target: Target) -> bool:
@@ -319,15 +364,17 @@ def proxy_crop(scene: GaussianScene, count: int | None = None) -> np.ndarray:
 
 
 def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, settings: CompressSettings,
-                     cameras: Sequence, report: ProgressCallback
+                     cameras: Sequence, report: ProgressCallback, crop: np.ndarray | None = None,
+                     proxy: GaussianScene | None = None
                      ) -> tuple[CompressSettings, dict, tuple[int, int, int] | None]:
     """`settings` with the method, quantisation level, SH degree and sampling fixed to what renders best on a
     crop of PROXY_GAUSSIANS at the same ratio (as many views around the crop as were given, at their size):
     the search cost 2.5x a compress of a 1.5M scene, and what it finds depends on the scene's character and
     the ratio, not on its extent. Also the crop's last (level, count, bytes): its bytes per Gaussian start
     the whole scene's size search (each merge of 1.5M Gaussians takes 4 s)."""
-    crop = proxy_crop(scene)
-    proxy, proxy_scores = scene.subset(crop), scores[crop]
+    crop = proxy_crop(scene) if crop is None else crop
+    proxy = scene.subset(crop) if proxy is None else proxy  # (the caller's crop when it has cut the SH bands)
+    proxy_scores = scores[crop]
     ratio = INRIA_BYTES_PER_GAUSSIAN * len(scene) / target.size_in_bytes(len(scene))
     size = min(SCORING_SIZE, max(cameras[0].width, cameras[0].height)) if len(cameras) else SCORING_SIZE
     checks = _CheckViews(proxy, scoring_cameras(proxy, max(len(cameras), 2), size=size))  # as many, as large
@@ -362,10 +409,11 @@ class _CheckViews:
     Not the scoring views themselves: merging is steered by what those views see, so on them it looked better
     than it rendered elsewhere (the hairy donut at 94x: merge chosen, 1.5 dB worse on held-out views)."""
 
-    def __init__(self, scene: GaussianScene, cameras: Sequence):
+    def __init__(self, scene: GaussianScene, cameras: Sequence, released: bool = False):
         from exgs_core.camera import views_between
 
         self.scene = scene
+        self.released = released  # the scene's SH bands above what is packed were dropped: no references
         between = views_between(list(cameras)) or list(cameras)  # a single view has nothing between
         self.cameras = at_scoring_size(between[:: max(1, len(between) // CHECK_VIEWS)][:CHECK_VIEWS])
         self.references: list | None = None
@@ -374,6 +422,8 @@ class _CheckViews:
         """Summed mean squared error of `candidate`'s renders against the full scene's."""
         from exgs_core.render import render
 
+        if self.released:
+            raise RuntimeError("compress: check views on a scene whose SH bands were released (release_input)")
         if self.references is None:
             self.references = [render(self.scene, c, backend="torch").rgb for c in self.cameras]
         return sum(float(((render(candidate, c, backend="torch").rgb - reference) ** 2).mean())
@@ -438,7 +488,8 @@ class _Encoder:
         def error(level: int) -> float:
             if level not in counts:
                 self.level = level
-                counts[level], candidate = self._fit(budget)
+                counts[level], packed = self._fit(budget)
+                candidate = unpack_scene(*packed)
                 self.level_errors[level] = self.checks.error(candidate)
             return self.level_errors[level]
 
@@ -459,8 +510,10 @@ class _Encoder:
         _, (data, kept) = self._search(self.count, budget, 6, self._exact)
         return data, kept
 
-    def _fit(self, budget: int) -> tuple[int, GaussianScene]:
-        """(count, decoded scene) of the most Gaussians whose estimated file size is within `budget` bytes."""
+    def _fit(self, budget: int) -> tuple[int, tuple[dict, dict]]:
+        """(count, (pack fields, sections)) of the most Gaussians whose estimated file size is within `budget`
+        bytes (unpack_scene decodes them where they are rendered: not at a fixed level, where a decode of
+        millions of Gaussians was the memory peak of the search)."""
         count = self.initial_count()
         if self.last_fit is not None:  # another level's bytes per Gaussian, scaled by the bits per Gaussian
             level, fit_count, fit_bytes = self.last_fit
@@ -472,7 +525,7 @@ class _Encoder:
             self.preview = False
         count, (fields, sections, size) = self._search(count, budget, 10, self._estimate)
         self.last_fit = (self.level, count, size)
-        return count, unpack_scene(fields, sections)
+        return count, (fields, sections)
 
     def _estimate(self, count: int) -> tuple[int, tuple[dict, dict, int]]:
         """(estimated file bytes, (pack fields, sections, estimate)) of `count` Gaussians: the sections coded
@@ -568,7 +621,8 @@ class _Encoder:
         if key not in self.selected:  # the searches of several levels and the final write ask for counts again
             keep = self._voxel_keep(count, self.coverage, self.proportional)
             self.selected[key] = self._kept(keep, self.amplified, self.coverage, count)
-            while len(self.selected) > SELECTIONS_KEPT:
+            while len(self.selected) > 1 and (len(self.selected) > SELECTIONS_KEPT or sum(
+                    len(kept) for kept, _ in self.selected.values()) > SELECTIONS_KEPT_GAUSSIANS):
                 del self.selected[next(iter(self.selected))]
         return self.selected[key]
 

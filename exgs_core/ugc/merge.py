@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from exgs_core.numba_cache import configure_numba_cache
-from exgs_core.scene import GaussianScene, quat_to_rotation, rotation_to_quat
+from exgs_core.scene import CHUNK, GaussianScene, quat_to_rotation, rotation_to_quat
 from exgs_core.sh import sh0_to_rgb
 from exgs_core.ugc.sampling import voxel_size_for
 
@@ -44,9 +44,23 @@ _REACH = 3  # cells searched outwards at most when the nearer ones hold no kept 
 
 def covariances(scene: GaussianScene) -> np.ndarray:
     """(N, 3, 3) float64 covariances R diag(s^2) R'."""
-    rotation = quat_to_rotation(scene.quats.astype(np.float64))
-    variance = np.exp(2.0 * scene.log_scales.astype(np.float64))
+    return covariances_of(scene.quats, scene.log_scales)
+
+
+def covariances_of(quats: np.ndarray, log_scales: np.ndarray) -> np.ndarray:
+    """covariances() of Gaussians given by their quaternions and log-scales (row by row, the same values)."""
+    rotation = quat_to_rotation(quats.astype(np.float64))
+    variance = np.exp(2.0 * log_scales.astype(np.float64))
     return np.einsum("nij,nj,nkj->nik", rotation, variance, rotation)
+
+
+def _cov6(scene: GaussianScene) -> np.ndarray:
+    """(N, 6) float64 upper triangles (xx, xy, xz, yy, yz, zz) of the covariances, a chunk at a time."""
+    out = np.empty((len(scene), 6))
+    for start in range(0, len(scene), CHUNK):
+        part = slice(start, start + CHUNK)
+        out[part] = covariances_of(scene.quats[part], scene.log_scales[part])[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+    return out
 
 
 def ellipsoid_area(scales: np.ndarray) -> np.ndarray:
@@ -77,9 +91,10 @@ class Merger:
     def __init__(self, scene: GaussianScene, scores: np.ndarray | None = None, drop_factor: float = np.inf):
         self.scene, self.drop_factor = scene, float(drop_factor)
         self.seen = np.ones(len(scene), bool) if scores is None else np.asarray(scores) > 0
-        self.means = scene.means.astype(np.float64)
-        self.cov = covariances(scene)
-        self.cov6 = self.cov[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]].copy()
+        # float32 means (the kernels widen each value to float64 as they read it: the same numbers as a float64
+        # copy) and the covariances' 6 distinct values only: 96 bytes per Gaussian held, not 192
+        self.means = scene.means
+        self.cov6 = _cov6(scene)
         self.alpha = scene.opacities().astype(np.float64)
         colour = np.clip(sh0_to_rgb(scene.sh[:, 0, :].astype(np.float64)), 0, 1)
         self.amplitude = np.concatenate([colour, np.ones((len(scene), 1))], axis=1)
@@ -96,7 +111,7 @@ class Merger:
         pruned = self.seen.copy()
         pruned[keep] = False
         queries = np.flatnonzero(pruned)
-        kept_means = self.means[keep]
+        kept_means = self.means[keep].astype(np.float64)
         cell = voxel_size_for(kept_means, max(1, len(keep) // 2))
         origin = np.percentile(kept_means, 0.5, axis=0)
         kept_keys = _keys(kept_means, origin, cell)
@@ -108,7 +123,7 @@ class Merger:
 
     def merge(self, keep: np.ndarray) -> GaussianScene:
         """The kept Gaussians (in `keep` order) with what was pruned merged into them."""
-        return merge_groups(self.scene, self.owners(keep), len(keep), self.cov, self.mass)
+        return merge_groups(self.scene, self.owners(keep), len(keep), None, self.mass)
 
 
 def assign_to_kept(scene: GaussianScene, keep: np.ndarray, scores: np.ndarray | None = None,
@@ -134,9 +149,10 @@ def _assign_kernel(means, cov6, alpha, amplitude, mass, queries, kept_sorted, ke
     top = 2 * _CELL_OFFSET - 1
     for q in numba.prange(len(queries)):
         i = queries[q]
-        bx = np.int64(min(max(np.floor((means[i, 0] - origin[0]) / cell) + _CELL_OFFSET, 0.0), top))
-        by = np.int64(min(max(np.floor((means[i, 1] - origin[1]) / cell) + _CELL_OFFSET, 0.0), top))
-        bz = np.int64(min(max(np.floor((means[i, 2] - origin[2]) / cell) + _CELL_OFFSET, 0.0), top))
+        mx, my, mz = np.float64(means[i, 0]), np.float64(means[i, 1]), np.float64(means[i, 2])
+        bx = np.int64(min(max(np.floor((mx - origin[0]) / cell) + _CELL_OFFSET, 0.0), top))
+        by = np.int64(min(max(np.floor((my - origin[1]) / cell) + _CELL_OFFSET, 0.0), top))
+        bz = np.int64(min(max(np.floor((mz - origin[2]) / cell) + _CELL_OFFSET, 0.0), top))
         near = np.full(_NEAREST, -1, np.int64)  # the nearest kept candidates by distance, nearest first
         near_d2 = np.full(_NEAREST, np.inf)
         checked = 0
@@ -155,8 +171,8 @@ def _assign_kernel(means, cov6, alpha, amplitude, mass, queries, kept_sorted, ke
                         k = np.searchsorted(keys_sorted, key)
                         while k < len(keys_sorted) and keys_sorted[k] == key and checked < _MAX_CANDIDATES:
                             j = kept_sorted[k]
-                            d2 = ((means[i, 0] - means[j, 0]) ** 2 + (means[i, 1] - means[j, 1]) ** 2
-                                  + (means[i, 2] - means[j, 2]) ** 2)
+                            d2 = ((mx - np.float64(means[j, 0])) ** 2 + (my - np.float64(means[j, 1])) ** 2
+                                  + (mz - np.float64(means[j, 2])) ** 2)
                             checked += 1
                             slot = _NEAREST
                             while slot > 0 and near_d2[slot - 1] > d2:
@@ -224,7 +240,9 @@ def _merge_cost(i, j, means, cov6, alpha, amplitude, mass):
     w = mass[i] + mass[j]
     pi = mass[i] / w
     pj = 1.0 - pi
-    dx, dy, dz = means[i, 0] - means[j, 0], means[i, 1] - means[j, 1], means[i, 2] - means[j, 2]
+    dx = np.float64(means[i, 0]) - np.float64(means[j, 0])
+    dy = np.float64(means[i, 1]) - np.float64(means[j, 1])
+    dz = np.float64(means[i, 2]) - np.float64(means[j, 2])
     dix, diy, diz = pj * dx, pj * dy, pj * dz  # mu_i - mu_m
     djx, djy, djz = -pi * dx, -pi * dy, -pi * dz  # mu_j - mu_m
     ci, cj = cov6[i], cov6[j]
@@ -293,17 +311,34 @@ def merge_groups(scene: GaussianScene, owner: np.ndarray, count: int, cov: np.nd
     local = np.searchsorted(merged, groups)
     local_starts = np.searchsorted(local, np.arange(len(merged)))
 
+    mass_all = masses(scene) if mass is None else mass
+    bounds = np.r_[local_starts, len(order)]  # the members of merged group g are order[bounds[g]:bounds[g + 1]]
+    g = 0
+    while g < len(merged):  # blocks of whole groups, about CHUNK members each: the float64 temporaries stay small
+        h = max(g + 1, int(np.searchsorted(bounds, bounds[g] + CHUNK, side="right")) - 1)
+        span = slice(bounds[g], bounds[h])
+        _merge_block(scene, out, merged[g:h], first[merged[g:h]], order[span], local[span] - g,
+                     local_starts[g:h] - bounds[g], cov, mass_all)
+        g = h
+    return out
+
+
+def _merge_block(scene: GaussianScene, out: GaussianScene, merged: np.ndarray, anchors: np.ndarray,
+                 order: np.ndarray, local: np.ndarray, local_starts: np.ndarray, cov: np.ndarray | None,
+                 mass: np.ndarray) -> None:
+    """Moment-match the groups `merged` (their members `order`, member k in group local[k]) into `out`."""
+
     def group_sum(values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, local_starts, axis=0)
 
-    weight = (masses(scene) if mass is None else mass)[order]
+    weight = mass[order]
     total = group_sum(weight)
     p = weight / total[local]
-    anchor = scene.means[first[merged]].astype(np.float64)
+    anchor = scene.means[anchors].astype(np.float64)
     offset = scene.means[order].astype(np.float64) - anchor[local]
     mean_offset = group_sum(p[:, None] * offset)
     delta = offset - mean_offset[local]
-    member_cov = covariances(scene.subset(order)) if cov is None else cov[order]
+    member_cov = covariances_of(scene.quats[order], scene.log_scales[order]) if cov is None else cov[order]
     merged_cov = group_sum(p[:, None, None] * (member_cov + delta[:, :, None] * delta[:, None, :]))
     merged_cov += EPS_COV * np.eye(3)
     variance, vectors = np.linalg.eigh(merged_cov)
@@ -317,7 +352,6 @@ def merge_groups(scene: GaussianScene, owner: np.ndarray, count: int, cov: np.nd
     out.log_scales[merged] = np.log(scales)
     out.opacity_logits[merged] = np.log(opacity / (1.0 - opacity))
     out.sh[merged] = sh
-    return out
 
 
 def rotations_to_quats(rotation: np.ndarray) -> np.ndarray:

@@ -67,16 +67,18 @@ class RestorationSettings:
 
 def compress_restored(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings | None = None,
                       on_progress: ProgressCallback | None = None, scores: np.ndarray | None = None,
-                      restoration: RestorationSettings | None = None) -> CompressResult:
+                      restoration: RestorationSettings | None = None, release_input: bool = False
+                      ) -> CompressResult:
     """compress() with a fitted restoration when it validates better than spending its bytes on Gaussians.
 
     stats["restoration"] says what was decided and measured (validated gain, worst view, fit time).
+    `release_input` is passed to compress() without a restoration (a fit renders the whole scene).
     """
     restoration = restoration or RestorationSettings()
     settings = settings or CompressSettings()
     report = on_progress or (lambda stage, fraction: None)
     if restoration.mode == "none":
-        return compress(scene, target, cameras, settings, on_progress, scores)
+        return compress(scene, target, cameras, settings, on_progress, scores, release_input)
     if scores is None and len(cameras) > 0:
         from exgs_core.ugc.significance import significance
 

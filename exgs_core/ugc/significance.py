@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from exgs_core.render.projection import covariances
-from exgs_core.render.rasterize import gaussian_contributions, scene_tensors
-from exgs_core.scene import GaussianScene
+from exgs_core.render.rasterize import visible_contributions
+from exgs_core.scene import CHUNK, GaussianScene
 
 VARIANTS = ("alpha_t", "sigma_t")
 
@@ -27,12 +27,20 @@ def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_
     if variant not in VARIANTS:
         raise ValueError(f"unknown significance variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     column = VARIANTS.index(variant)
-    p = scene_tensors(scene)
-    total = torch.zeros(len(scene), dtype=torch.float64)
+    means = torch.from_numpy(scene.means)
+    opacities = torch.from_numpy(scene.opacities())
+    total = np.zeros(len(scene), dtype=np.float64)
     with torch.no_grad():
-        covars = covariances(p["quats"], p["scales"])
+        covars = torch.empty(len(scene), 3, 3, dtype=torch.float32)
+        for start in range(0, len(scene), CHUNK):  # the rotation matrices' temporaries stay small
+            part = scene.subset(slice(start, start + CHUNK))
+            covars[start:start + CHUNK] = covariances(torch.from_numpy(part.unit_quats()),
+                                                      torch.from_numpy(part.scales()))
         for index, camera in enumerate(cameras):
-            total += gaussian_contributions(p["means"], covars, p["opacities"], camera)[:, column]
+            # adding the visible Gaussians' sums only: the others would add 0.0, which changes no float
+            visible, sums = visible_contributions(means, covars, opacities, camera)
+            total[visible.numpy()] += sums[:, column]
+            del visible, sums  # before the next view's are made
             if on_view is not None:
                 on_view(index)
-    return total.numpy()
+    return total
