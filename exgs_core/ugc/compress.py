@@ -186,10 +186,9 @@ def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: 
 
     `scores` replaces the significance computation (benchmarks pass baseline scores through it).
     `release_input`: the caller has no further use for `scene`'s SH bands above those the file may keep, and
-    they are dropped from `scene` itself (`scene.sh` is replaced) where nothing of the compression renders the
-    whole scene any more: on large scenes, whose choices are made on a crop, and when nothing is chosen by
-    rendered error. `exgs compress` does so: at SH degree 3 those bands are 192 of the 236 bytes of each
-    Gaussian (docs/results.md, "Scale").
+    they are dropped from `scene` itself (`scene.sh` is replaced) on large scenes, whose choices are made on a
+    crop (cut before, with all its bands), since nothing then renders the whole scene. `exgs compress` does so:
+    at SH degree 3 those bands are 192 of the 236 bytes of each Gaussian (docs/results.md, "Scale").
     """
     if len(cameras) == 0 and scores is None:
         raise ExgsError("compression needs at least one scoring view")
