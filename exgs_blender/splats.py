@@ -27,8 +27,6 @@ from .splat_data import is_exgs_data, stored_restoration
 from .splat_object import (check_transform, create_splat_object, fill_geometry, is_splat_object, replace_splat_data,
                            scene_from_object, splat_info, splat_problem)
 
-KIND = "native splats (GAUSSIAN_SPLAT point cloud)" if NATIVE_SPLATS else "ExGS mesh splats"
-
 
 def is_splat(obj: bpy.types.Object | None) -> bool:
     """Any splat object: ExGS's (either kind) or Blender's own native splats."""
