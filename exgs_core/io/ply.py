@@ -343,6 +343,14 @@ def inria_property_names(sh_degree: int) -> list[str]:
 
 def write_ply(scene: GaussianScene, path: str | os.PathLike) -> None:
     """Write the INRIA layout: float32 binary little endian, zero normals, f_rest channel-major."""
+    rows = inria_rows(scene)
+    ply = PlyData([PlyElement.describe(rows, "vertex")], byte_order="<", comments=_header_comments(scene))
+    with atomic_write(Path(path)) as handle:
+        ply.write(handle)
+
+
+def inria_rows(scene: GaussianScene) -> np.ndarray:
+    """The scene as the INRIA .ply's vertex rows: a structured little-endian float32 array, zero normals."""
     names = inria_property_names(scene.sh_degree)
     rows = np.zeros(len(scene), dtype=[(name, "<f4") for name in names])
     for index, name in enumerate(POSITION):
@@ -357,9 +365,7 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike) -> None:
         rows[name] = scene.log_scales[:, index]
     for index, name in enumerate(ROTATION):
         rows[name] = scene.quats[:, index]
-    ply = PlyData([PlyElement.describe(rows, "vertex")], byte_order="<", comments=_header_comments(scene))
-    with atomic_write(Path(path)) as handle:
-        ply.write(handle)
+    return rows
 
 
 def _header_comments(scene: GaussianScene) -> list[str]:

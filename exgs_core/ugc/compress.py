@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import decode_exgs, encode_exgs
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
+from exgs_core.render.rasterize import torch_single_threaded
 from exgs_core.scene import GaussianScene
 from exgs_core.ugc.amplify import Amplification, amplify
 from exgs_core.ugc.merge import Merger
@@ -192,21 +191,10 @@ def compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: 
     """
     if len(cameras) == 0 and scores is None:
         raise ExgsError("compression needs at least one scoring view")
-    with _torch_single_threaded():
+    with torch_single_threaded():
         return _compress(scene, target, cameras, settings or CompressSettings(), on_progress, scores, release_input)
 
 
-@contextmanager
-def _torch_single_threaded() -> Iterator[None]:
-    """torch on one thread for the duration: its work here is glue between the numba kernels (which have
-    their own threads), and its parallel ops on millions of elements ran 2-3x slower, not faster, on a busy
-    2-core machine (docs/results.md)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings: CompressSettings,
