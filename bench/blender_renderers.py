@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from textwrap import dedent
 
 import numpy as np
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import bpy
 
-# Blender 5.3+: a PointCloud can be a Gaussian splat (`PointCloud.type`), drawn as splats by the viewport, EEVEE
-# and Cycles, and sized from Python (`PointCloud.resize`). Before, point clouds are plain points and ExGS keeps
-# its mesh-based splat object.
 def _enum_items(rna: Any, name: str) -> set[str]:
     prop = rna.properties.get(name)
     return {item.identifier for item in prop.enum_items} if prop is not None else set()
 
 
+# Blender 5.3+: a PointCloud can be a Gaussian splat (`PointCloud.type`), drawn as splats by the viewport, EEVEE
+# and Cycles, and sized from Python (`PointCloud.resize`). Before, point clouds are plain points and ExGS keeps
+# its mesh-based splat object.
 _POINTCLOUD_RNA: Any = bpy.types.PointCloud.bl_rna
 NATIVE_SPLATS: bool = "GAUSSIAN_SPLAT" in _enum_items(_POINTCLOUD_RNA, "type") and "resize" in _POINTCLOUD_RNA.functions
 
@@ -57,6 +57,3 @@ def set_modifier_input(modifier: Any, identifier: str, value: Any) -> None:
     else:
         modifier[identifier] = value
 
-
-def modifier_input(modifier: Any, identifier: str) -> Any:
-    return getattr(modifier.properties.inputs, identifier).value if _MODIFIER_INPUTS else modifier[identifier]

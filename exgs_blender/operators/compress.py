@@ -9,7 +9,7 @@ successful job: a cancelled or failed run leaves it untouched.
 from __future__ import annotations
 
 import threading
-from typing import Any, cast
+from typing import Any
 
 import bpy
 import numpy as np
