@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exgs_core.errors import SceneFormatError
+from exgs_core.io import read_scene
 from exgs_core.io.exgs import (
     DECODE_ALLOWANCE,
     GENERIC_EXPANSION,
@@ -133,6 +134,22 @@ def test_container_round_trip(codec):
     assert decoded_header == header
     assert decoded == sections
     assert list(decoded) == list(sections)
+
+
+@requires_data
+def test_sections_coded_side_by_side_give_the_bytes_coded_one_after_another(monkeypatch):
+    """encode_container codes large files' sections on threads; the file must not depend on it."""
+    import exgs_core.io.exgs as exgs_module
+    from exgs_core.ugc.pack import pack_scene
+
+    scene = read_scene(SCENES_DIR / "mjw_fox.ply")
+    header, sections = pack_scene(scene)
+    assert sum(len(s) for s in sections.values()) >= exgs_module.PARALLEL_ENCODE_ABOVE  # the threaded path
+    monkeypatch.setattr(exgs_module, "ENCODE_THREADS", 2)
+    side_by_side = encode_container(header, sections)
+    monkeypatch.setattr(exgs_module, "ENCODE_THREADS", 1)
+    assert side_by_side == encode_container(header, sections)
+    assert decode_container(side_by_side)[1] == sections
 
 
 def test_container_layout_matches_the_spec():

@@ -55,6 +55,22 @@ def test_unknown_variant_is_rejected():
         significance(None, [], "volume")
 
 
+@requires_data
+@pytest.mark.parametrize("name", ["mjw_fox.ply", "gs3d_lod1_tile_0_0.5x.ply"])
+def test_occupied_cell_count_matches_a_unique_count(name):
+    """voxel_size_for's hash-set test of 'more than `limit` occupied cells' against np.unique on the keys."""
+    from exgs_core.ugc.sampling import _cell_keys, _more_cells_than, _origin
+
+    means = read_scene(SCENES_DIR / name).means
+    origin = _origin(means)
+    extent = float(np.ptp(means, axis=0).max())
+    for voxel_size in extent * np.array([1e-5, 1e-3, 0.01, 0.05, 0.3, 3.0]):
+        cells = len(np.unique(_cell_keys(means, origin, voxel_size)))
+        for limit in {0, 1, cells - 1, cells, cells + 1, len(means)}:
+            if limit >= 0:
+                assert _more_cells_than(means, origin, voxel_size, limit) == (cells > limit), (voxel_size, limit)
+
+
 def test_voxel_sampling_hits_the_count_exactly_and_keeps_one_per_voxel():
     rng = np.random.default_rng(0)
     dense = rng.normal(0.0, 0.05, size=(9000, 3))

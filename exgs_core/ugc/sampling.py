@@ -17,6 +17,7 @@ from exgs_core.numba_cache import configure_numba_cache
 configure_numba_cache(__file__)
 
 _CELL_OFFSET = 1 << 20  # cells span [-2^20, 2^20) voxels around the scene's corner
+_FIBONACCI = np.int64(-7046029254386353131)  # 2^64 / golden ratio, as int64 (multiplicative hashing)
 
 
 @dataclass
@@ -74,12 +75,38 @@ def voxel_size_for(means: np.ndarray, occupied_voxels: int, iterations: int = 16
     origin = _origin(means)
     for _ in range(iterations):
         middle = 0.5 * (small + large)
-        count = len(np.unique(_cell_keys(means, origin, float(np.exp(middle)))))
-        if count > occupied_voxels:
+        if _more_cells_than(means, origin, float(np.exp(middle)), occupied_voxels):
             small = middle
         else:
             large = middle
     return float(np.exp(large))
+
+
+def _more_cells_than(means: np.ndarray, origin: np.ndarray, voxel_size: float, limit: int) -> bool:
+    """Whether the points occupy more than `limit` cells (the cells of _cell_keys).
+
+    Counted in a hash set of about 2 * (limit + 1) keys, stopping at the first cell past the limit: a
+    unique-count sorted all N keys in each of voxel_size_for's 16 steps (about 1 s each at 10M points)."""
+    bits = max(4, (2 * (limit + 1)).bit_length())
+    return bool(_count_exceeds(_cell_keys(means, origin, voxel_size), limit, bits))
+
+
+@numba.njit(cache=True)
+def _count_exceeds(keys, limit, bits):
+    """Whether `keys` (>= 0) hold more than `limit` distinct values: open addressing in 2^bits slots."""
+    table = np.full(1 << bits, -1, np.int64)
+    mask = (1 << bits) - 1
+    count = 0
+    for key in keys:
+        slot = ((key * _FIBONACCI) >> (64 - bits)) & mask  # the product's top bits: the cells' bits all mix
+        while table[slot] != -1 and table[slot] != key:
+            slot = (slot + 1) & mask
+        if table[slot] == -1:
+            table[slot] = key
+            count += 1
+            if count > limit:
+                return True
+    return False
 
 
 class VoxelGrid:
