@@ -318,10 +318,12 @@ def encode_exgs(
     extra_header: dict[str, Any] | None = None,
     sh_degree: int | None = None,
     codec: str = DEFAULT_CODEC,
+    packed: tuple[dict[str, Any], dict[str, bytes]] | None = None,
 ) -> bytes:
-    """The .exgs file bytes of `scene` (see write_exgs)."""
+    """The .exgs file bytes of `scene` (see write_exgs); `packed`: pack_scene's output for these arguments,
+    when the caller has it already (compress's size estimates pack the same Gaussians)."""
     header = build_header(scene, settings, extra_header)
-    pack_fields, sections = pack_scene(scene, sh_degree=sh_degree, settings=settings)
+    pack_fields, sections = packed or pack_scene(scene, sh_degree=sh_degree, settings=settings)
     header.update(pack_fields)
     return encode_container(header, sections, codec=codec)
 
