@@ -2,8 +2,8 @@
 
 Projection by project() (tested against gsplat's reference), the visible Gaussians gathered, their tile boxes
 in float32 tensor arithmetic, one stable sort of gsplat's (tile << 32 | depth bits) keys, then each tile
-composited pixel by pixel front to back. The fast path (render.rasterize.significance_sums) must give the
-same floats, so this adds them in its order: worker w takes tiles w, w + workers, ...; within a tile, each
+composited pixel by pixel front to back. The fast path (render.rasterize.ViewScorer) must give the same
+floats, so this adds them in its order: worker w takes tiles w, w + workers, ...; within a tile, each
 Gaussian's pixels row by row; the workers' sums added in worker order. Slow: for small views only.
 """
 

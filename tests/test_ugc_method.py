@@ -8,9 +8,8 @@ import torch
 
 from exgs_core.camera import orbit_cameras, sphere_cameras
 from exgs_core.io import read_scene
-from exgs_core.render.cpu_kernels import sigma_cuts
 from exgs_core.render.projection import covariances
-from exgs_core.render.rasterize import rasterize, scene_tensors, significance_sums
+from exgs_core.render.rasterize import ViewScorer, rasterize, scene_tensors
 from exgs_core.ugc.amplify import Amplification, amplify
 from exgs_core.ugc.sampling import local_prune_ratio, voxel_keys, voxel_sample
 from exgs_core.ugc.significance import significance
@@ -45,10 +44,10 @@ def test_significance_sums_are_the_readable_reference_bit_for_bit():
     means, opacities = torch.from_numpy(scene.means), torch.from_numpy(scene.opacities())
     covars = covariances(torch.from_numpy(scene.unit_quats()), torch.from_numpy(scene.scales()))
     cameras = sphere_cameras(scene.means, 2, 48, 40) + orbit_cameras(scene.means, 1, 37, 29, up="+y")
-    cuts = sigma_cuts(scene.opacities())
+    scorer = ViewScorer(scene.means, covars.numpy(), scene.opacities())
     for camera in cameras:
         for by_alpha in (True, False):
-            ours = significance_sums(scene.means, covars.numpy(), scene.opacities(), cuts, camera, by_alpha)
+            ours = scorer.sums(camera, by_alpha)
             expected = reference_significance_sums(means, covars, opacities, camera, by_alpha)
             assert np.sum(expected > 0) > 1000
             assert np.array_equal(ours, expected)

@@ -3,9 +3,11 @@
     python docs/experiments/scoring_speed.py [--scene /tmp/scoring_1.5M.ply] [--count 1500000] [--base dba506e]
 
 The scene is the SH-3 real tile scene tiled to `--count` Gaussians (written first if `--scene` is absent).
-Each tree scores in its own process (`--rounds` times each, alternating, the best time kept: the machine is
-shared), after a warm-up that compiles its kernels; it reports seconds per view, the process's resident
-memory before scoring and its peak, and the scores, which must be equal bit for bit.
+Each tree scores in its own process (kernels compiled or loaded first, on a small scene). The machine is
+shared, so the two take turns view by view (each waits while the other scores a view): both see the same
+load. Reported: seconds per view (the first view, which also computes the covariances, left out), the
+process's resident memory before scoring and its peak while scoring, and whether the scores are equal bit
+for bit.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ def main() -> None:
     parser.add_argument("--scene", type=Path, default=Path("/tmp/scoring_1.5M.ply"))
     parser.add_argument("--count", type=int, default=1_500_000, help="Gaussians, when the scene is written")
     parser.add_argument("--base", default="dba506e", help="the commit to compare with")
-    parser.add_argument("--views", type=int, default=6, help="the first views of the 24 scoring views")
+    parser.add_argument("--views", type=int, default=8, help="the first views of the 24 scoring views")
     parser.add_argument("--variant", default="alpha_t")
-    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: score, save the scores here
     args = parser.parse_args()
     if args.worker:
@@ -48,32 +49,43 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base], check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
         trees = {f"old ({args.base})": base, "new (this tree)": REPO}
-        results: dict[str, list[dict]] = {name: [] for name in trees}
-        for _ in range(args.rounds):
-            for k, (name, tree) in enumerate(trees.items()):
-                out = Path(tmp) / f"scores_{k}.npy"
-                done = subprocess.run(
-                    [sys.executable, str(Path(__file__).resolve()), "--worker", str(out), "--scene", str(args.scene),
-                     "--views", str(args.views), "--variant", args.variant],
-                    cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=True, capture_output=True, text=True)
-                results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        workers = {name: subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(Path(tmp) / f"{k}.npy"),
+             "--scene", str(args.scene), "--views", str(args.views), "--variant", args.variant],
+            cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True) for k, (name, tree) in enumerate(trees.items())}
+        for worker in workers.values():
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        seconds: dict[str, list[float]] = {name: [] for name in workers}
+        for _ in range(args.views):  # one view each in turn
+            for name, worker in workers.items():
+                assert worker.stdin is not None and worker.stdout is not None
+                worker.stdin.write("go\n")
+                worker.stdin.flush()
+                seconds[name].append(float(worker.stdout.readline()))
+        reports = {}
+        for name, worker in workers.items():
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+            reports[name] = json.loads(worker.stdout.readline())
+            worker.wait()
         import numpy as np
 
-        same = np.array_equal(np.load(Path(tmp) / "scores_0.npy"), np.load(Path(tmp) / "scores_1.npy"))
-    print(f"{args.scene.name}: {results[next(iter(results))][0]['gaussians']:,} Gaussians, {args.views} views "
-          f"of {args.variant}")
-    best = {}
-    for name, runs in results.items():
-        best[name] = min(run["seconds_per_view"] for run in runs)
-        times = ", ".join(f"{run['seconds_per_view']:.3f}" for run in runs)
-        cpu = min(run["cpu_seconds_per_view"] for run in runs)
-        print(f"  {name:16s} {best[name]:.3f} s/view (runs: {times}; CPU {cpu:.3f} s/view); resident before scoring "
-              f"{runs[0]['rss_before_mib']:.0f} MiB, peak while scoring {runs[0]['peak_rss_mib']:.0f} MiB")
-    old, new = best.values()
+        same = np.array_equal(np.load(Path(tmp) / "0.npy"), np.load(Path(tmp) / "1.npy"))
+    print(f"{args.scene.name}: {reports[next(iter(reports))]['gaussians']:,} Gaussians, views 2-{args.views} of "
+          f"24 scoring views ({args.variant})")
+    per_view = {}
+    for name, report in reports.items():
+        per_view[name] = sum(seconds[name][1:]) / (args.views - 1)
+        print(f"  {name:16s} {per_view[name]:.3f} s/view; resident before scoring {report['rss_before_mib']:.0f} "
+              f"MiB, peak while scoring {report['peak_rss_mib']:.0f} MiB")
+    old, new = per_view.values()
     print(f"  speedup {old / new:.2f}x; scores bit-identical: {same}")
 
 
 def score(scene_path: Path, views: int, variant: str, out: Path) -> None:
+    """Score the first `views` scoring views, each when stdin says go; print each view's seconds."""
     import numpy as np
 
     from exgs_core.io import read_scene
@@ -85,14 +97,20 @@ def score(scene_path: Path, views: int, variant: str, out: Path) -> None:
     significance(scene.subset(slice(0, 2000)), cameras[:1], variant)  # compile (or load) the kernels
     rss_before = _status_mib("VmRSS")
     _reset_peak_rss()
-    start, start_cpu = time.perf_counter(), time.process_time()
-    scores = significance(scene, cameras, variant)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    started = 0.0
+
+    def take_turn(_: int = -1) -> None:
+        nonlocal started
+        if started:
+            print(time.perf_counter() - started, flush=True)
+        sys.stdin.readline()
+        started = time.perf_counter()
+
+    print("ready", flush=True)
+    take_turn()
+    scores = significance(scene, cameras, variant, on_view=take_turn)
     np.save(out, scores)
-    print(json.dumps({"gaussians": len(scene), "seconds_per_view": seconds / len(cameras),
-                      "cpu_seconds_per_view": cpu_seconds / len(cameras),
-                      "rss_before_mib": rss_before,
-                      "peak_rss_mib": _status_mib("VmHWM")}))
+    print(json.dumps({"gaussians": len(scene), "rss_before_mib": rss_before, "peak_rss_mib": _status_mib("VmHWM")}))
 
 
 def _reset_peak_rss() -> None:

@@ -175,16 +175,18 @@ def composite_backward(means2d, conics, opacities, colors, flatten_ids, tile_off
 
 @numba.njit(parallel=True, cache=True)
 def composite_significance(means2d, conics, opacities, sigma_cut, flatten_ids, tile_offsets, width, height,
-                           tile_size, tiles_x, n_workers, by_alpha):
+                           tile_size, tiles_x, by_alpha, scores):
     """(N,) float64 per Gaussian: the sum of alpha * T (`by_alpha`) or opacity * T over the pixels it reaches.
 
     Same traversal as composite_forward (a pixel stops where the forward pass stops). alpha * T is the
     Gaussian's blend weight; opacity * T is the ExGS / LightGaussian significance term sigma_j * T_j. Worker w
     takes tiles w, w + n_workers, ...; its sums are added in worker order, so the floats do not depend on timing.
-    Gaussians without intersections (e.g. not in view) get 0. sigma_cut: sigma_cuts(opacities).
+    Gaussians without intersections (e.g. not in view) get 0. sigma_cut: sigma_cuts(opacities); scores:
+    (n_workers, N) float64, overwritten; returns scores[0].
     """
-    scores = np.zeros((n_workers, len(opacities)), np.float64)
-    n_tiles = len(tile_offsets) - 1
+    n_workers, n_tiles = len(scores), len(tile_offsets) - 1
+    for worker in numba.prange(n_workers):
+        scores[worker, :] = 0.0
     for worker in numba.prange(n_workers):
         t_pixel = np.empty((tile_size, tile_size), np.float64)
         done = np.empty((tile_size, tile_size), np.bool_)
@@ -222,7 +224,7 @@ def composite_significance(means2d, conics, opacities, sigma_cut, flatten_ids, t
     return total
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(cache=True)
 def project_gaussians(means, covars, viewmat, K, width, height, eps2d, near_plane, far_plane, opacities,
                       alpha_threshold):
     """EWA projection of every Gaussian (see projection.project): means2d, conics, depths, radii.
@@ -234,7 +236,18 @@ def project_gaussians(means, covars, viewmat, K, width, height, eps2d, near_plan
     means2d = np.empty((n, 2), np.float32)
     conics = np.empty((n, 3), np.float32)
     depths = np.empty(n, np.float32)
-    radii = np.zeros((n, 2), np.int32)
+    radii = np.empty((n, 2), np.int32)
+    project_gaussians_into(means, covars, viewmat, K, width, height, eps2d, near_plane, far_plane, opacities,
+                           alpha_threshold, means2d, conics, depths, radii)
+    return means2d, conics, depths, radii
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def project_gaussians_into(means, covars, viewmat, K, width, height, eps2d, near_plane, far_plane, opacities,
+                           alpha_threshold, means2d, conics, depths, radii):
+    """project_gaussians writing into given arrays (which views of many Gaussians reuse: fresh memory costs a
+    page fault per 4 KiB when first written, as much as the projection itself at millions of Gaussians)."""
+    n = len(means)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * 0.5 * width / fx, cx / fx + 0.3 * 0.5 * width / fx
     lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * 0.5 * height / fy, cy / fy + 0.3 * 0.5 * height / fy
@@ -279,7 +292,8 @@ def project_gaussians(means, covars, viewmat, K, width, height, eps2d, near_plan
                    and v - ry < height and rx < 2.0**31 and ry < 2.0**31)
         if visible:
             radii[g, 0], radii[g, 1] = int(rx), int(ry)
-    return means2d, conics, depths, radii
+        else:
+            radii[g, 0], radii[g, 1] = 0, 0
 
 
 @numba.njit(cache=True, inline="always")
@@ -299,13 +313,11 @@ def _tile_box(means2d, radii, g, tile_size, tiles_x, tiles_y):
 
 
 @numba.njit(parallel=True, cache=True)
-def bin_tiles(means2d, radii, depth_bits, tiles_x, tiles_y, tile_size, n_chunks):
-    """Tile intersections in gsplat's order: by tile, then depth bits (uint32), then Gaussian index.
+def count_tiles(means2d, radii, tiles_x, tiles_y, tile_size, n_chunks):
+    """The first pass of fill_tiles' counting sort: (tile_offsets (tiles + 1,), starts (n_chunks, tiles)).
 
-    means2d (N, 2) float32, radii (N, 2) int32 (0: culled), depth_bits (N,) uint32 (the float32 depths' bits).
-    Returns flatten_ids (M,) uint64 and tile_offsets (tiles + 1,) int64. A counting sort by tile (each of
-    `n_chunks` index ranges counted and placed by one thread), then each tile's run sorted by the key
-    depth bits << 32 | index: the keys are unique, so the order is the same whatever the thread timing.
+    means2d (N, 2) float32, radii (N, 2) int32 (0: culled). Each of `n_chunks` index ranges is counted by
+    one thread; starts[c, t] is where chunk c's first entry of tile t goes (tile-major, chunks in order).
     """
     n, n_tiles = len(radii), tiles_x * tiles_y
     chunk = (n + n_chunks - 1) // n_chunks
@@ -317,30 +329,43 @@ def bin_tiles(means2d, radii, depth_bits, tiles_x, tiles_y, tile_size, n_chunks)
                 for tx in range(x_lo, x_hi):
                     counts[part, ty * tiles_x + tx] += 1
     tile_offsets = np.empty(n_tiles + 1, np.int64)
-    fill = np.empty((n_chunks, n_tiles), np.int64)  # where each chunk's next entry of a tile goes
+    starts = np.empty((n_chunks, n_tiles), np.int64)
     total = 0
     for tile in range(n_tiles):
         tile_offsets[tile] = total
         for part in range(n_chunks):
-            fill[part, tile] = total
+            starts[part, tile] = total
             total += counts[part, tile]
     tile_offsets[n_tiles] = total
-    keys = np.empty(total, np.uint64)
+    return tile_offsets, starts
+
+
+@numba.njit(parallel=True, cache=True)
+def fill_tiles(means2d, radii, depth_bits, tiles_x, tiles_y, tile_size, tile_offsets, starts, flatten_ids):
+    """Tile intersections in gsplat's order: by tile, then depth bits (uint32), then Gaussian index.
+
+    depth_bits (N,) uint32: the float32 depths' bits; tile_offsets, starts: count_tiles' (same chunks);
+    flatten_ids: uint64, at least tile_offsets[-1] long, filled with the Gaussian of each intersection. A
+    counting sort by tile, then each tile's run sorted by the key depth bits << 32 | index: the keys are
+    unique, so the order is the same whatever the thread timing.
+    """
+    n, n_chunks = len(radii), len(starts)
+    chunk = (n + n_chunks - 1) // n_chunks
     for part in numba.prange(n_chunks):
+        fill = starts[part]
         for g in range(part * chunk, min(n, (part + 1) * chunk)):
             x_lo, x_hi, y_lo, y_hi = _tile_box(means2d, radii, g, tile_size, tiles_x, tiles_y)
             key = (np.uint64(depth_bits[g]) << np.uint64(32)) | np.uint64(g)
             for ty in range(y_lo, y_hi):
                 for tx in range(x_lo, x_hi):
                     tile = ty * tiles_x + tx
-                    keys[fill[part, tile]] = key
-                    fill[part, tile] += 1
-    for tile in numba.prange(n_tiles):
-        run = keys[tile_offsets[tile]:tile_offsets[tile + 1]]
+                    flatten_ids[fill[tile]] = key
+                    fill[tile] += 1
+    for tile in numba.prange(tiles_x * tiles_y):
+        run = flatten_ids[tile_offsets[tile]:tile_offsets[tile + 1]]
         _sort_keys(run)
         for i in range(len(run)):
             run[i] &= np.uint64(0xFFFFFFFF)  # the key's index part: the flatten id
-    return keys, tile_offsets
 
 
 @numba.njit(cache=True)

@@ -170,7 +170,7 @@ def intersect_tiles(
     keys in index order (as one stable sort of the keys would give)."""
     tiles_x, tiles_y = (width + tile_size - 1) // tile_size, (height + tile_size - 1) // tile_size
     depth_bits = np.ascontiguousarray(depths.numpy(), dtype=np.float32).view(np.uint32)
-    flatten_ids, tile_offsets = tile_bins(means2d.numpy(), radii.numpy(), depth_bits, tiles_x, tiles_y, tile_size)
+    flatten_ids, tile_offsets, _ = tile_bins(means2d.numpy(), radii.numpy(), depth_bits, tiles_x, tiles_y, tile_size)
     tiles = np.repeat(np.arange(tiles_x * tiles_y, dtype=np.int64), np.diff(tile_offsets))
     isect_ids = (tiles << 32) | depth_bits[flatten_ids].astype(np.int64)
     return TileIntersections(torch.from_numpy(isect_ids), torch.from_numpy(flatten_ids), torch.from_numpy(tile_offsets),
@@ -178,11 +178,23 @@ def intersect_tiles(
 
 
 def tile_bins(means2d: np.ndarray, radii: np.ndarray, depth_bits: np.ndarray, tiles_x: int, tiles_y: int,
-              tile_size: int = TILE_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """(flatten_ids (M,) int64, tile_offsets (tiles + 1,) int64) of cpu_kernels.bin_tiles: the Gaussians of
-    each tile front to back; means2d (N, 2) float32, radii (N, 2) int32 (0: culled), depth_bits (N,) uint32."""
+              tile_size: int = TILE_SIZE, buffer: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flatten_ids (M,) int64, tile_offsets (tiles + 1,) int64, the uint64 buffer holding flatten_ids): the
+    Gaussians of each tile front to back.
+
+    means2d (N, 2) float32, radii (N, 2) int32 (0: culled), depth_bits (N,) uint32. The ids go in `buffer`
+    when it holds them, else in a new array (with 25% to spare when a buffer was given: the caller reuses it).
+    """
+    means2d = np.ascontiguousarray(means2d, dtype=np.float32)
+    radii = np.ascontiguousarray(radii, dtype=np.int32)
     chunks = 4 * numba.get_num_threads()  # a few per thread: even shares when culled Gaussians cluster
-    keys, tile_offsets = cpu_kernels.bin_tiles(np.ascontiguousarray(means2d, dtype=np.float32),
-                                               np.ascontiguousarray(radii, dtype=np.int32), depth_bits, tiles_x,
-                                               tiles_y, tile_size, chunks)
-    return keys.view(np.int64), tile_offsets  # the ids are below 2^32: the same values as int64
+    tile_offsets, starts = cpu_kernels.count_tiles(means2d, radii, tiles_x, tiles_y, tile_size, chunks)
+    count = int(tile_offsets[-1])
+    if buffer is None:
+        buffer = np.empty(count, np.uint64)
+    elif len(buffer) < count:
+        buffer = np.empty(count + count // 4, np.uint64)
+    cpu_kernels.fill_tiles(means2d, radii, depth_bits, tiles_x, tiles_y, tile_size, tile_offsets, starts,
+                           buffer[:count])
+    return buffer[:count].view(np.int64), tile_offsets, buffer  # ids below 2^32: the same values as int64

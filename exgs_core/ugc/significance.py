@@ -14,9 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from exgs_core.render.cpu_kernels import sigma_cuts
 from exgs_core.render.projection import covariances
-from exgs_core.render.rasterize import significance_sums
+from exgs_core.render.rasterize import ViewScorer
 from exgs_core.scene import CHUNK, GaussianScene
 
 VARIANTS = ("alpha_t", "sigma_t")
@@ -29,7 +28,6 @@ def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_
         raise ValueError(f"unknown significance variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     means = np.ascontiguousarray(scene.means, dtype=np.float32)
     opacities = np.ascontiguousarray(scene.opacities(), dtype=np.float32)
-    cuts = sigma_cuts(opacities)
     total = np.zeros(len(scene), dtype=np.float64)
     with torch.no_grad():
         covars = torch.empty(len(scene), 3, 3, dtype=torch.float32)
@@ -37,9 +35,10 @@ def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_
             part = scene.subset(slice(start, start + CHUNK))
             covars[start:start + CHUNK] = covariances(torch.from_numpy(part.unit_quats()),
                                                       torch.from_numpy(part.scales()))
+    scorer = ViewScorer(means, covars.numpy(), opacities)
     for index, camera in enumerate(cameras):
         # in view order; a Gaussian the view does not show adds 0.0, which changes no float
-        total += significance_sums(means, covars.numpy(), opacities, cuts, camera, by_alpha=variant == "alpha_t")
+        total += scorer.sums(camera, by_alpha=variant == "alpha_t")
         if on_view is not None:
             on_view(index)
     return total
