@@ -171,8 +171,8 @@ def intersect_tiles(
     tiles_x, tiles_y = (width + tile_size - 1) // tile_size, (height + tile_size - 1) // tile_size
     depth_bits = np.ascontiguousarray(depths.numpy(), dtype=np.float32).view(np.uint32)
     flatten_ids, tile_offsets, _ = tile_bins(means2d.numpy(), radii.numpy(), depth_bits, tiles_x, tiles_y, tile_size)
-    tiles = np.repeat(np.arange(tiles_x * tiles_y, dtype=np.int64), np.diff(tile_offsets))
-    isect_ids = (tiles << 32) | depth_bits[flatten_ids].astype(np.int64)
+    isect_ids = np.repeat(np.arange(tiles_x * tiles_y, dtype=np.int64) << 32, np.diff(tile_offsets))
+    isect_ids |= depth_bits[flatten_ids]  # (the render path drops these keys: their temporaries stay small)
     return TileIntersections(torch.from_numpy(isect_ids), torch.from_numpy(flatten_ids), torch.from_numpy(tile_offsets),
                              tiles_x, tiles_y)
 
