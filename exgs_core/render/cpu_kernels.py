@@ -173,7 +173,7 @@ def composite_backward(means2d, conics, opacities, colors, flatten_ids, tile_off
     return grad_colors.sum(axis=0), grad_opacities.sum(axis=0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def composite_significance(means2d, conics, opacities, sigma_cut, flatten_ids, tile_offsets, width, height,
                            tile_size, tiles_x, by_alpha, scores):
     """(N,) float64 per Gaussian: the sum of alpha * T (`by_alpha`) or opacity * T over the pixels it reaches.
@@ -312,7 +312,7 @@ def _tile_box(means2d, radii, g, tile_size, tiles_x, tiles_y):
     return x_lo, x_hi, y_lo, y_hi
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def count_tiles(means2d, radii, tiles_x, tiles_y, tile_size, n_chunks):
     """The first pass of fill_tiles' counting sort: (tile_offsets (tiles + 1,), starts (n_chunks, tiles)).
 
@@ -340,7 +340,7 @@ def count_tiles(means2d, radii, tiles_x, tiles_y, tile_size, n_chunks):
     return tile_offsets, starts
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def fill_tiles(means2d, radii, depth_bits, tiles_x, tiles_y, tile_size, tile_offsets, starts, flatten_ids):
     """Tile intersections in gsplat's order: by tile, then depth bits (uint32), then Gaussian index.
 
