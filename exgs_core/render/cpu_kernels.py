@@ -47,13 +47,21 @@ def _alpha(conic_a, conic_b, conic_c, dx, dy, opacity, sigma_cut):
     return alpha
 
 
+@numba.njit(cache=True)
+def sigma_cuts(opacities):
+    """(N,) float64: per Gaussian, the sigma beyond which opacity * exp(-sigma) < 1/255 (with a margin)."""
+    return np.log(np.maximum(opacities, 1e-30) / MIN_ALPHA) + 1e-4
+
+
 @numba.njit(cache=True, inline="always")
 def _pixel_box(conic_a, conic_b, conic_c, mean_x, mean_y, sigma_cut, x0, y0, x1, y1):
     """Pixels (x_lo, x_hi, y_lo, y_hi; inclusive) of the tile [x0, x1) x [y0, y1) where alpha can reach 1/255.
 
-    Outside the ellipse sigma <= sigma_cut alpha is below 1/255, so skipping those pixels changes nothing;
-    a small margin absorbs rounding (sigma is evaluated in float64 from the same values). An empty box has
-    x_lo > x_hi; a degenerate conic gets the whole tile.
+    Outside the ellipse sigma <= sigma_cut alpha is below 1/255, so skipping those pixels changes nothing:
+    the box holds the pixels whose centre (+0.5) is within the ellipse's reach, and a small margin on the
+    reach absorbs rounding (sigma is evaluated in float64 from the same values; conics are at most 1 / eps2d,
+    so its rounding errors are far below the margin). An empty box has x_lo > x_hi; a degenerate conic gets
+    the whole tile.
     """
     if sigma_cut < 0.0:
         return 1, 0, 1, 0
@@ -65,10 +73,10 @@ def _pixel_box(conic_a, conic_b, conic_c, mean_x, mean_y, sigma_cut, x0, y0, x1,
     reach_y = math.sqrt(2.0 * sigma_cut * a / det) * (1.0 + 1e-6) + 1e-3
     if not (reach_x < 1e7 and reach_y < 1e7 and abs(mean_x) < 1e7 and abs(mean_y) < 1e7):
         return x0, x1 - 1, y0, y1 - 1
-    x_lo = max(x0, int(math.floor(mean_x - reach_x - 0.5)))
-    x_hi = min(x1 - 1, int(math.ceil(mean_x + reach_x - 0.5)))
-    y_lo = max(y0, int(math.floor(mean_y - reach_y - 0.5)))
-    y_hi = min(y1 - 1, int(math.ceil(mean_y + reach_y - 0.5)))
+    x_lo = max(x0, int(math.ceil(mean_x - reach_x - 0.5)))
+    x_hi = min(x1 - 1, int(math.floor(mean_x + reach_x - 0.5)))
+    y_lo = max(y0, int(math.ceil(mean_y - reach_y - 0.5)))
+    y_hi = min(y1 - 1, int(math.floor(mean_y + reach_y - 0.5)))
     return x_lo, x_hi, y_lo, y_hi
 
 
@@ -85,7 +93,7 @@ def composite_forward(means2d, conics, opacities, colors, flatten_ids, tile_offs
     out = np.zeros((height, width, channels), np.float32)
     final_t = np.ones((height, width), np.float32)
     last = np.full((height, width), -1, np.int64)
-    sigma_cut = np.log(np.maximum(opacities, 1e-30) / MIN_ALPHA) + 1e-4
+    sigma_cut = sigma_cuts(opacities)
     n_tiles = len(tile_offsets) - 1
     for tile in numba.prange(n_tiles):
         start, end = tile_offsets[tile], tile_offsets[tile + 1]
@@ -134,7 +142,7 @@ def composite_backward(means2d, conics, opacities, colors, flatten_ids, tile_off
     n, channels = colors.shape
     grad_colors = np.zeros((n_workers, n, channels), np.float32)
     grad_opacities = np.zeros((n_workers, n), np.float32)
-    sigma_cut = np.log(np.maximum(opacities, 1e-30) / MIN_ALPHA) + 1e-4
+    sigma_cut = sigma_cuts(opacities)
     n_tiles = len(tile_offsets) - 1
     behind = np.zeros((n_workers, channels), np.float64)
     for worker in numba.prange(n_workers):
@@ -165,18 +173,20 @@ def composite_backward(means2d, conics, opacities, colors, flatten_ids, tile_off
     return grad_colors.sum(axis=0), grad_opacities.sum(axis=0)
 
 
-@numba.njit(parallel=True, cache=True)
-def composite_significance(means2d, conics, opacities, flatten_ids, tile_offsets, width, height, tile_size,
-                           tiles_x, n_workers):
-    """Per-Gaussian sums over the pixels it contributes to: (alpha * T, opacity * T, pixel count).
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def composite_significance(means2d, conics, opacities, sigma_cut, flatten_ids, tile_offsets, width, height,
+                           tile_size, tiles_x, by_alpha, scores):
+    """(N,) float64 per Gaussian: the sum of alpha * T (`by_alpha`) or opacity * T over the pixels it reaches.
 
     Same traversal as composite_forward (a pixel stops where the forward pass stops). alpha * T is the
-    Gaussian's blend weight; opacity * T is the ExGS / LightGaussian significance term sigma_j * T_j.
+    Gaussian's blend weight; opacity * T is the ExGS / LightGaussian significance term sigma_j * T_j. Worker w
+    takes tiles w, w + n_workers, ...; its sums are added in worker order, so the floats do not depend on timing.
+    Gaussians without intersections (e.g. not in view) get 0. sigma_cut: sigma_cuts(opacities); scores:
+    (n_workers, N) float64, overwritten; returns scores[0].
     """
-    n = len(opacities)
-    scores = np.zeros((n_workers, n, 3), np.float64)
-    sigma_cut = np.log(np.maximum(opacities, 1e-30) / MIN_ALPHA) + 1e-4
-    n_tiles = len(tile_offsets) - 1
+    n_workers, n_tiles = len(scores), len(tile_offsets) - 1
+    for worker in numba.prange(n_workers):
+        scores[worker, :] = 0.0
     for worker in numba.prange(n_workers):
         t_pixel = np.empty((tile_size, tile_size), np.float64)
         done = np.empty((tile_size, tile_size), np.bool_)
@@ -189,15 +199,13 @@ def composite_significance(means2d, conics, opacities, flatten_ids, tile_offsets
             remaining = (y1 - y0) * (x1 - x0)
             for i in range(start, end):
                 g = flatten_ids[i]
-                a, b, c = conics[g, 0], conics[g, 1], conics[g, 2]
-                x_lo, x_hi, y_lo, y_hi = _pixel_box(a, b, c, means2d[g, 0], means2d[g, 1], sigma_cut[g], x0, y0, x1,
-                                                    y1)
+                a, b, c, opacity, cut = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g], sigma_cut[g]
+                x_lo, x_hi, y_lo, y_hi = _pixel_box(a, b, c, means2d[g, 0], means2d[g, 1], cut, x0, y0, x1, y1)
                 for py in range(y_lo, y_hi + 1):
                     for px in range(x_lo, x_hi + 1):
                         if done[py - y0, px - x0]:
                             continue
-                        alpha = _alpha(a, b, c, means2d[g, 0] - (px + 0.5), means2d[g, 1] - (py + 0.5), opacities[g],
-                                       sigma_cut[g])
+                        alpha = _alpha(a, b, c, means2d[g, 0] - (px + 0.5), means2d[g, 1] - (py + 0.5), opacity, cut)
                         if alpha < 0.0:
                             continue
                         t = t_pixel[py - y0, px - x0]
@@ -206,9 +214,7 @@ def composite_significance(means2d, conics, opacities, flatten_ids, tile_offsets
                             done[py - y0, px - x0] = True
                             remaining -= 1
                             continue
-                        scores[worker, g, 0] += alpha * t
-                        scores[worker, g, 1] += opacities[g] * t
-                        scores[worker, g, 2] += 1.0
+                        scores[worker, g] += (alpha if by_alpha else opacity) * t
                         t_pixel[py - y0, px - x0] = next_t
                 if remaining == 0:
                     break
@@ -218,7 +224,7 @@ def composite_significance(means2d, conics, opacities, flatten_ids, tile_offsets
     return total
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(cache=True)
 def project_gaussians(means, covars, viewmat, K, width, height, eps2d, near_plane, far_plane, opacities,
                       alpha_threshold):
     """EWA projection of every Gaussian (see projection.project): means2d, conics, depths, radii.
@@ -230,7 +236,18 @@ def project_gaussians(means, covars, viewmat, K, width, height, eps2d, near_plan
     means2d = np.empty((n, 2), np.float32)
     conics = np.empty((n, 3), np.float32)
     depths = np.empty(n, np.float32)
-    radii = np.zeros((n, 2), np.int32)
+    radii = np.empty((n, 2), np.int32)
+    project_gaussians_into(means, covars, viewmat, K, width, height, eps2d, near_plane, far_plane, opacities,
+                           alpha_threshold, means2d, conics, depths, radii)
+    return means2d, conics, depths, radii
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def project_gaussians_into(means, covars, viewmat, K, width, height, eps2d, near_plane, far_plane, opacities,
+                           alpha_threshold, means2d, conics, depths, radii):
+    """project_gaussians writing into given arrays (which views of many Gaussians reuse: fresh memory costs a
+    page fault per 4 KiB when first written, as much as the projection itself at millions of Gaussians)."""
+    n = len(means)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * 0.5 * width / fx, cx / fx + 0.3 * 0.5 * width / fx
     lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * 0.5 * height / fy, cy / fy + 0.3 * 0.5 * height / fy
@@ -275,55 +292,113 @@ def project_gaussians(means, covars, viewmat, K, width, height, eps2d, near_plan
                    and v - ry < height and rx < 2.0**31 and ry < 2.0**31)
         if visible:
             radii[g, 0], radii[g, 1] = int(rx), int(ry)
-    return means2d, conics, depths, radii
+        else:
+            radii[g, 0], radii[g, 1] = 0, 0
 
 
-@numba.njit(cache=True)
-def bin_tiles(lo, hi, order, depth_bits, tiles_x, n_tiles):
-    """Tile intersections in gsplat's order (tile, then depth, then Gaussian index) by counting sort.
+@numba.njit(cache=True, inline="always")
+def _tile_box(means2d, radii, g, tile_size, tiles_x, tiles_y):
+    """Tiles [x_lo, x_hi) x [y_lo, y_hi) that Gaussian g's pixel box overlaps, none when it is culled (a radius
+    0). float32 arithmetic, as gsplat computes the box: mean / tile_size -+ radius / tile_size, floor / ceil."""
+    if radii[g, 0] <= 0 or radii[g, 1] <= 0:
+        return 0, 0, 0, 0
+    size = np.float32(tile_size)
+    mean_x, mean_y = means2d[g, 0] / size, means2d[g, 1] / size
+    radius_x, radius_y = np.float32(radii[g, 0]) / size, np.float32(radii[g, 1]) / size
+    x_lo = min(max(math.floor(mean_x - radius_x), 0), tiles_x)
+    x_hi = min(max(math.ceil(mean_x + radius_x), 0), tiles_x)
+    y_lo = min(max(math.floor(mean_y - radius_y), 0), tiles_y)
+    y_hi = min(max(math.ceil(mean_y + radius_y), 0), tiles_y)
+    return x_lo, x_hi, y_lo, y_hi
 
-    lo, hi: (N, 2) tile box per Gaussian ([lo, hi) per axis); order: Gaussians by depth (stable).
-    Returns isect_ids (tile << 32 | depth bits), flatten_ids, tile_offsets.
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def count_tiles(means2d, radii, tiles_x, tiles_y, tile_size, n_chunks):
+    """The first pass of fill_tiles' counting sort: (tile_offsets (tiles + 1,), starts (n_chunks, tiles)).
+
+    means2d (N, 2) float32, radii (N, 2) int32 (0: culled). Each of `n_chunks` index ranges is counted by
+    one thread; starts[c, t] is where chunk c's first entry of tile t goes (tile-major, chunks in order).
     """
-    counts = np.zeros(n_tiles + 1, np.int64)
-    for g in range(len(lo)):
-        for ty in range(lo[g, 1], hi[g, 1]):
-            for tx in range(lo[g, 0], hi[g, 0]):
-                counts[ty * tiles_x + tx + 1] += 1
-    offsets = np.cumsum(counts)
-    fill = offsets[:-1].copy()
-    isect_ids = np.empty(offsets[-1], np.int64)
-    flatten_ids = np.empty(offsets[-1], np.int64)
-    for g in order:
-        for ty in range(lo[g, 1], hi[g, 1]):
-            for tx in range(lo[g, 0], hi[g, 0]):
-                tile = np.int64(ty) * tiles_x + tx
-                isect_ids[fill[tile]] = (tile << 32) | depth_bits[g]
-                flatten_ids[fill[tile]] = g
-                fill[tile] += 1
-    return isect_ids, flatten_ids, offsets
+    n, n_tiles = len(radii), tiles_x * tiles_y
+    chunk = (n + n_chunks - 1) // n_chunks
+    counts = np.zeros((n_chunks, n_tiles), np.int64)
+    for part in numba.prange(n_chunks):
+        for g in range(part * chunk, min(n, (part + 1) * chunk)):
+            x_lo, x_hi, y_lo, y_hi = _tile_box(means2d, radii, g, tile_size, tiles_x, tiles_y)
+            for ty in range(y_lo, y_hi):
+                for tx in range(x_lo, x_hi):
+                    counts[part, ty * tiles_x + tx] += 1
+    tile_offsets = np.empty(n_tiles + 1, np.int64)
+    starts = np.empty((n_chunks, n_tiles), np.int64)
+    total = 0
+    for tile in range(n_tiles):
+        tile_offsets[tile] = total
+        for part in range(n_chunks):
+            starts[part, tile] = total
+            total += counts[part, tile]
+    tile_offsets[n_tiles] = total
+    return tile_offsets, starts
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def fill_tiles(means2d, radii, depth_bits, tiles_x, tiles_y, tile_size, tile_offsets, starts, flatten_ids):
+    """Tile intersections in gsplat's order: by tile, then depth bits (uint32), then Gaussian index.
+
+    depth_bits (N,) uint32: the float32 depths' bits; tile_offsets, starts: count_tiles' (same chunks);
+    flatten_ids: uint64, at least tile_offsets[-1] long, filled with the Gaussian of each intersection. A
+    counting sort by tile, then each tile's run sorted by the key depth bits << 32 | index: the keys are
+    unique, so the order is the same whatever the thread timing.
+    """
+    n, n_chunks = len(radii), len(starts)
+    chunk = (n + n_chunks - 1) // n_chunks
+    for part in numba.prange(n_chunks):
+        fill = starts[part]
+        for g in range(part * chunk, min(n, (part + 1) * chunk)):
+            x_lo, x_hi, y_lo, y_hi = _tile_box(means2d, radii, g, tile_size, tiles_x, tiles_y)
+            key = (np.uint64(depth_bits[g]) << np.uint64(32)) | np.uint64(g)
+            for ty in range(y_lo, y_hi):
+                for tx in range(x_lo, x_hi):
+                    tile = ty * tiles_x + tx
+                    flatten_ids[fill[tile]] = key
+                    fill[tile] += 1
+    for tile in numba.prange(tiles_x * tiles_y):
+        run = flatten_ids[tile_offsets[tile]:tile_offsets[tile + 1]]
+        _sort_keys(run)
+        for i in range(len(run)):
+            run[i] &= np.uint64(0xFFFFFFFF)  # the key's index part: the flatten id
 
 
 @numba.njit(cache=True)
-def stable_argsort_uint32(keys):
-    """Indices that sort `keys` (int64 holding values in [0, 2^32)), equal keys in index order.
+def _sort_keys(keys):
+    """Sort unique uint64 keys (depth bits << 32 | index) that are in index order already, in place.
 
-    LSD radix sort, four 8-bit passes: several times faster than a comparison sort on millions of depths,
-    and single-threaded (torch's parallel sort stalls on a busy machine).
+    A stable LSD radix sort on the depth bits (11-bit digits; a digit all keys share is skipped, as the top
+    bits of similar depths are), several times faster than a comparison sort; short runs by insertion.
     """
     n = len(keys)
-    order = np.arange(n)
-    scratch = np.empty(n, np.int64)
-    for shift in range(0, 32, 8):
-        counts = np.zeros(257, np.int64)
+    if n < 64:
+        for i in range(1, n):
+            key, j = keys[i], i - 1
+            while j >= 0 and keys[j] > key:
+                keys[j + 1] = keys[j]
+                j -= 1
+            keys[j + 1] = key
+        return
+    source, target = keys, np.empty(n, np.uint64)
+    swapped = False
+    for shift in (32, 43, 54):
+        counts = np.zeros(2049, np.int64)
         for i in range(n):
-            counts[((keys[i] >> shift) & 0xFF) + 1] += 1
-        for b in range(256):
-            counts[b + 1] += counts[b]
+            counts[((source[i] >> np.uint64(shift)) & np.uint64(2047)) + 1] += 1
+        if counts[((source[0] >> np.uint64(shift)) & np.uint64(2047)) + 1] == n:
+            continue
+        for digit in range(2048):
+            counts[digit + 1] += counts[digit]
         for i in range(n):
-            g = order[i]
-            digit = (keys[g] >> shift) & 0xFF
-            scratch[counts[digit]] = g
+            digit = (source[i] >> np.uint64(shift)) & np.uint64(2047)
+            target[counts[digit]] = source[i]
             counts[digit] += 1
-        order, scratch = scratch, order
-    return order
+        source, target = target, source
+        swapped = not swapped
+    if swapped:
+        keys[:] = source

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from exgs_core.render import cpu_kernels
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 TILE_SIZE = 16
+EPS2D, NEAR_PLANE, FAR_PLANE = 0.3, 0.01, 1e10  # gsplat's defaults
 
 
 @dataclass
@@ -52,9 +54,9 @@ def project(
     K: torch.Tensor,
     width: int,
     height: int,
-    eps2d: float = 0.3,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
+    eps2d: float = EPS2D,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
     opacities: torch.Tensor | None = None,
 ) -> Projection:
     """Project Gaussians (N,3 means, N,3,3 covariances) through a pinhole camera (4x4 world-to-camera, 3x3 K).
@@ -71,6 +73,13 @@ def project(
                       torch.from_numpy(radii))
 
 
+def camera_matrices(camera) -> tuple[np.ndarray, np.ndarray]:
+    """The camera's world-to-camera (4, 4) and K (3, 3) as project_gaussians takes them: float32 values (what
+    project() is given by the render path) in float64 arrays."""
+    return (np.asarray(camera.world_to_camera, dtype=np.float32).astype(np.float64),
+            np.asarray(camera.K, dtype=np.float32).astype(np.float64))
+
+
 def _as_array(t: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(t.detach().reshape(shape).numpy(), dtype=np.float32)
 
@@ -82,9 +91,9 @@ def project_reference(
     K: torch.Tensor,
     width: int,
     height: int,
-    eps2d: float = 0.3,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
+    eps2d: float = EPS2D,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
     opacities: torch.Tensor | None = None,
 ) -> Projection:
     """project() as tensor operations, in gsplat's float32 order."""
@@ -157,21 +166,35 @@ def intersect_tiles(
     means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor, width: int, height: int,
     tile_size: int = TILE_SIZE,
 ) -> TileIntersections:
-    """Every (tile, Gaussian) pair whose box overlaps the tile, sorted by tile then depth (gsplat's keys)."""
+    """Every (tile, Gaussian) pair whose box overlaps the tile, sorted by tile then depth (gsplat's keys), equal
+    keys in index order (as one stable sort of the keys would give)."""
     tiles_x, tiles_y = (width + tile_size - 1) // tile_size, (height + tile_size - 1) // tile_size
-    tile_means, tile_radii = means2d / tile_size, radii / tile_size
-    lo = torch.floor(tile_means - tile_radii).int()
-    hi = torch.ceil(tile_means + tile_radii).int()
-    del tile_means, tile_radii  # (each temporary here is a few bytes per Gaussian: millions at 1080p)
-    limits = torch.tensor([tiles_x, tiles_y], dtype=torch.int32)
-    lo = torch.minimum(lo.clamp(min=0), limits)
-    hi = torch.minimum(hi.clamp(min=0), limits)
-    hi = torch.where((radii > 0).all(dim=-1, keepdim=True), hi, lo)  # no tiles for a culled Gaussian
-    depth_bits = depths.contiguous().view(torch.int32).numpy().astype(np.int64)
-    depth_bits &= 0xFFFFFFFF
-    # Stable sort by the depth bits, then a stable counting sort by tile: gsplat's (tile, depth) key order
-    # with ties kept in index order, as one stable sort of the keys would give.
-    order = cpu_kernels.stable_argsort_uint32(depth_bits)
-    isect_ids, flatten_ids, tile_offsets = (torch.from_numpy(a) for a in cpu_kernels.bin_tiles(
-        lo.numpy(), hi.numpy(), order, depth_bits, tiles_x, tiles_x * tiles_y))
-    return TileIntersections(isect_ids, flatten_ids, tile_offsets, tiles_x, tiles_y)
+    depth_bits = np.ascontiguousarray(depths.numpy(), dtype=np.float32).view(np.uint32)
+    flatten_ids, tile_offsets, _ = tile_bins(means2d.numpy(), radii.numpy(), depth_bits, tiles_x, tiles_y, tile_size)
+    isect_ids = np.repeat(np.arange(tiles_x * tiles_y, dtype=np.int64) << 32, np.diff(tile_offsets))
+    isect_ids |= depth_bits[flatten_ids]  # (the render path drops these keys: their temporaries stay small)
+    return TileIntersections(torch.from_numpy(isect_ids), torch.from_numpy(flatten_ids), torch.from_numpy(tile_offsets),
+                             tiles_x, tiles_y)
+
+
+def tile_bins(means2d: np.ndarray, radii: np.ndarray, depth_bits: np.ndarray, tiles_x: int, tiles_y: int,
+              tile_size: int = TILE_SIZE, buffer: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flatten_ids (M,) int64, tile_offsets (tiles + 1,) int64, the uint64 buffer holding flatten_ids): the
+    Gaussians of each tile front to back.
+
+    means2d (N, 2) float32, radii (N, 2) int32 (0: culled), depth_bits (N,) uint32. The ids go in `buffer`
+    when it holds them, else in a new array (with 25% to spare when a buffer was given: the caller reuses it).
+    """
+    means2d = np.ascontiguousarray(means2d, dtype=np.float32)
+    radii = np.ascontiguousarray(radii, dtype=np.int32)
+    chunks = 4 * numba.get_num_threads()  # a few per thread: even shares when culled Gaussians cluster
+    tile_offsets, starts = cpu_kernels.count_tiles(means2d, radii, tiles_x, tiles_y, tile_size, chunks)
+    count = int(tile_offsets[-1])
+    if buffer is None:
+        buffer = np.empty(count, np.uint64)
+    elif len(buffer) < count:
+        buffer = np.empty(count + count // 4, np.uint64)
+    cpu_kernels.fill_tiles(means2d, radii, depth_bits, tiles_x, tiles_y, tile_size, tile_offsets, starts,
+                           buffer[:count])
+    return buffer[:count].view(np.int64), tile_offsets, buffer  # ids below 2^32: the same values as int64

@@ -16,7 +16,10 @@ import numpy as np
 import torch
 
 from exgs_core.render import cpu_kernels
-from exgs_core.render.projection import TILE_SIZE, covariances, intersect_tiles, project
+from exgs_core.render.projection import (
+    ALPHA_THRESHOLD, EPS2D, FAR_PLANE, NEAR_PLANE, TILE_SIZE, camera_matrices, covariances, intersect_tiles, project,
+    tile_bins,
+)
 from exgs_core.scene import CHUNK
 from exgs_core.sh import evaluate_sh
 
@@ -241,30 +244,40 @@ def _render_gsplat(params: dict[str, torch.Tensor], camera, background, degree: 
     return RenderOutput(rgb=colors[0, ..., :3].cpu(), alpha=alpha, depth=colors[0, ..., 3].cpu(), coverage=coverage)
 
 
-def gaussian_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: torch.Tensor,
-                           camera) -> torch.Tensor:
-    """(N, 3) float64 per Gaussian over one view: sum of alpha*T, sum of opacity*T, pixels touched.
+class ViewScorer:
+    """Per-Gaussian significance sums of one scene, one view after another (scoring, ugc.significance).
 
-    The first column equals the gradient of a one-channel render of colour 1 with respect to the colours
-    (tests check that), computed here in one forward traversal without a backward pass.
+    means (N, 3), covars (N, 3, 3), opacities (N,), float32. A view's sums come from compiled kernels over the
+    whole scene, without the render path's gathers of the visible Gaussians. The per-view buffers (the
+    projection, 32 B per Gaussian; the intersections; the workers' sums, 8 B per Gaussian and thread) are
+    made once and reused: written fresh, each view would spend as long in page faults as in projecting.
     """
-    visible, sums = visible_contributions(means, covars, opacities, camera)
-    out = torch.zeros(len(means), 3, dtype=torch.float64)
-    out[visible] = torch.from_numpy(sums)
-    return out
 
+    def __init__(self, means: np.ndarray, covars: np.ndarray, opacities: np.ndarray) -> None:
+        n = len(means)
+        self.means = np.ascontiguousarray(means, dtype=np.float32)
+        self.covars = np.ascontiguousarray(covars, dtype=np.float32)
+        self.opacities = np.ascontiguousarray(opacities, dtype=np.float32)
+        self.sigma_cuts = cpu_kernels.sigma_cuts(self.opacities)
+        self.means2d, self.conics = np.empty((n, 2), np.float32), np.empty((n, 3), np.float32)
+        self.depths, self.radii = np.empty(n, np.float32), np.empty((n, 2), np.int32)
+        self.intersections = np.empty(0, np.uint64)
+        self.scores = np.empty((numba.get_num_threads(), n), np.float64)
 
-def visible_contributions(means: torch.Tensor, covars: torch.Tensor, opacities: torch.Tensor,
-                          camera) -> tuple[torch.Tensor, np.ndarray]:
-    """gaussian_contributions for the Gaussians the view can show only: (their indices, their (V, 3) sums).
-    Nothing of the size of the whole scene outlives the projection."""
-    width, height = int(camera.width), int(camera.height)
-    visible, means2d, conics, depths, radii = project_visible(means, opacities, camera, covars=covars)
-    isects = intersect_tiles(means2d, radii, depths, width, height)
-    isects.isect_ids = None  # the sort keys: compositing needs the order only
-    del radii, depths
-    arrays = _kernel_arrays(means2d, conics, opacities[visible], torch.zeros(len(visible), 1), isects)
-    del means2d, conics
-    sums = cpu_kernels.composite_significance(arrays[0], arrays[1], arrays[2], arrays[4], arrays[5], width, height,
-                                              TILE_SIZE, isects.tiles_x, numba.get_num_threads())
-    return visible, sums
+    def sums(self, camera, by_alpha: bool = True) -> np.ndarray:
+        """(N,) float64 over the view: per Gaussian, the sum of alpha*T (`by_alpha`) or of opacity*T over the
+        pixels it contributes to; 0 for the Gaussians the view does not show. Valid until the next call.
+
+        The alpha*T sums equal the gradient of a one-channel render of colour 1 with respect to the colours
+        (tests check that), computed here in one forward traversal without a backward pass.
+        """
+        width, height = int(camera.width), int(camera.height)
+        tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
+        cpu_kernels.project_gaussians_into(
+            self.means, self.covars, *camera_matrices(camera), width, height, EPS2D, NEAR_PLANE, FAR_PLANE,
+            self.opacities, ALPHA_THRESHOLD, self.means2d, self.conics, self.depths, self.radii)
+        flatten_ids, tile_offsets, self.intersections = tile_bins(
+            self.means2d, self.radii, self.depths.view(np.uint32), tiles_x, tiles_y, buffer=self.intersections)
+        return cpu_kernels.composite_significance(self.means2d, self.conics, self.opacities, self.sigma_cuts,
+                                                  flatten_ids, tile_offsets, width, height, TILE_SIZE, tiles_x,
+                                                  by_alpha, self.scores)

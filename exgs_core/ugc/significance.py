@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from exgs_core.render.projection import covariances
-from exgs_core.render.rasterize import visible_contributions
+from exgs_core.render.rasterize import ViewScorer
 from exgs_core.scene import CHUNK, GaussianScene
 
 VARIANTS = ("alpha_t", "sigma_t")
@@ -26,9 +26,8 @@ def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_
     """(N,) float64 scores summed over `cameras`; `on_view(i)` is called after each view (progress, cancel)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown significance variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    column = VARIANTS.index(variant)
-    means = torch.from_numpy(scene.means)
-    opacities = torch.from_numpy(scene.opacities())
+    means = np.ascontiguousarray(scene.means, dtype=np.float32)
+    opacities = np.ascontiguousarray(scene.opacities(), dtype=np.float32)
     total = np.zeros(len(scene), dtype=np.float64)
     with torch.no_grad():
         covars = torch.empty(len(scene), 3, 3, dtype=torch.float32)
@@ -36,11 +35,10 @@ def significance(scene: GaussianScene, cameras: Sequence, variant: str = "alpha_
             part = scene.subset(slice(start, start + CHUNK))
             covars[start:start + CHUNK] = covariances(torch.from_numpy(part.unit_quats()),
                                                       torch.from_numpy(part.scales()))
-        for index, camera in enumerate(cameras):
-            # adding the visible Gaussians' sums only: the others would add 0.0, which changes no float
-            visible, sums = visible_contributions(means, covars, opacities, camera)
-            total[visible.numpy()] += sums[:, column]
-            del visible, sums  # before the next view's are made
-            if on_view is not None:
-                on_view(index)
+    scorer = ViewScorer(means, covars.numpy(), opacities)
+    for index, camera in enumerate(cameras):
+        # in view order; a Gaussian the view does not show adds 0.0, which changes no float
+        total += scorer.sums(camera, by_alpha=variant == "alpha_t")
+        if on_view is not None:
+            on_view(index)
     return total
