@@ -224,13 +224,13 @@ def composite_significance(means2d, conics, opacities, sigma_cut, flatten_ids, t
     return total
 
 
-@numba.njit(cache=True)
 def project_gaussians(means, covars, viewmat, K, width, height, eps2d, near_plane, far_plane, opacities,
                       alpha_threshold):
     """EWA projection of every Gaussian (see projection.project): means2d, conics, depths, radii.
 
     One pass per Gaussian in float64 (results stored as float32), instead of a chain of (N, 3, 3) tensors.
-    `opacities` of length 0 means the plain 3.33-sigma box.
+    `opacities` of length 0 means the plain 3.33-sigma box. (Python, not compiled: a cached compiled caller of
+    a parallel kernel crashes when numba loads it from its cache.)
     """
     n = len(means)
     means2d = np.empty((n, 2), np.float32)
