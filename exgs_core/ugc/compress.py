@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from exgs_core.errors import ExgsError
-from exgs_core.io.exgs import decode_exgs, encode_exgs
+from exgs_core.io.exgs import decode_exgs, encode_exgs, read_exgs_header
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.render.rasterize import torch_single_threaded
 from exgs_core.scene import GaussianScene
@@ -166,13 +166,21 @@ class CompressSettings:
 @dataclass
 class CompressResult:
     data: bytes  # the .exgs file
-    scene: GaussianScene  # what the file decodes to
+    decoded: GaussianScene | None  # what the file decodes to, or None: decoded from `data` on first use
     kept: np.ndarray  # indices of the kept Gaussians in the input scene
     stats: dict = field(default_factory=dict)
     # The settings with what is chosen once per scene fixed (the method; for scenes chosen on a crop, also the
     # level, SH degree and sampling): compressing the same scene to another size with them does not choose the
     # method again.
     scene_settings: CompressSettings | None = None
+
+    @property
+    def scene(self) -> GaussianScene:
+        """What the file decodes to (decoded when first asked for: `exgs compress` without a restoration never
+        does, and a 10M-Gaussian file takes 8 s)."""
+        if self.decoded is None:
+            self.decoded = decode_exgs(self.data)
+        return self.decoded
 
 
 ProgressCallback = Callable[[str, float], None]  # (stage, fraction done) ; raise to cancel
@@ -242,13 +250,13 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     data, kept = chosen.write(target.size_in_bytes(len(scene)))
 
-    decoded = decode_exgs(data)
-    stats = _stats(scene, decoded, data, score_time, time.perf_counter() - start, len(cameras), target)
+    header = read_exgs_header(data)
+    stats = _stats(scene, header["count"], data, score_time, time.perf_counter() - start, len(cameras), target)
     stats["selection_seconds"] = round(sum(e.selection_seconds for e in encoders), 3)  # sampling choice
     stats["merge_seconds"] = round(sum(e.merge_seconds for e in encoders), 3)
     stats["packing_seconds"] = round(sum(e.packing_seconds for e in encoders), 3)
     stats["method"] = chosen.method
-    stats["sh_degree"] = decoded.sh_degree
+    stats["sh_degree"] = header["sh_degree"]
     stats["method_errors"] = method_errors  # mean log check error at the reference ratios (auto only)
     stats["method_seconds"] = round(method_time, 3)  # choosing the method at the reference ratios
     stats["sh_errors"] = {e.sh_degree: round(e.error(), 8) for e in encoders} if len(encoders) > 1 else {}
@@ -257,7 +265,7 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
     stats["level_errors"] = {level: round(error, 8) for level, error in sorted(chosen.level_errors.items())}
     stats["proxy"] = proxy  # {} unless the choices were made on a crop of the scene (large scenes)
     report("done", 1.0)
-    return CompressResult(data, decoded, kept, stats, settings)
+    return CompressResult(data, None, kept, stats, settings)
 
 
 def _packable(scene: GaussianScene, settings: CompressSettings) -> GaussianScene:
@@ -715,14 +723,14 @@ def _next_count(below: tuple[int, int] | None, above: tuple[int, int] | None, bu
     return None if count <= 1 else int(np.clip(guess, 1, count - 1))
 
 
-def _stats(original: GaussianScene, decoded: GaussianScene, data: bytes, score_time: float, total_time: float,
+def _stats(original: GaussianScene, count_after: int, data: bytes, score_time: float, total_time: float,
            views: int, target: Target) -> dict:
     source_bytes = original.metadata.get("source_bytes")
     inria_bytes = INRIA_BYTES_PER_GAUSSIAN * len(original)
     return {
         "target": target.describe(),
         "gaussians_before": len(original),
-        "gaussians_after": len(decoded),
+        "gaussians_after": count_after,
         "bytes_before": source_bytes,
         "bytes_after": len(data),
         "ratio_vs_input": (source_bytes / len(data)) if source_bytes else None,

@@ -12,8 +12,10 @@ numpy only: the Blender side reads .exgs files without torch.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeGuard
+from typing import Any, Callable, TypeGuard
 
 import numpy as np
 
@@ -22,6 +24,9 @@ from exgs_core.sh import SH_C0, num_sh_bases
 
 LAYOUT = "planes-v1"
 MAX_SH_DEGREE = 3
+# Sections are packed on up to PACK_THREADS threads for scenes of PARALLEL_PACK_ABOVE Gaussians or more.
+PACK_THREADS = min(2, os.cpu_count() or 1)
+PARALLEL_PACK_ABOVE = 200_000
 
 # Components of a unit quaternion other than the largest lie in [-1/sqrt(2), 1/sqrt(2)].
 _SMALLEST_THREE_RANGE = 1.0 / math.sqrt(2.0)
@@ -116,15 +121,18 @@ def pack_scene(
     grid = _position_grid(scene, settings)
     order = _order(grid, settings)
 
-    quant: dict[str, Any] = {}
-    sections: dict[str, bytes] = {}
-    quant["means"], sections["means"] = grid["entry"], delta_planes(grid["codes"][order], 3 * settings.position_bits)
-    quant["quats"], sections["quats"] = _pack_rotations(scene.quats[order], settings.rotation_bits)
-    quant["log_scales"], sections["scales"] = _pack_scales(scene.log_scales[order], settings)
-    quant["opacity"], sections["opacity"] = _pack_opacity(scene.opacities()[order], settings.opacity_bits)
-    quant["sh_dc"], sections["sh_dc"] = _pack_dc(scene.sh[order, 0, :], degree, settings.color_bits)
+    packers: dict[str, tuple[str, Callable[[], tuple[Any, bytes]]]] = {  # section: (quantisation key, packer)
+        "means": ("means", lambda: (grid["entry"], delta_planes(grid["codes"][order], 3 * settings.position_bits))),
+        "quats": ("quats", lambda: _pack_rotations(scene.quats[order], settings.rotation_bits)),
+        "scales": ("log_scales", lambda: _pack_scales(scene.log_scales[order], settings)),
+        "opacity": ("opacity", lambda: _pack_opacity(scene.opacities()[order], settings.opacity_bits)),
+        "sh_dc": ("sh_dc", lambda: _pack_dc(scene.sh[order, 0, :], degree, settings.color_bits)),
+    }
     if degree > 0:
-        quant["sh_rest"], sections["sh_rest"] = _pack_sh_rest(scene.sh[order], degree, settings)
+        packers["sh_rest"] = ("sh_rest", lambda: _pack_sh_rest(scene.sh[order], degree, settings))
+    packed = _run_packers({name: packer for name, (_, packer) in packers.items()}, len(scene))
+    quant = {key: packed[name][0] for name, (key, _) in packers.items()}
+    sections = {name: packed[name][1] for name in packers}
 
     lo, hi = scene.bounds()
     header = {
@@ -136,6 +144,16 @@ def pack_scene(
         "quantisation": quant,
     }
     return header, sections
+
+
+def _run_packers(packers: dict[str, Callable[[], tuple[Any, bytes]]], count: int) -> dict[str, tuple[Any, bytes]]:
+    """Each section's (quantisation entry, bytes); on PACK_THREADS threads for large scenes (numpy releases the
+    GIL in its array loops, and the sections do not depend on one another: the same bytes either way)."""
+    if count < PARALLEL_PACK_ABOVE or PACK_THREADS < 2:
+        return {name: packer() for name, packer in packers.items()}
+    with ThreadPoolExecutor(PACK_THREADS) as pool:
+        futures = {name: pool.submit(packer) for name, packer in packers.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def packing_order(scene: GaussianScene, settings: PackSettings | None = None) -> np.ndarray:
