@@ -145,9 +145,11 @@ def test_sections_coded_side_by_side_give_the_bytes_coded_one_after_another(monk
     scene = read_scene(SCENES_DIR / "mjw_fox.ply")
     header, sections = pack_scene(scene)
     assert sum(len(s) for s in sections.values()) >= exgs_module.PARALLEL_ENCODE_ABOVE  # the threaded path
-    monkeypatch.setattr(exgs_module, "ENCODE_THREADS", 2)
+    import exgs_core.side_by_side as threads_module
+
+    monkeypatch.setattr(threads_module, "THREADS", 2)
     side_by_side = encode_container(header, sections)
-    monkeypatch.setattr(exgs_module, "ENCODE_THREADS", 1)
+    monkeypatch.setattr(threads_module, "THREADS", 1)
     assert side_by_side == encode_container(header, sections)
     assert decode_container(side_by_side)[1] == sections
 

@@ -19,7 +19,6 @@ import os
 import re
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +28,7 @@ from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.scene import GaussianScene
+from exgs_core.side_by_side import run_side_by_side
 from exgs_core.validate import JsonError, parse_json
 from exgs_core.ugc.pack import PackSettings, check_pack_header, expected_section_sizes, pack_scene, unpack_scene
 
@@ -49,9 +49,7 @@ MAX_HEADER_BYTES = 1 << 24
 MAX_SECTIONS = 256
 ZSTD_LEVEL = 19
 DEFAULT_CODEC = "lzma"  # 4% smaller than zstd-19 on our planes, and in every Python's standard library
-# Sections are coded on up to this many threads (each lzma coder holds up to ~700 MiB at a 64 MiB dictionary,
-# so not one per core on a large machine), when the file holds at least PARALLEL_ENCODE_ABOVE bytes of them.
-ENCODE_THREADS = min(2, os.cpu_count() or 1)
+# Sections are coded side by side (exgs_core.side_by_side) when the file holds at least this many bytes of them.
 PARALLEL_ENCODE_ABOVE = 1 << 18
 # All sections together may decode to at most this multiple of the file size plus DECODE_ALLOWANCE bytes:
 # real files expand 1.7-5.6 times (SH rest planes compress best), and the bound keeps a crafted file from
@@ -85,19 +83,15 @@ def encode_container(header: dict[str, Any], sections: dict[str, bytes], codec: 
 
 
 def _encode_sections(sections: dict[str, bytes], codec: str) -> list[bytes]:
-    """The section records in the given order, the large ones coded side by side on ENCODE_THREADS threads.
+    """The section records in the given order, those of large files coded side by side.
 
     lzma and zstd release the GIL, and each section is coded on its own, so the bytes are the same as one
     after the other; lzma at its strongest codes about 1.2 MB/s, and a 10M-Gaussian file spent 170 s in it."""
-    names = list(sections)
-    threads = min(ENCODE_THREADS, len(names))
-    if codec == "raw" or threads < 2 or sum(len(p) for p in sections.values()) < PARALLEL_ENCODE_ABOVE:
-        return [_encode_section(name, bytes(sections[name]), codec) for name in names]
-    largest_first = sorted(names, key=lambda name: -len(sections[name]))  # the longest jobs start first
-    with ThreadPoolExecutor(threads) as pool:
-        coded = dict(zip(largest_first, pool.map(lambda name: _encode_section(name, bytes(sections[name]), codec),
-                                                 largest_first)))
-    return [coded[name] for name in names]
+    largest_first = sorted(sections, key=lambda name: -len(sections[name]))  # the longest jobs start first
+    jobs = {name: (lambda name=name: _encode_section(name, bytes(sections[name]), codec)) for name in largest_first}
+    parallel = codec != "raw" and sum(len(p) for p in sections.values()) >= PARALLEL_ENCODE_ABOVE
+    coded = run_side_by_side(jobs, parallel)
+    return [coded[name] for name in sections]
 
 
 def _encode_section(name: str, payload: bytes, codec: str) -> bytes:

@@ -12,8 +12,6 @@ numpy only: the Blender side reads .exgs files without torch.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, TypeGuard
 
@@ -21,12 +19,11 @@ import numpy as np
 
 from exgs_core.scene import GaussianScene
 from exgs_core.sh import SH_C0, num_sh_bases
+from exgs_core.side_by_side import run_side_by_side
 
 LAYOUT = "planes-v1"
 MAX_SH_DEGREE = 3
-# Sections are packed on up to PACK_THREADS threads for scenes of PARALLEL_PACK_ABOVE Gaussians or more.
-PACK_THREADS = min(2, os.cpu_count() or 1)
-PARALLEL_PACK_ABOVE = 200_000
+PARALLEL_PACK_ABOVE = 200_000  # sections of scenes this large are packed side by side (exgs_core.side_by_side)
 
 # Components of a unit quaternion other than the largest lie in [-1/sqrt(2), 1/sqrt(2)].
 _SMALLEST_THREE_RANGE = 1.0 / math.sqrt(2.0)
@@ -130,7 +127,9 @@ def pack_scene(
     }
     if degree > 0:
         packers["sh_rest"] = ("sh_rest", lambda: _pack_sh_rest(scene.sh[order], degree, settings))
-    packed = _run_packers({name: packer for name, (_, packer) in packers.items()}, len(scene))
+    # numpy releases the GIL in its array loops and the sections do not depend on one another: the same bytes
+    packed = run_side_by_side({name: packer for name, (_, packer) in packers.items()},
+                              len(scene) >= PARALLEL_PACK_ABOVE)
     quant = {key: packed[name][0] for name, (key, _) in packers.items()}
     sections = {name: packed[name][1] for name in packers}
 
@@ -144,16 +143,6 @@ def pack_scene(
         "quantisation": quant,
     }
     return header, sections
-
-
-def _run_packers(packers: dict[str, Callable[[], tuple[Any, bytes]]], count: int) -> dict[str, tuple[Any, bytes]]:
-    """Each section's (quantisation entry, bytes); on PACK_THREADS threads for large scenes (numpy releases the
-    GIL in its array loops, and the sections do not depend on one another: the same bytes either way)."""
-    if count < PARALLEL_PACK_ABOVE or PACK_THREADS < 2:
-        return {name: packer() for name, packer in packers.items()}
-    with ThreadPoolExecutor(PACK_THREADS) as pool:
-        futures = {name: pool.submit(packer) for name, packer in packers.items()}
-        return {name: future.result() for name, future in futures.items()}
 
 
 def packing_order(scene: GaussianScene, settings: PackSettings | None = None) -> np.ndarray:
