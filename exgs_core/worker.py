@@ -199,16 +199,19 @@ def render_frame(scene: GaussianScene, camera: Camera, background: Sequence[floa
 
 
 def compress_scene(scene: GaussianScene, target: dict, cameras: Sequence[Camera] | None, sh_degree: int | str | None,
-                   on_progress: ProgressCallback | None = None, restoration: str = "fit") -> tuple[bytes, dict]:
+                   on_progress: ProgressCallback | None = None, restoration: str = "fit",
+                   release_input: bool = False) -> tuple[bytes, dict]:
     """UGC compression: (.exgs bytes, stats). `cameras` (scored at SCORING_SIZE) or None for the automatic views.
-    `restoration` "fit" fits a restoration to the scene within the target (exgs_core.ugc.restoration), "none"."""
+    `restoration` "fit" fits a restoration to the scene within the target (exgs_core.ugc.restoration), "none".
+    `release_input`: `scene` is not used afterwards (see compress()): large scenes drop their unused SH bands."""
     from exgs_core.ugc.compress import CompressSettings, Target, at_scoring_size, scoring_cameras
     from exgs_core.ugc.restoration import RestorationSettings, compress_restored
 
     views = at_scoring_size(cameras) if cameras else scoring_cameras(scene)
     settings = CompressSettings(sh_degree=sh_degree)
     result = compress_restored(scene, Target(target["kind"], float(target["value"])), views, settings,
-                               on_progress=on_progress, restoration=RestorationSettings(restoration))
+                               on_progress=on_progress, restoration=RestorationSettings(restoration),
+                               release_input=release_input)
     return result.data, result.stats
 
 
@@ -300,17 +303,20 @@ class WorkerRuntime:
         self.extra_path = extra_path or str(Path(__file__).resolve().parents[1])
         self._process: subprocess.Popen | None = None
         self._scene_key: str | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="exgs-worker-", suffix=".log", delete=False)
+        self._log: IO[bytes] | None = None  # the worker's stderr, created with the first process
         self._lock = threading.Lock()
 
     def _start(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (self.extra_path, env.get("PYTHONPATH")) if p)
+            if self._log is None:
+                self._log = tempfile.NamedTemporaryFile(prefix="exgs-worker-", suffix=".log", delete=False)
             try:
                 self._process = subprocess.Popen([self.python, "-m", "exgs_core.worker"], stdin=subprocess.PIPE,
                                                  stdout=subprocess.PIPE, stderr=self._log, env=env)
             except OSError as error:
+                self._remove_log()
                 raise WorkerError(f"cannot start the ExGS worker with {self.python}: {error}") from error
             self._scene_key = None
         return self._process
@@ -332,13 +338,18 @@ class WorkerRuntime:
                         self.close()  # the only way to stop a running job; the next request restarts it
                         raise
         except (OSError, EOFError, ValueError) as error:
-            self.close()
-            raise WorkerError(f"the ExGS worker ({self.python}) stopped: {error}. {self._log_tail()}") from error
+            self._stop()
+            tail = self._log_tail()
+            self._log = None  # kept on disk for the user (the message names it); the next process gets a new one
+            raise WorkerError(f"the ExGS worker ({self.python}) stopped: {error}. {tail}") from error
         if not reply.get("ok"):
             raise WorkerError(f"ExGS worker: {reply.get('error', 'unknown error')}")
         return reply, out
 
     def _log_tail(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
         text = Path(self._log.name).read_text(errors="replace").strip().splitlines()
         return f"Its log ({self._log.name}) ends: {text[-1]}" if text else ""
 
@@ -376,10 +387,21 @@ class WorkerRuntime:
         return out["data"].tobytes(), reply["stats"]
 
     def close(self) -> None:
+        """Stop the worker process and delete its log (a log named in an error message is kept)."""
+        self._stop()
+        self._remove_log()
+
+    def _stop(self) -> None:
         process, self._process, self._scene_key = self._process, None, None
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+
+    def _remove_log(self) -> None:
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+            Path(log.name).unlink(missing_ok=True)
 
 
 def _json_safe(metadata: dict) -> dict:
@@ -419,7 +441,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 cameras = [camera_from_json(c) for c in header["cameras"]] if header.get("cameras") else None
                 data, stats = compress_scene(scene, header["target"], cameras, header.get("sh_degree"),
                                              lambda stage, f: write_message(stdout, {"progress": [stage, f]}),
-                                             header.get("restoration", "fit"))
+                                             header.get("restoration", "fit"), release_input=True)
+                scene = None  # this process's own copy, cut by release_input: Blender loads a scene to render
                 write_message(stdout, {"ok": True, "stats": stats}, {"data": np.frombuffer(data, np.uint8)})
             elif command == "hello":
                 write_message(stdout, {"ok": True, "info": runtime_info()})

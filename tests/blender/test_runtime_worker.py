@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,8 +70,30 @@ def test_worker_compress_matches_in_process_and_cancels(worker, small_scene):
 
 
 def test_worker_reports_errors_and_bad_python(small_scene):
+    runtime = WorkerRuntime("/nonexistent/python")
     with pytest.raises(WorkerError, match="cannot start"):
-        WorkerRuntime("/nonexistent/python").info()
+        runtime.info()
+    assert runtime._log is None  # no log file left behind for a process that never ran
+
+
+def test_worker_log_is_deleted_on_close_and_kept_when_the_worker_dies(tmp_path):
+    runtime = WorkerRuntime(sys.executable)
+    runtime.info()
+    log = Path(runtime._log.name)
+    assert log.exists()
+    runtime.close()
+    assert not log.exists()
+
+    dying = WorkerRuntime("/bin/sh")  # `sh -m exgs_core.worker`: prints an error and exits at once
+    with pytest.raises(WorkerError, match="stopped") as error:
+        dying.info()
+    kept = Path(str(error.value).split("Its log (")[1].split(")")[0])
+    try:
+        assert kept.exists() and "exgs_core.worker" in kept.read_text()  # the shell's complaint
+        dying.close()
+        assert kept.exists()  # named in the error: closing does not delete it
+    finally:
+        kept.unlink(missing_ok=True)
 
 
 def test_worker_restores_each_object_like_in_process(worker, small_scene):
