@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from exgs_core.errors import CameraFormatError
+from exgs_core.side_by_side import run_side_by_side
 from exgs_core.scene import quat_to_rotation, rotation_to_quat
 from exgs_core.fileio import atomic_write
 from exgs_core.validate import MAX_JSON_BYTES, JsonError, check_frame_count, check_image_size, parse_json
@@ -32,6 +33,7 @@ from exgs_core.validate import MAX_JSON_BYTES, JsonError, check_frame_count, che
 FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
 
 _RIGID_TOLERANCE = 1e-5
+PARALLEL_AXES_ABOVE = 1_000_000  # robust_bounds sorts the axes of this many points side by side
 
 _UP_AXES = {
     "+x": (1.0, 0.0, 0.0),
@@ -472,16 +474,19 @@ def robust_bounds(
 
 def _weighted_percentiles(points: np.ndarray, weights: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
     """Per-axis weighted percentiles (rows: percentiles), interpolating between weight-midpoints of the samples."""
-    result = np.empty((len(percentiles), points.shape[1]))
-    for axis in range(points.shape[1]):
+    def on_axis(axis: int) -> np.ndarray:
         column = points[:, axis].astype(np.float64)
         order = np.argsort(column, kind="stable")
         values, w = column[order], weights[order]
         del column
         cumulative = np.cumsum(w)
         positions = (cumulative - 0.5 * w) / cumulative[-1]
-        result[:, axis] = np.interp(np.asarray(percentiles) / 100.0, positions, values)
-    return result
+        return np.interp(np.asarray(percentiles) / 100.0, positions, values)
+
+    # The axes side by side on large scenes: a stable sort of each (1.3 s at 10M points; numpy releases the GIL)
+    axes = run_side_by_side({axis: (lambda axis=axis: on_axis(axis)) for axis in range(points.shape[1])},
+                            len(points) >= PARALLEL_AXES_ABOVE)
+    return np.stack([axes[axis] for axis in range(points.shape[1])], axis=1)
 
 
 def _horizontal_basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

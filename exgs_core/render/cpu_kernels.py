@@ -82,7 +82,7 @@ def _pixel_box(conic_a, conic_b, conic_c, mean_x, mean_y, sigma_cut, x0, y0, x1,
 
 @numba.njit(parallel=True, cache=True)
 def composite_forward(means2d, conics, opacities, colors, flatten_ids, tile_offsets, width, height, tile_size,
-                      tiles_x):
+                      tiles_x, n_workers):
     """Accumulated colours (H, W, C) without background, final transmittance (H, W), last index used (H, W).
 
     Gaussian-major within a tile: each Gaussian (front to back) updates only the pixels of its footprint,
@@ -95,43 +95,49 @@ def composite_forward(means2d, conics, opacities, colors, flatten_ids, tile_offs
     last = np.full((height, width), -1, np.int64)
     sigma_cut = sigma_cuts(opacities)
     n_tiles = len(tile_offsets) - 1
-    for tile in numba.prange(n_tiles):
-        start, end = tile_offsets[tile], tile_offsets[tile + 1]
-        if start == end:
-            continue
-        x0, y0 = (tile % tiles_x) * tile_size, (tile // tiles_x) * tile_size
-        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
-        t_pixel = np.ones((y1 - y0, x1 - x0), np.float64)
-        done = np.zeros((y1 - y0, x1 - x0), np.bool_)
-        remaining = (y1 - y0) * (x1 - x0)
-        for i in range(start, end):
-            g = flatten_ids[i]
-            a, b, c = conics[g, 0], conics[g, 1], conics[g, 2]
-            x_lo, x_hi, y_lo, y_hi = _pixel_box(a, b, c, means2d[g, 0], means2d[g, 1], sigma_cut[g], x0, y0, x1, y1)
-            for py in range(y_lo, y_hi + 1):
-                for px in range(x_lo, x_hi + 1):
-                    if done[py - y0, px - x0]:
-                        continue
-                    alpha = _alpha(a, b, c, means2d[g, 0] - (px + 0.5), means2d[g, 1] - (py + 0.5), opacities[g],
-                                   sigma_cut[g])
-                    if alpha < 0.0:
-                        continue
-                    t = t_pixel[py - y0, px - x0]
-                    next_t = t * (1.0 - alpha)
-                    if next_t <= MIN_TRANSMITTANCE:
-                        done[py - y0, px - x0] = True
-                        remaining -= 1
-                        continue
-                    weight = alpha * t
-                    for ch in range(channels):
-                        out[py, px, ch] += colors[g, ch] * weight
-                    last[py, px] = i
-                    t_pixel[py - y0, px - x0] = next_t
-            if remaining == 0:
-                break
-        for py in range(y0, y1):
-            for px in range(x0, x1):
-                final_t[py, px] = t_pixel[py - y0, px - x0]
+    # Worker w takes tiles w, w + n_workers, ...: prange's contiguous halves left one thread idle when the
+    # object filled one half of a small image (each tile is computed alone, so the pixels are the same).
+    for worker in numba.prange(n_workers):
+        t_pixel = np.empty((tile_size, tile_size), np.float64)
+        done = np.empty((tile_size, tile_size), np.bool_)
+        for tile in range(worker, n_tiles, n_workers):
+            start, end = tile_offsets[tile], tile_offsets[tile + 1]
+            if start == end:
+                continue
+            x0, y0 = (tile % tiles_x) * tile_size, (tile // tiles_x) * tile_size
+            x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+            t_pixel[:, :] = 1.0
+            done[:, :] = False
+            remaining = (y1 - y0) * (x1 - x0)
+            for i in range(start, end):
+                g = flatten_ids[i]
+                a, b, c = conics[g, 0], conics[g, 1], conics[g, 2]
+                x_lo, x_hi, y_lo, y_hi = _pixel_box(a, b, c, means2d[g, 0], means2d[g, 1], sigma_cut[g], x0, y0,
+                                                    x1, y1)
+                for py in range(y_lo, y_hi + 1):
+                    for px in range(x_lo, x_hi + 1):
+                        if done[py - y0, px - x0]:
+                            continue
+                        alpha = _alpha(a, b, c, means2d[g, 0] - (px + 0.5), means2d[g, 1] - (py + 0.5),
+                                       opacities[g], sigma_cut[g])
+                        if alpha < 0.0:
+                            continue
+                        t = t_pixel[py - y0, px - x0]
+                        next_t = t * (1.0 - alpha)
+                        if next_t <= MIN_TRANSMITTANCE:
+                            done[py - y0, px - x0] = True
+                            remaining -= 1
+                            continue
+                        weight = alpha * t
+                        for ch in range(channels):
+                            out[py, px, ch] += colors[g, ch] * weight
+                        last[py, px] = i
+                        t_pixel[py - y0, px - x0] = next_t
+                if remaining == 0:
+                    break
+            for py in range(y0, y1):
+                for px in range(x0, x1):
+                    final_t[py, px] = t_pixel[py - y0, px - x0]
     return out, final_t, last
 
 

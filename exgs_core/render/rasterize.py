@@ -186,7 +186,8 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, channels, isects, width, height):
         arrays = _kernel_arrays(means2d, conics, opacities, channels, isects)
-        out, final_t, last = cpu_kernels.composite_forward(*arrays, width, height, TILE_SIZE, isects.tiles_x)
+        out, final_t, last = cpu_kernels.composite_forward(*arrays, width, height, TILE_SIZE, isects.tiles_x,
+                                                           numba.get_num_threads())
         ctx.saved = (arrays, width, height, isects.tiles_x, final_t, last)
         return torch.from_numpy(out), torch.from_numpy(final_t)
 
