@@ -154,6 +154,21 @@ def test_sections_coded_side_by_side_give_the_bytes_coded_one_after_another(monk
     assert decode_container(side_by_side)[1] == sections
 
 
+def test_lzma_writer_dictionary_is_capped_and_every_dictionary_decodes(monkeypatch):
+    """A section longer than the writer's dictionary (LZMA_WRITER_DICT) decodes with the reader's own filter, and
+    so does one written with the reader's whole dictionary (files written before the cap)."""
+    import exgs_core.io.exgs as exgs_module
+
+    block = np.random.default_rng(0).integers(0, 256, 1 << 18, np.uint8).tobytes()
+    payload = block + bytes(exgs_module.LZMA_WRITER_DICT + (1 << 19)) + block  # a repeat beyond the cap
+    capped = encode_container({}, {"big": payload})
+    assert decode_container(capped)[1]["big"] == payload
+    monkeypatch.setattr(exgs_module, "LZMA_WRITER_DICT", 1 << 26)
+    whole = encode_container({}, {"big": payload})
+    assert decode_container(whole)[1]["big"] == payload
+    assert len(capped) > len(whole) + len(block) // 2  # the capped writer could not see the repeat
+
+
 def test_container_layout_matches_the_spec():
     data = encode_container({"k": "v"}, {"one": b"x" * 100, "two": b"abc"}, codec="raw")
     version, header, records = split_file(data)
