@@ -2,7 +2,7 @@
 mesh-based splat object, a PointCloud for a native one), so linked duplicates share them.
 
 - "exgs_splat" (SPLAT_VERSION): the data was made by ExGS; "exgs_sh_degree"; "exgs_source_name" and
-  "exgs_source_bytes" (the file it came from);
+  "exgs_source_bytes" (the file it came from; a float, as files pass 2 GiB);
 - "exgs_inria_ratio" and INPUT_COUNT_PROPERTY: how compressed the Gaussians are (set by .exgs files made by
   compression), so an export keeps the ratio;
 - RESTORATION_PROPERTY: the fitted restoration (Restoration.to_text()) of the .exgs file;
@@ -52,7 +52,8 @@ def write_facts(data: Any, scene: GaussianScene) -> None:
     if "source_name" in scene.metadata:
         data["exgs_source_name"] = str(scene.metadata["source_name"])
     if "source_bytes" in scene.metadata:
-        data["exgs_source_bytes"] = int(scene.metadata["source_bytes"])
+        # A float (exact to 2^53): ID properties' integers are 32-bit, and a 10M-Gaussian .ply passes 2 GiB
+        data["exgs_source_bytes"] = float(int(scene.metadata["source_bytes"]))
     restoration = scene.metadata.get("restoration")  # fitted to these Gaussians: kept in the .blend
     if isinstance(restoration, Restoration):
         data[RESTORATION_PROPERTY] = restoration.to_text()

@@ -45,6 +45,10 @@ def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp
                  log_scales=world.log_scales, sh=world.sh)
         result["info"] = so.info_of(obj)
         result["not_splat"] = [so.is_splat(None), so.is_splat(bpy.data.objects["Camera"])]
+        big = scene.subset(slice(0, 10))
+        big.metadata["source_bytes"] = 2_480_001_533  # a 10M-Gaussian .ply: past ID properties' 32-bit integers
+        huge = so.create_splat(big, "Huge")
+        result["huge"] = [so.info_of(huge)["source_bytes"], so.scene_of(huge).metadata["source_bytes"]]
         obj.scale = (1.0, 2.0, 1.0)
         bpy.context.view_layer.update()
         try:
@@ -95,6 +99,7 @@ def test_world_space_replace_and_info(blender_extension: InstalledExtension, tmp
     assert inria_ratio(read_scene(tmp_path / "exported.exgs")) == pytest.approx(ratio, rel=0.05)
     assert out["replaced_restoration"] is None
     assert out["not_splat"] == [False, False]
+    assert out["huge"] == [2_480_001_533, 2_480_001_533]  # importing a .ply over 2 GiB failed with OverflowError
     assert "'Splat'" in out["non_uniform"] and "scale" in out["non_uniform"]
     name, count, degree, same_material, scale, info_count, rest = out["replaced"]
     assert [name, count, degree, same_material, scale, info_count] == ["Splat", 500, 1, True, [1.0, 2.0, 1.0], 500]
