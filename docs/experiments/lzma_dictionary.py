@@ -6,8 +6,8 @@ whole-file encode (encode_container, sections side by side on two threads) with 
 
 The sections are those of `--count` Gaussians drawn at random from the SH-3 real tile scene tiled to 10M,
 packed at quantisation level 5 and SH degree 0, as the 10M scale series' file (its sections are 15-20 MB).
-Measured 2026-12-06, idle machine: 64 MiB 26,192,685 bytes in 64.2 s; 4 MiB 26,190,518 in 55.7 s;
-2 MiB 26,219,032 in 43.8 s.
+Measured 2026-12-06, idle machine: 64 MiB 26,192,680 bytes in 57.0 s; 4 MiB 26,190,513 in 47.6 s;
+2 MiB 26,219,027 in 39.8 s (an earlier run of the same sections: 64.2, 55.7 and 43.8 s).
 """
 
 from __future__ import annotations
