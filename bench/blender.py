@@ -90,8 +90,9 @@ def bench(path: Path, repeats: int, ours_only: bool = False) -> None:
     if blender:
         print(f"| Blender: wm.ply_import ({blender_count:,} points) | {min(blender):.2f} |")
         print(f"ours / Blender's: {min(ours) / min(blender):.2f}x")
-    print(f"goal ours <= 3 s at 1M: {'met' if min(ours) <= 3 else 'MISSED'}; peak memory {peak_memory_gib():.2f} GiB"
-          f"{'' if ours_only else ' (both importers)'}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    goal = f"goal ours <= 3 s at 1M: {'met' if min(ours) <= 3 else 'MISSED'}; " if count <= 1_000_000 else ""
+    print(f"{goal}peak memory {peak_memory_gib():.2f} GiB{'' if ours_only else ' (both importers)'}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:
