@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from exgs_core.errors import CameraFormatError
-from exgs_core.side_by_side import run_side_by_side
+from exgs_core.side_by_side import LARGE, run_side_by_side
 from exgs_core.scene import quat_to_rotation, rotation_to_quat
 from exgs_core.fileio import atomic_write
 from exgs_core.validate import MAX_JSON_BYTES, JsonError, check_frame_count, check_image_size, parse_json
@@ -33,7 +33,6 @@ from exgs_core.validate import MAX_JSON_BYTES, JsonError, check_frame_count, che
 FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
 
 _RIGID_TOLERANCE = 1e-5
-PARALLEL_AXES_ABOVE = 1_000_000  # robust_bounds sorts the axes of this many points side by side
 
 _UP_AXES = {
     "+x": (1.0, 0.0, 0.0),
@@ -485,7 +484,7 @@ def _weighted_percentiles(points: np.ndarray, weights: np.ndarray, percentiles: 
 
     # The axes side by side on large scenes: a stable sort of each (1.3 s at 10M points; numpy releases the GIL)
     axes = run_side_by_side({axis: (lambda axis=axis: on_axis(axis)) for axis in range(points.shape[1])},
-                            len(points) >= PARALLEL_AXES_ABOVE)
+                            len(points) >= LARGE)
     return np.stack([axes[axis] for axis in range(points.shape[1])], axis=1)
 
 

@@ -11,6 +11,9 @@ from typing import Callable, Hashable, TypeVar
 # Two at most: each lzma coder holds up to ~700 MiB at a 64 MiB dictionary, so not one per core on a large
 # machine; the machines this is measured on have two cores.
 THREADS = min(2, os.cpu_count() or 1)
+# Work over arrays of at least this many elements (Gaussians, points) is worth a thread; below, the jobs run in
+# the caller's thread (a thread's start costs more than the work of a small scene).
+LARGE = 200_000
 
 Key = TypeVar("Key", bound=Hashable)
 Result = TypeVar("Result")

@@ -23,10 +23,10 @@ from exgs_core.io.exgs import decode_exgs, encode_exgs, read_exgs_header
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
 from exgs_core.render.rasterize import torch_single_threaded
 from exgs_core.scene import GaussianScene
-from exgs_core.side_by_side import run_side_by_side
+from exgs_core.side_by_side import LARGE, run_side_by_side
 from exgs_core.ugc.amplify import Amplification, amplify
 from exgs_core.ugc.merge import Merger
-from exgs_core.ugc.pack import PARALLEL_PACK_ABOVE, PackSettings, pack_scene, unpack_scene
+from exgs_core.ugc.pack import PackSettings, pack_scene, unpack_scene
 from exgs_core.ugc.sampling import VoxelGrid, voxel_size_for
 from exgs_core.ugc.significance import significance
 
@@ -537,7 +537,7 @@ class _Encoder:
         self.packed = (self.level, count, self.preview, fields, sections)
         fast = sum(len(coded) for coded in run_side_by_side(
             {name: (lambda section=section: _fast_coded(section)) for name, section in sections.items()},
-            count >= PARALLEL_PACK_ABOVE).values())
+            count >= LARGE).values())
         if self.codec_ratio is None:
             self.codec_ratio = len(self._container(pruned, kept)) / fast
         self.packing_seconds += time.perf_counter() - start

@@ -19,11 +19,10 @@ import numpy as np
 
 from exgs_core.scene import GaussianScene
 from exgs_core.sh import SH_C0, num_sh_bases
-from exgs_core.side_by_side import run_side_by_side
+from exgs_core.side_by_side import LARGE, run_side_by_side
 
 LAYOUT = "planes-v1"
 MAX_SH_DEGREE = 3
-PARALLEL_PACK_ABOVE = 200_000  # sections of scenes this large are packed side by side (exgs_core.side_by_side)
 
 # Components of a unit quaternion other than the largest lie in [-1/sqrt(2), 1/sqrt(2)].
 _SMALLEST_THREE_RANGE = 1.0 / math.sqrt(2.0)
@@ -129,7 +128,7 @@ def pack_scene(
         packers["sh_rest"] = ("sh_rest", lambda: _pack_sh_rest(scene.sh[order], degree, settings))
     # numpy releases the GIL in its array loops and the sections do not depend on one another: the same bytes
     packed = run_side_by_side({name: packer for name, (_, packer) in packers.items()},
-                              len(scene) >= PARALLEL_PACK_ABOVE)
+                              len(scene) >= LARGE)
     quant = {key: packed[name][0] for name, (key, _) in packers.items()}
     sections = {name: packed[name][1] for name in packers}
 

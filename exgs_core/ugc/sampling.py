@@ -13,12 +13,11 @@ import numba
 import numpy as np
 
 from exgs_core.numba_cache import configure_numba_cache
-from exgs_core.side_by_side import run_side_by_side
+from exgs_core.side_by_side import LARGE, run_side_by_side
 
 configure_numba_cache(__file__)
 
 _CELL_OFFSET = 1 << 20  # cells span [-2^20, 2^20) voxels around the scene's corner
-PARALLEL_SORTS_ABOVE = 200_000  # grids of this many points sort side by side (numpy's sorts release the GIL)
 _FIBONACCI = np.int64(-7046029254386353131)  # 2^64 / golden ratio, as int64 (multiplicative hashing)
 
 
@@ -120,7 +119,7 @@ class VoxelGrid:
     def __init__(self, means: np.ndarray, scores: np.ndarray, voxel_size: float):
         self.means, self.scores, self.voxel_size = means, scores, float(voxel_size)
         sorts = run_side_by_side({"voxels": lambda: voxel_keys(means, voxel_size),  # two sorts of N (1 s each at 10M)
-                                  "order": lambda: np.argsort(-scores, kind="stable")}, len(means) >= PARALLEL_SORTS_ABOVE)
+                                  "order": lambda: np.argsort(-scores, kind="stable")}, len(means) >= LARGE)
         (self.voxel_of, self.counts), self.best_first = sorts["voxels"], sorts["order"]
         self.rank = _rank_within_voxel(self.voxel_of, self.best_first)
 
