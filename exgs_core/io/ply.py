@@ -281,7 +281,8 @@ def _warn_about_ignored(path: str | os.PathLike, header: PlyHeader, vertex: PlyE
     unknown = [name for name in vertex.names if name not in known]
     if unknown:
         warnings.warn(
-            f"{path}: ignoring unknown properties of element 'vertex': {', '.join(unknown)}", FormatWarning, stacklevel=7
+            f"{path}: ignoring unknown properties of element 'vertex': {', '.join(unknown)}", FormatWarning,
+            stacklevel=7,  # the caller of read_scene
         )
     others = [e.name for e in header.elements if e is not vertex]
     if others:
@@ -314,7 +315,8 @@ READ_CHUNK_ROWS = 1 << 14
 def _empty_scene(count: int, rest_count: int) -> GaussianScene:
     k = num_sh_bases_for_rest(rest_count)
     return GaussianScene(np.empty((count, 3), np.float32), np.empty((count, 4), np.float32),
-                         np.empty((count, 3), np.float32), np.empty(count, np.float32), np.empty((count, k, 3), np.float32))
+                         np.empty((count, 3), np.float32), np.empty(count, np.float32),
+                         np.empty((count, k, 3), np.float32))
 
 
 def _scene_columns(scene: GaussianScene) -> dict[str, np.ndarray]:
