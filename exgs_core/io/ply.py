@@ -290,21 +290,10 @@ def _warn_about_ignored(path: str | os.PathLike, header: PlyHeader, vertex: PlyE
 
 
 def _scene_from_vertices(data: np.ndarray, rest_count: int) -> GaussianScene:
-    count = len(data)
-    k = num_sh_bases_for_rest(rest_count)
-    sh = np.empty((count, k, 3), np.float32)
-    for channel in range(3):
-        sh[:, 0, channel] = data[F_DC[channel]]
-        for coefficient in range(1, k):
-            # f_rest is channel-major: all R coefficients, then G, then B
-            sh[:, coefficient, channel] = data[f"f_rest_{channel * (k - 1) + coefficient - 1}"]
-    return GaussianScene(
-        means=_columns(data, POSITION),
-        quats=_columns(data, ROTATION),
-        log_scales=_columns(data, SCALES),
-        opacity_logits=np.array(data["opacity"], np.float32),
-        sh=sh,
-    )
+    scene = _empty_scene(len(data), rest_count)
+    for name, out in _scene_columns(scene).items():
+        out[:] = data[name]
+    return scene
 
 
 # Rows decoded per read of a binary body: 16k rows of an SH-3 .ply are 4 MB, small next to any scene that
@@ -340,7 +329,7 @@ def _read_binary_columns(path: str | os.PathLike, header: PlyHeader, vertex: Ply
 
     Only the destination arrays grow with the file: neither the file's bytes (a memmap's pages count as the
     process's memory while they are mapped: a 10M-Gaussian SH-3 file is 2.5 GB) nor a structured copy of them
-    is held beside them. Values are converted exactly as `_scene_from_vertices` converts them.
+    is held beside them. Values are converted as `_scene_from_vertices` converts those of a plyfile body.
     """
     offset = header.data_offset
     for element in header.elements:
@@ -364,13 +353,6 @@ def _read_binary_columns(path: str | os.PathLike, header: PlyHeader, vertex: Ply
 def num_sh_bases_for_rest(rest_count: int) -> int:
     """SH coefficients per channel (1, 4, 9, 16) for 0, 9, 24 or 45 f_rest values."""
     return 1 + rest_count // 3
-
-
-def _columns(data: np.ndarray, names: list[str]) -> np.ndarray:
-    out = np.empty((len(data), len(names)), np.float32)
-    for index, name in enumerate(names):
-        out[:, index] = data[name]
-    return out
 
 
 def inria_property_names(sh_degree: int) -> list[str]:
