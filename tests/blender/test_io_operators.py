@@ -395,7 +395,10 @@ def test_import_holds_the_gaussians_about_once(blender_extension: InstalledExten
         args={"paths": [str(path) for path in paths], "warm_up": str(SH3_PLY)},
     )
     small, large = out["growth"]
-    ratio = (large - small) / (paths[1].stat().st_size - paths[0].stat().st_size)
+    sizes = [path.stat().st_size for path in paths]
+    for path in paths:
+        path.unlink()  # 300 MB of files: pytest keeps the folders of its last runs
+    ratio = (large - small) / (sizes[1] - sizes[0])
     print(f"Blender {blender_extension.blender.label}: peak growth {small / 1e6:.0f} MB and {large / 1e6:.0f} MB, "
           f"{ratio:.2f}x the file per Gaussian")
     assert ratio < 1.5  # measured: 1.02x (4.5) and 1.26x (5.3); 1.72x and 1.92x before the SH columns went
