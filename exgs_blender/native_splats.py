@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import bpy
 import numpy as np
 
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
 from exgs_core.sh import num_sh_bases
 
 from .compat import ATTRIBUTE_KEYS, ATTRIBUTE_WIDTHS, BASE_COLOR_TYPE, NATIVE_SPLATS
@@ -130,7 +130,7 @@ def native_info(obj: bpy.types.Object) -> dict[str, Any]:
     return {**facts, "count": len(data.points), "sh_degree": degree}
 
 
-def create_native_object(scene: GaussianScene, name: str, collection: bpy.types.Collection | None = None,
+def create_native_object(scene: GaussianScene | SplitScene, name: str, collection: bpy.types.Collection | None = None,
                          context: bpy.types.Context | None = None) -> bpy.types.Object:
     """A native splat object holding `scene` (object space) with its ExGS facts, linked into `collection`
     (default: the active scene's). Blender 5.3+: a GAUSSIAN_SPLAT point cloud. Before 5.3, Python cannot size a
@@ -159,33 +159,41 @@ def replace_native_data(obj: bpy.types.Object, scene: GaussianScene) -> None:
     obj.update_tag()
 
 
-def fill_native(cloud: bpy.types.PointCloud, scene: GaussianScene) -> None:
+def fill_native(cloud: bpy.types.PointCloud, scene: GaussianScene | SplitScene) -> None:
     """Make `cloud` (Blender 5.3+) a GAUSSIAN_SPLAT point cloud holding exactly `scene`'s Gaussians, replacing
-    whatever it held. Deterministic: a .blend rebuilds point clouds from their payload with it."""
+    whatever it held (a SplitScene is left without its SH columns). Deterministic: a .blend rebuilds point clouds
+    from their payload with it."""
     for attribute in [a for a in cloud.attributes if a.name != "position" and not a.name.startswith(".")]:
         cloud.attributes.remove(attribute)
     cloud.resize(len(scene))
     for name, kind, values in native_columns(scene):
         attribute = cloud.attributes.get(name) or cloud.attributes.new(name, kind, "POINT")  # type: ignore[arg-type]
         _write(attribute, values)
+        del values  # a column taken from a SplitScene goes here, before the next one is made
     cloud.type = "GAUSSIAN_SPLAT"
     cloud.update_tag()
 
 
-def native_columns(scene: GaussianScene, color: str = COLOR_NAMES[0]) -> Iterator[tuple[str, str, np.ndarray]]:
+def native_columns(scene: GaussianScene | SplitScene,
+                   color: str = COLOR_NAMES[0]) -> Iterator[tuple[str, str, np.ndarray]]:
     """(name, data type, values) of every native splat attribute of `scene`, position first, each computed when
-    it is reached (a 10M-Gaussian import held 0.8 GB of them at once)."""
-    yield "position", "FLOAT_VECTOR", scene.means
-    yield color, BASE_COLOR_TYPE, np.concatenate([scene.sh[:, 0, :].astype(np.float64), scene.opacities()[:, None]],
-                                                 axis=1)
-    yield "scale", "FLOAT_VECTOR", np.exp(scene.log_scales.astype(np.float64))
-    yield "rotation", "QUATERNION", scene.unit_quats()
+    it is reached (a 10M-Gaussian import held 0.8 GB of them at once); the SH ones are taken from a SplitScene."""
+    split = SplitScene.of(scene)
+    base = split.base
+    yield "position", "FLOAT_VECTOR", base.means
+    color_values = np.empty((len(base), 4), np.float32)  # the same values as float64 would give: exact in float32
+    color_values[:, :3] = base.sh[:, 0, :]
+    color_values[:, 3] = base.opacities()
+    yield color, BASE_COLOR_TYPE, color_values
+    del color_values
+    yield "scale", "FLOAT_VECTOR", np.exp(base.log_scales.astype(np.float64))
+    yield "rotation", "QUATERNION", base.unit_quats()
     prefix = SH_PREFIXES[color]
-    for k in range(1, num_sh_bases(scene.sh_degree)):
-        yield f"{prefix}{k - 1}", "FLOAT_VECTOR", scene.sh[:, k, :]
+    for k in range(1, num_sh_bases(split.sh_degree)):
+        yield f"{prefix}{k - 1}", "FLOAT_VECTOR", split.take_coefficient(k)
 
 
-def _converted_native_object(scene: GaussianScene, name: str, collection: bpy.types.Collection,
+def _converted_native_object(scene: GaussianScene | SplitScene, name: str, collection: bpy.types.Collection,
                              context: bpy.types.Context) -> bpy.types.Object:
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(scene))

@@ -20,7 +20,7 @@ import numpy as np
 
 from exgs_core.errors import ExgsError
 from exgs_core.io.exgs import Restoration, decode_exgs, inria_ratio, read_exgs_header
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
 
 SPLAT_VERSION = 1
 MARKER_PROPERTY = "exgs_splat"
@@ -38,7 +38,7 @@ def is_exgs_data(data: Any) -> bool:
     return data is not None and hasattr(data, "get") and data.get(MARKER_PROPERTY) is not None
 
 
-def write_facts(data: Any, scene: GaussianScene) -> None:
+def write_facts(data: Any, scene: GaussianScene | SplitScene) -> None:
     """Mark `data` as holding `scene` and store its facts; a payload kept for earlier Gaussians is dropped."""
     data[MARKER_PROPERTY] = SPLAT_VERSION
     data["exgs_sh_degree"] = scene.sh_degree

@@ -29,7 +29,7 @@ from typing import Any, Iterator, cast
 import bpy
 import numpy as np
 
-from exgs_core.scene import GaussianScene, decompose_similarity
+from exgs_core.scene import CHUNK, GaussianScene, SplitScene, decompose_similarity
 from exgs_core.sh import num_sh_bases, sh0_to_rgb
 
 from .compat import output_of_type, set_modifier_input
@@ -50,7 +50,7 @@ APPLIED_MODIFIER_HINT = (f"If the {MODIFIER_NAME!r} modifier was applied, the Ga
 
 
 def create_splat_object(
-    scene: GaussianScene, name: str, collection: bpy.types.Collection | None = None
+    scene: GaussianScene | SplitScene, name: str, collection: bpy.types.Collection | None = None
 ) -> bpy.types.Object:
     """A new splat object holding `scene`, linked into `collection` (default: the active scene collection)."""
     mesh = bpy.data.meshes.new(name)
@@ -163,22 +163,19 @@ def _sh_row(name: str, k: int) -> int:
     return (1 + coefficient) * 3 + channel
 
 
-def _columns(scene: GaussianScene) -> Iterator[tuple[str, np.ndarray]]:
-    """Every FLOAT attribute's values as a contiguous row, in attribute_names' order, each block transposed when
-    it is reached (a transposed copy per block, not per column; the SH one colour channel at a time: the whole
-    SH block's copy was 1.9 GB at 10M SH-3 Gaussians)."""
-    k = scene.sh.shape[1]
-    dc_rows = _transposed(scene.sh[:, 0, :])
+def _columns(scene: SplitScene) -> Iterator[tuple[str, np.ndarray]]:
+    """Every FLOAT attribute's values as a contiguous row, in attribute_names' order, each made when it is reached
+    (a transposed copy per block, not per column): the SH columns are taken from `scene`, so each can go once it
+    is written (a 10M SH-3 import held all 1.8 GB of them beside the mesh's)."""
+    base = scene.base
+    dc_rows = _transposed(base.sh[:, 0, :])
     for channel in range(3):
         yield f"f_dc_{channel}", dc_rows[channel]
     del dc_rows
-    for channel in range(3 if k > 1 else 0):  # f_rest_i is channel-major: i = channel * (K - 1) + (coefficient - 1)
-        rest_rows = _transposed(scene.sh[:, 1:, channel])
-        for coefficient in range(1, k):
-            yield f"f_rest_{channel * (k - 1) + coefficient - 1}", rest_rows[coefficient - 1]
-        del rest_rows
-    yield "opacity", scene.opacity_logits
-    scale_rows, rot_rows = _transposed(scene.log_scales), _transposed(scene.quats)
+    for index in range(3 * (num_sh_bases(scene.sh_degree) - 1)):  # f_rest_i, channel-major as in the file
+        yield f"f_rest_{index}", scene.take(f"f_rest_{index}")
+    yield "opacity", base.opacity_logits
+    scale_rows, rot_rows = _transposed(base.log_scales), _transposed(base.quats)
     for i in range(3):
         yield f"scale_{i}", scale_rows[i]
     for i in range(4):
@@ -197,31 +194,37 @@ def _transposed(array: np.ndarray, chunk: int = 1024) -> np.ndarray:
     return out
 
 
-def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
+def _fill_mesh(mesh: bpy.types.Mesh, scene: GaussianScene | SplitScene) -> None:
     fill_geometry(mesh, scene)
     write_facts(mesh, scene)
 
 
-def fill_geometry(mesh: bpy.types.Mesh, scene: GaussianScene) -> None:
-    """Add `scene`'s Gaussians to an empty mesh: positions, the splat attributes and the display colour.
+def fill_geometry(mesh: bpy.types.Mesh, scene: GaussianScene | SplitScene) -> None:
+    """Add `scene`'s Gaussians to an empty mesh: positions, the splat attributes and the display colour (a
+    SplitScene is left without its SH columns).
 
     Deterministic: the same scene always gives the same bytes (a .blend rebuilds meshes from their payload)."""
-    mesh.vertices.add(len(scene))
-    _position(mesh).data.foreach_set("vector", _flat(scene.means))
-    for name, values in _columns(scene):
+    split = SplitScene.of(scene)
+    mesh.vertices.add(len(split))
+    _position(mesh).data.foreach_set("vector", _flat(split.base.means))
+    for name, values in _columns(split):
         attribute = cast(bpy.types.FloatAttribute, mesh.attributes.new(name, "FLOAT", "POINT"))
         attribute.data.foreach_set("value", _flat(values))
+        del values  # a column taken from the SplitScene goes here, before the next one is made
     color = cast(bpy.types.FloatColorAttribute, mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT"))
-    color.data.foreach_set("color", _flat(_display_colors(scene)))
+    color.data.foreach_set("color", _flat(_display_colors(split.base)))
     mesh.color_attributes.active_color_name = COLOR_ATTRIBUTE
     mesh.color_attributes.default_color_name = COLOR_ATTRIBUTE
 
 
 def _display_colors(scene: GaussianScene) -> np.ndarray:
-    srgb = np.clip(sh0_to_rgb(scene.sh[:, 0, :]), 0.0, 1.0).astype(np.float32)
-    linear = np.where(srgb <= 0.04045, srgb / np.float32(12.92), ((srgb + 0.055) / 1.055) ** np.float32(2.4))
+    """RGBA of the SH0 colours, scene-linear, computed CHUNK Gaussians at a time (its temporaries were 0.7 GB at
+    10M Gaussians)."""
     rgba = np.ones((len(scene), 4), np.float32)
-    rgba[:, :3] = linear
+    for start in range(0, len(scene), CHUNK):
+        srgb = np.clip(sh0_to_rgb(scene.sh[start : start + CHUNK, 0, :]), 0.0, 1.0).astype(np.float32)
+        rgba[start : start + CHUNK, :3] = np.where(srgb <= 0.04045, srgb / np.float32(12.92),
+                                                   ((srgb + 0.055) / 1.055) ** np.float32(2.4))
     return rgba
 
 

@@ -18,7 +18,7 @@ import bpy
 import numpy as np
 
 from exgs_core.io.exgs import Restoration
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
 
 from .compat import ATTRIBUTE_KEYS, ATTRIBUTE_WIDTHS, NATIVE_SPLATS
 from .native_splats import (create_native_object, fill_native, is_native_splat_object, native_info, native_layout,
@@ -67,9 +67,11 @@ def problem_of(obj: bpy.types.Object) -> str | None:
     return splat_problem(obj) if is_splat_object(obj) else None
 
 
-def create_splat(scene: GaussianScene, name: str, collection: bpy.types.Collection | None = None) -> bpy.types.Object:
+def create_splat(scene: GaussianScene | SplitScene, name: str,
+                 collection: bpy.types.Collection | None = None) -> bpy.types.Object:
     """A new splat object holding `scene` (object space), of the kind this Blender draws best: a native splat
-    object on 5.3+, the mesh-based one before. Linked into `collection` (default: the active scene's)."""
+    object on 5.3+, the mesh-based one before. Linked into `collection` (default: the active scene's). A
+    SplitScene is left without its SH columns: each goes once it is written (the import's peak memory)."""
     if NATIVE_SPLATS:
         return create_native_object(scene, name, collection)
     return create_splat_object(scene, name, collection)

@@ -151,6 +151,61 @@ class GaussianScene:
         return GaussianScene(means, quats, log_scales, self.opacity_logits.copy(), sh, dict(self.metadata))
 
 
+@dataclass
+class SplitScene:
+    """A scene whose higher SH coefficients are loose columns, so that whatever copies the scene elsewhere can
+    let each column go as soon as it is copied (take, take_coefficient). They are 82% of an SH-3 scene: a 10M
+    Gaussian import into Blender held all 1.8 GB of them beside Blender's own copy.
+
+    `base` holds every Gaussian with its DC colour only (SH degree 0) and the scene's metadata. `rest` holds the
+    INRIA .ply's f_rest_i columns by name, each (N,) float32, channel-major as in the file: f_rest_i is colour
+    channel i // (K - 1) of SH coefficient 1 + i % (K - 1). A binary .ply is read into separate columns
+    (io.read_split_scene); those of a whole scene (SplitScene.of) are views of its SH block.
+    """
+
+    base: GaussianScene
+    rest: dict[str, np.ndarray]
+    sh_degree: int = field(init=False)  # of the whole scene, however many columns were taken since
+
+    def __post_init__(self) -> None:
+        k = 1 + len(self.rest) // 3
+        self.sh_degree = sh_degree_for_bases(k)
+        if sorted(self.rest) != sorted(f"f_rest_{i}" for i in range(3 * (k - 1))):
+            raise ValueError(f"SplitScene.rest holds {len(self.rest)} columns, not f_rest_0.. of one SH degree")
+
+    @staticmethod
+    def of(scene: "GaussianScene | SplitScene") -> "SplitScene":
+        """`scene` split without copying its SH (the columns are views of it); a SplitScene as it is."""
+        if isinstance(scene, SplitScene):
+            return scene
+        k = scene.sh.shape[1]
+        base = GaussianScene(scene.means, scene.quats, scene.log_scales, scene.opacity_logits, scene.sh[:, :1],
+                             scene.metadata)
+        rest = {f"f_rest_{channel * (k - 1) + coefficient - 1}": scene.sh[:, coefficient, channel]
+                for channel in range(3) for coefficient in range(1, k)}
+        return SplitScene(base, rest)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def metadata(self) -> dict:
+        return self.base.metadata
+
+    def take(self, name: str) -> np.ndarray:
+        """The f_rest column `name` as a contiguous float32 array, no longer held here."""
+        return np.ascontiguousarray(self.rest.pop(name), np.float32)
+
+    def take_coefficient(self, coefficient: int) -> np.ndarray:
+        """SH coefficient `coefficient` (1 <= coefficient < K) of every Gaussian, (N, 3) float32 as
+        GaussianScene.sh[:, coefficient, :] holds it; its three columns are no longer held here."""
+        k = num_sh_bases(self.sh_degree)
+        out = np.empty((len(self), 3), np.float32)
+        for channel in range(3):
+            out[:, channel] = self.rest.pop(f"f_rest_{channel * (k - 1) + coefficient - 1}")
+        return out
+
+
 def decompose_similarity(matrix: np.ndarray, tolerance: float = 1e-4) -> tuple[np.ndarray, float, np.ndarray]:
     """Split a 4x4 similarity into (rotation 3x3, uniform scale, translation); ValueError if it is not one."""
     matrix = np.asarray(matrix, dtype=np.float64)

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from exgs_core.scene import SplitScene
+
 # A JSON input (meta.json, transforms.json, a weights config) is read whole: refuse absurd sizes first.
 MAX_JSON_BYTES = 256 << 20
 # Image sides and frame counts a transforms.json may ask for; raised with these environment variables.
@@ -77,23 +79,37 @@ def is_number(value: Any) -> bool:
 
 
 def non_finite_rows(scene: Any) -> dict[str, np.ndarray]:
-    """For each attribute with values outside the allowed set, the boolean mask of its offending rows."""
+    """For each attribute with values outside the allowed set, the boolean mask of its offending rows (a
+    SplitScene's f_rest columns count as its "sh")."""
+    if isinstance(scene, SplitScene):
+        found = non_finite_rows(scene.base)
+        for column in scene.rest.values():
+            rows = _non_finite_values("sh", column.reshape(-1, 1))
+            if rows is not None:
+                found["sh"] = found["sh"] | rows if "sh" in found else rows
+        return found
     found = {}
     for name in SCENE_ATTRIBUTES:
-        values = getattr(scene, name).reshape(len(scene), -1)
-        # Fast path: one NaN or inf anywhere makes the sum non-finite (an overflow only sends us the exact way).
-        with np.errstate(invalid="ignore", over="ignore"):
-            total = values.sum()
-        if np.isfinite(total):
-            continue
-        bad = ~np.isfinite(values)
-        if name in _ALLOWED_INFINITY and bad.any():
-            negative_ok, positive_ok = _ALLOWED_INFINITY[name]
-            bad &= ~((values == -np.inf) & negative_ok | (values == np.inf) & positive_ok)
-        rows = bad.any(axis=1)
-        if rows.any():
+        rows = _non_finite_values(name, getattr(scene, name).reshape(len(scene), -1))
+        if rows is not None:
             found[name] = rows
     return found
+
+
+def _non_finite_values(name: str, values: np.ndarray) -> np.ndarray | None:
+    """The mask of the rows of `values` (N, M), values of the scene attribute `name`, holding a value outside the
+    allowed set, or None when there is none."""
+    # Fast path: one NaN or inf anywhere makes the sum non-finite (an overflow only sends us the exact way).
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = values.sum()
+    if np.isfinite(total):
+        return None
+    bad = ~np.isfinite(values)
+    if name in _ALLOWED_INFINITY and bad.any():
+        negative_ok, positive_ok = _ALLOWED_INFINITY[name]
+        bad &= ~((values == -np.inf) & negative_ok | (values == np.inf) & positive_ok)
+    rows = bad.any(axis=1)
+    return rows if rows.any() else None
 
 
 def describe_non_finite(found: dict[str, np.ndarray]) -> str:

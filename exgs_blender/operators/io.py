@@ -25,8 +25,8 @@ from ..blend_payload import attach_payload, unchanged_payload
 from ..splats import create_splat, is_splat, scene_of
 from exgs_core.errors import ExgsError, NotGaussianPlyError
 from exgs_core.fileio import atomic_write
-from exgs_core.io import read_scene, write_scene
-from exgs_core.scene import GaussianScene
+from exgs_core.io import read_split_scene, write_scene
+from exgs_core.scene import GaussianScene, SplitScene
 
 # Rotation taking the file's up axis to Blender's +Z (about X, so the file's x stays Blender's x).
 UP_AXES: dict[str, tuple[tuple[float, ...], ...]] = {
@@ -145,7 +145,7 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
 
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         paths = self._paths()
-        scenes: list[tuple[Path, GaussianScene]] = []
+        scenes: list[tuple[Path, SplitScene]] = []
         try:
             for path in paths:
                 scenes.append((path, self._read(path)))
@@ -164,15 +164,15 @@ class EXGS_OT_import_gaussian_splats(bpy.types.Operator, ImportHelper):
             return [Path(self.directory) / name for name in names]
         return [Path(self.filepath)]
 
-    def _read(self, path: Path) -> GaussianScene:
+    def _read(self, path: Path) -> SplitScene:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            scene = read_scene(path, decode_image=decode_image_with_blender)
+            scene = read_split_scene(path, decode_image=decode_image_with_blender)
         for warning in caught:
             self.report({"WARNING"}, str(warning.message))
         return scene
 
-    def _add_objects(self, context: bpy.types.Context, scenes: list[tuple[Path, GaussianScene]]) -> None:
+    def _add_objects(self, context: bpy.types.Context, scenes: list[tuple[Path, SplitScene]]) -> None:
         matrix = Matrix(file_to_blender(self.up_axis, self.scale).tolist())
         for selected in context.selected_objects:
             selected.select_set(False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -18,13 +18,16 @@ from exgs_core.errors import SceneFormatError
 from exgs_core.io.exgs import is_exgs, read_exgs, write_exgs
 from exgs_core.io.gltf import read_gltf, write_glb, write_gltf
 from exgs_core.io.pcply import read_compressed_ply, write_compressed_ply
-from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, write_ply
+from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, read_ply_split, write_ply
 from exgs_core.io.sog import ImageDecoder, read_sog
 from exgs_core.io.sog_write import ImageEncoder, write_sog
 from exgs_core.io.splat import read_splat, write_splat
 from exgs_core.io.spz import read_spz, write_spz
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
 from exgs_core.validate import describe_non_finite, drop_non_finite, non_finite_rows
+
+
+T = TypeVar("T")
 
 
 class FileFormat(NamedTuple):
@@ -78,6 +81,7 @@ __all__ = [
     "WRITABLE_FORMATS",
     "detect_format",
     "read_scene",
+    "read_split_scene",
     "write_scene",
 ]
 
@@ -136,20 +140,44 @@ def read_scene(
     """
     path = Path(path)
     format = detect_format(path)
+    scene = _reading(path, lambda: read_sog(path, decode_image) if format == "sog" else _READERS[format](path))
+    scene = _check_read_scene(path, scene, filter_nan)
+    scene.metadata["source_name"] = _source_name(path)
+    return scene
+
+
+def read_split_scene(path: str | os.PathLike, decode_image: ImageDecoder | None = None) -> SplitScene:
+    """read_scene's Gaussians (NaN refused) as a SplitScene, for a caller that copies them elsewhere and lets
+    each SH column go once copied: from a binary INRIA .ply the f_rest columns are separate arrays, from any
+    other file views of the scene read_scene reads."""
+    path = Path(path)
+    if detect_format(path) != "ply":
+        return SplitScene.of(read_scene(path, decode_image))
+    scene = _check_read_scene(path, _reading(path, lambda: read_ply_split(path)))
+    scene.metadata["source_name"] = _source_name(path)
+    return scene
+
+
+def _reading(path: Path, read: Callable[[], T]) -> T:
+    """read(), with what can go wrong while reading `path` as a SceneFormatError naming it."""
     try:
-        scene = read_sog(path, decode_image) if format == "sog" else _READERS[format](path)
+        return read()
     except SceneFormatError:
         raise
     except OSError as error:
         raise SceneFormatError(path, f"cannot read the file: {error.strerror or error}") from None
     except MemoryError:
         raise SceneFormatError(path, "not enough memory to read this scene") from None
-    scene = _check_read_scene(path, scene, filter_nan)
-    scene.metadata["source_name"] = path.parent.name if path.name == "meta.json" else path.name
-    return scene
 
 
-def _check_read_scene(path: Path, scene: GaussianScene, filter_nan: bool) -> GaussianScene:
+def _source_name(path: Path) -> str:
+    return path.parent.name if path.name == "meta.json" else path.name
+
+
+S = TypeVar("S", GaussianScene, SplitScene)
+
+
+def _check_read_scene(path: Path, scene: S, filter_nan: bool = False) -> S:
     if len(scene) == 0:
         raise SceneFormatError(path, "the scene holds no Gaussians (0 rows)")
     if filter_nan:

@@ -27,7 +27,7 @@ import numpy as np
 from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
 from exgs_core.io.ply import INRIA_BYTES_PER_GAUSSIAN
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
 from exgs_core.side_by_side import run_side_by_side
 from exgs_core.validate import JsonError, parse_json
 from exgs_core.ugc.pack import PackSettings, check_pack_header, expected_section_sizes, pack_scene, unpack_scene
@@ -397,7 +397,7 @@ def read_exgs(path: str | os.PathLike) -> GaussianScene:
     return decode_exgs(data, path)
 
 
-def inria_ratio(scene: GaussianScene) -> float | None:
+def inria_ratio(scene: GaussianScene | SplitScene) -> float | None:
     """How many times smaller this scene's .exgs file is than the INRIA .ply of the Gaussians it was compressed
     from (248 bytes each), or None when the scene was not read from an .exgs file made by compression."""
     compression = (scene.metadata.get("exgs") or {}).get("compression") or {}

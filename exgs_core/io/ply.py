@@ -15,7 +15,7 @@ from plyfile import PlyData, PlyElement, PlyParseError
 
 from exgs_core.errors import NotGaussianPlyError, SceneFormatError
 from exgs_core.fileio import atomic_write
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
 from exgs_core.sh import num_sh_bases
 
 
@@ -174,7 +174,7 @@ def check_body_size(path: str | os.PathLike, header: PlyHeader, file_size: int) 
 
 def read_ply_elements(path: str | os.PathLike, header: PlyHeader, names: list[str]) -> dict[str, np.ndarray]:
     """Structured arrays of the named elements (sizes already checked with check_body_size)."""
-    if header.format == "ascii" or any(e.has_lists for e in header.elements):
+    if _needs_plyfile(header):
         return _read_elements_with_plyfile(path, names)
     # Binary bodies without list properties are read with numpy directly: the header is already parsed and
     # checked against the file size, and a read-only memmap costs no copy (the caller copies only the columns
@@ -204,19 +204,50 @@ def _read_elements_with_plyfile(path: str | os.PathLike, names: list[str]) -> di
 
 def read_ply(path: str | os.PathLike) -> GaussianScene:
     """Read an INRIA-layout .ply (binary LE/BE or ASCII); raw values are kept unchanged."""
+    header, vertex, rest_count = _checked_vertices(path)
+    return _with_file_facts(path, header, _read_vertices(path, header, vertex, rest_count))
+
+
+def read_ply_split(path: str | os.PathLike) -> SplitScene:
+    """read_ply's Gaussians as a SplitScene whose f_rest columns are separate arrays (from a binary body; the
+    columns of an ASCII one are views of read_ply's scene), with the same values."""
+    header, vertex, rest_count = _checked_vertices(path)
+    if _needs_plyfile(header):
+        return SplitScene.of(_with_file_facts(path, header, _read_vertices(path, header, vertex, rest_count)))
+    base = _empty_scene(vertex.count, 0)
+    rest = {f"f_rest_{i}": np.empty(vertex.count, np.float32) for i in range(rest_count)}
+    _read_binary_columns(path, header, vertex, {**_scene_columns(base), **rest})
+    return SplitScene(_with_file_facts(path, header, base), rest)
+
+
+def _read_vertices(path: str | os.PathLike, header: PlyHeader, vertex: PlyElementHeader,
+                   rest_count: int) -> GaussianScene:
+    if _needs_plyfile(header):
+        return _scene_from_vertices(read_ply_elements(path, header, ["vertex"])["vertex"], rest_count)
+    scene = _empty_scene(vertex.count, rest_count)
+    _read_binary_columns(path, header, vertex, _scene_columns(scene))
+    return scene
+
+
+def _needs_plyfile(header: PlyHeader) -> bool:
+    """ASCII bodies and bodies with list properties are read by plyfile; others by numpy directly."""
+    return header.format == "ascii" or any(e.has_lists for e in header.elements)
+
+
+def _checked_vertices(path: str | os.PathLike) -> tuple[PlyHeader, PlyElementHeader, int]:
+    """The header, its vertex element and the f_rest count of an INRIA .ply whose body size was checked."""
     header = read_ply_header(path)
     vertex = header.element("vertex")
     if vertex is None:
         raise SceneFormatError(path, "the PLY file has no 'vertex' element, so it holds no Gaussians")
     rest_count = _check_vertex_properties(path, vertex)
-    file_size = os.path.getsize(path)
-    check_body_size(path, header, file_size)
+    check_body_size(path, header, os.path.getsize(path))
     _warn_about_ignored(path, header, vertex)
-    if header.format == "ascii" or any(e.has_lists for e in header.elements):
-        scene = _scene_from_vertices(read_ply_elements(path, header, ["vertex"])["vertex"], rest_count)
-    else:
-        scene = _read_binary_vertices(path, header, vertex, rest_count)
-    scene.metadata.update(format="ply", source_bytes=file_size)
+    return header, vertex, rest_count
+
+
+def _with_file_facts(path: str | os.PathLike, header: PlyHeader, scene: GaussianScene) -> GaussianScene:
+    scene.metadata.update(format="ply", source_bytes=os.path.getsize(path))
     if header.comments:
         scene.metadata["comments"] = list(header.comments)
     return scene
@@ -250,29 +281,19 @@ def _warn_about_ignored(path: str | os.PathLike, header: PlyHeader, vertex: PlyE
     unknown = [name for name in vertex.names if name not in known]
     if unknown:
         warnings.warn(
-            f"{path}: ignoring unknown properties of element 'vertex': {', '.join(unknown)}", FormatWarning, stacklevel=4
+            f"{path}: ignoring unknown properties of element 'vertex': {', '.join(unknown)}", FormatWarning,
+            stacklevel=7,  # the caller of read_scene
         )
     others = [e.name for e in header.elements if e is not vertex]
     if others:
-        warnings.warn(f"{path}: ignoring PLY elements {', '.join(others)}", FormatWarning, stacklevel=4)
+        warnings.warn(f"{path}: ignoring PLY elements {', '.join(others)}", FormatWarning, stacklevel=7)
 
 
 def _scene_from_vertices(data: np.ndarray, rest_count: int) -> GaussianScene:
-    count = len(data)
-    k = num_sh_bases_for_rest(rest_count)
-    sh = np.empty((count, k, 3), np.float32)
-    for channel in range(3):
-        sh[:, 0, channel] = data[F_DC[channel]]
-        for coefficient in range(1, k):
-            # f_rest is channel-major: all R coefficients, then G, then B
-            sh[:, coefficient, channel] = data[f"f_rest_{channel * (k - 1) + coefficient - 1}"]
-    return GaussianScene(
-        means=_columns(data, POSITION),
-        quats=_columns(data, ROTATION),
-        log_scales=_columns(data, SCALES),
-        opacity_logits=np.array(data["opacity"], np.float32),
-        sh=sh,
-    )
+    scene = _empty_scene(len(data), rest_count)
+    for name, out in _scene_columns(scene).items():
+        out[:] = data[name]
+    return scene
 
 
 # Rows decoded per read of a binary body: 16k rows of an SH-3 .ply are 4 MB, small next to any scene that
@@ -280,13 +301,35 @@ def _scene_from_vertices(data: np.ndarray, rest_count: int) -> GaussianScene:
 READ_CHUNK_ROWS = 1 << 14
 
 
-def _read_binary_vertices(path: str | os.PathLike, header: PlyHeader, vertex: PlyElementHeader,
-                          rest_count: int) -> GaussianScene:
-    """The Gaussians of a binary body, read in chunks of READ_CHUNK_ROWS rows straight into float32 arrays.
+def _empty_scene(count: int, rest_count: int) -> GaussianScene:
+    k = num_sh_bases_for_rest(rest_count)
+    return GaussianScene(np.empty((count, 3), np.float32), np.empty((count, 4), np.float32),
+                         np.empty((count, 3), np.float32), np.empty(count, np.float32),
+                         np.empty((count, k, 3), np.float32))
 
-    Only the scene's own arrays grow with the file: neither the file's bytes (a memmap's pages count as the
+
+def _scene_columns(scene: GaussianScene) -> dict[str, np.ndarray]:
+    """The .ply property of each column of the scene's arrays, as views of them (f_rest channel-major)."""
+    k = scene.sh.shape[1]
+    columns = {name: scene.means[:, index] for index, name in enumerate(POSITION)}
+    columns.update({name: scene.quats[:, index] for index, name in enumerate(ROTATION)})
+    columns.update({name: scene.log_scales[:, index] for index, name in enumerate(SCALES)})
+    columns["opacity"] = scene.opacity_logits
+    for channel in range(3):
+        columns[F_DC[channel]] = scene.sh[:, 0, channel]
+        for coefficient in range(1, k):
+            columns[f"f_rest_{channel * (k - 1) + coefficient - 1}"] = scene.sh[:, coefficient, channel]
+    return columns
+
+
+def _read_binary_columns(path: str | os.PathLike, header: PlyHeader, vertex: PlyElementHeader,
+                         columns: dict[str, np.ndarray]) -> None:
+    """Fill each of `columns` (property name: a float32 (N,) array or a view of one) from a binary body, read in
+    chunks of READ_CHUNK_ROWS rows.
+
+    Only the destination arrays grow with the file: neither the file's bytes (a memmap's pages count as the
     process's memory while they are mapped: a 10M-Gaussian SH-3 file is 2.5 GB) nor a structured copy of them
-    is held beside them. Values are converted exactly as `_scene_from_vertices` converts them.
+    is held beside them. Values are converted as `_scene_from_vertices` converts those of a plyfile body.
     """
     offset = header.data_offset
     for element in header.elements:
@@ -295,12 +338,6 @@ def _read_binary_vertices(path: str | os.PathLike, header: PlyHeader, vertex: Pl
         offset += element.count * element.row_dtype().itemsize
     dtype = vertex.row_dtype()
     count = vertex.count
-    k = num_sh_bases_for_rest(rest_count)
-    means = np.empty((count, 3), np.float32)
-    quats = np.empty((count, 4), np.float32)
-    log_scales = np.empty((count, 3), np.float32)
-    logits = np.empty(count, np.float32)
-    sh = np.empty((count, k, 3), np.float32)
     with open(path, "rb") as handle:
         handle.seek(offset)
         for start in range(0, count, READ_CHUNK_ROWS):
@@ -308,32 +345,14 @@ def _read_binary_vertices(path: str | os.PathLike, header: PlyHeader, vertex: Pl
             data = np.fromfile(handle, dtype, rows)
             if len(data) != rows:  # the file shrank after its size was checked
                 raise SceneFormatError(path, f"truncated: the body ends after {start + len(data)} of {count} rows")
-            part = slice(start, start + rows)
-            for index, name in enumerate(POSITION):
-                means[part, index] = data[name]
-            for index, name in enumerate(ROTATION):
-                quats[part, index] = data[name]
-            for index, name in enumerate(SCALES):
-                log_scales[part, index] = data[name]
-            logits[part] = data["opacity"]
-            for channel in range(3):
-                sh[part, 0, channel] = data[F_DC[channel]]
-                for coefficient in range(1, k):
-                    sh[part, coefficient, channel] = data[f"f_rest_{channel * (k - 1) + coefficient - 1}"]
+            for name, out in columns.items():
+                out[start : start + rows] = data[name]
             del data  # before the next chunk is read
-    return GaussianScene(means=means, quats=quats, log_scales=log_scales, opacity_logits=logits, sh=sh)
 
 
 def num_sh_bases_for_rest(rest_count: int) -> int:
     """SH coefficients per channel (1, 4, 9, 16) for 0, 9, 24 or 45 f_rest values."""
     return 1 + rest_count // 3
-
-
-def _columns(data: np.ndarray, names: list[str]) -> np.ndarray:
-    out = np.empty((len(data), len(names)), np.float32)
-    for index, name in enumerate(names):
-        out[:, index] = data[name]
-    return out
 
 
 def inria_property_names(sh_degree: int) -> list[str]:
