@@ -243,10 +243,12 @@ def _compress(scene: GaussianScene, target: Target, cameras: Sequence, settings:
             scene.sh = work.sh
     method_errors: dict[str, float] = {}
     method_start = time.perf_counter()
+    made: list[_Encoder] = []  # the method's reference encoders: one of them may be the target's
     if settings.method == "auto" and target.kind != "keep":
-        settings, method_errors = _scene_method(work, scores, settings, checks, report)
+        settings, method_errors, made = _scene_method(work, scores, settings, checks, report)
     method_time = time.perf_counter() - method_start
-    encoders = _candidates(work, scores, settings, target, checks, report, proxy_fit)
+    encoders = _candidates(work, scores, settings, target, checks, report, proxy_fit, made)
+    del made
     del work
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     data, kept = chosen.write(target.size_in_bytes(len(scene)))
@@ -293,7 +295,7 @@ def _searches(settings: CompressSettings, target: Target) -> bool:
 
 
 def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, checks: "_CheckViews",
-                  report: ProgressCallback) -> tuple[CompressSettings, dict[str, float]]:
+                  report: ProgressCallback) -> tuple[CompressSettings, dict[str, float], list["_Encoder"]]:
     """`settings` with the method fixed for this scene, whatever the target: the one whose files at
     REFERENCE_RATIOS (each method at its best level there) render closer to the full scene on the check views,
     by the geometric mean of the errors. The paper path's sampling is still chosen per target: kept from the
@@ -305,21 +307,22 @@ def _scene_method(scene: GaussianScene, scores: np.ndarray, settings: CompressSe
     scenes while one of them is 1-2 dB better on other views, so a choice per target flipped between nearby
     sizes and made quality fall with more bytes (the donut: 0.77 dB between 120x and 130x, docs/method.md)."""
     log_errors = {method: 0.0 for method in METHODS}
-    references = 0
+    made: list[_Encoder] = []
     for ratio in REFERENCE_RATIOS:
         target = Target("ratio", ratio)
         try:
             encoders = [_encode(scene, scores, settings, method, 0, target, checks, report, None) for method in METHODS]
         except ExgsError:  # a tiny scene cannot reach this ratio
             continue
-        references += 1
+        made += encoders
         for encoder in encoders:
             log_errors[encoder.method] += float(np.log(max(encoder.error(), 1e-30)))
-    if references == 0:
-        return settings, {}
+    if not made:
+        return settings, {}, []
+    references = len(made) // len(METHODS)
     method = min(METHODS, key=lambda m: log_errors[m])
     chosen = replace(settings, method=method)
-    return chosen, {m: round(v / references, 4) for m, v in log_errors.items()}
+    return chosen, {m: round(v / references, 4) for m, v in log_errors.items()}, made
 
 
 def _fixed_settings(settings: CompressSettings, encoder: "_Encoder") -> CompressSettings:
@@ -333,22 +336,37 @@ def _fixed_settings(settings: CompressSettings, encoder: "_Encoder") -> Compress
 
 
 def _candidates(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings, target: Target,
-                checks: "_CheckViews", report: ProgressCallback, last_fit: tuple[int, int, int] | None = None
-                ) -> list["_Encoder"]:
+                checks: "_CheckViews", report: ProgressCallback, last_fit: tuple[int, int, int] | None = None,
+                made: Sequence["_Encoder"] = ()) -> list["_Encoder"]:
     """One encoder per method at the first SH degree, then the best method at the other degrees, each with its
-    level and count chosen for `target` (the size search starting from `last_fit`'s bytes per Gaussian)."""
+    level and count chosen for `target` (the size search starting from `last_fit`'s bytes per Gaussian).
+    An encoder of `made` (the method's references) that made the same search is taken instead of searching
+    again: at 100x or 300x the first one is (a search at 1.5M Gaussians takes 5 s, on their crop)."""
     methods = METHODS if settings.method == "auto" else (settings.method,)
     degrees = SH_AUTO_DEGREES if settings.sh_degree == SH_AUTO else (settings.sh_degree,)
     degrees = tuple(d for d in degrees if d is None or d <= scene.sh_degree) or (0,)
     encoders: list[_Encoder] = []
     level = None
     for method in methods:
-        encoders.append(_encode(scene, scores, settings, method, degrees[0], target, checks, report, level, last_fit))
+        same = [e for e in made if _same_search(e, scene, settings, method, degrees[0], target, level, last_fit)]
+        encoders.append(same[0] if same else
+                        _encode(scene, scores, settings, method, degrees[0], target, checks, report, level, last_fit))
         level = encoders[-1].level  # the next search starts there
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     for degree in degrees[1:]:
         encoders.append(_encode(scene, scores, settings, chosen.method, degree, target, checks, report, chosen.level))
     return encoders
+
+
+def _same_search(encoder: "_Encoder", scene: GaussianScene, settings: CompressSettings, method: str,
+                 sh_degree: int | None, target: Target, first_level: int | None,
+                 last_fit: tuple[int, int, int] | None) -> bool:
+    """Whether `encoder` is what _encode would make of these arguments (the scores and check views being the
+    same: both come with the scene). The settings may differ in their method alone, which the encoder's own
+    method overrides everywhere."""
+    return (encoder.scene is scene and encoder.method == method and encoder.sh_degree == sh_degree
+            and encoder.target == target and encoder.first_level == first_level and encoder.started_from == last_fit
+            and replace(encoder.settings, method=method) == replace(settings, method=method))
 
 
 def proxy_crop(scene: GaussianScene, count: int | None = None) -> np.ndarray:
@@ -374,9 +392,13 @@ def _chosen_on_proxy(scene: GaussianScene, scores: np.ndarray, target: Target, s
     ratio = INRIA_BYTES_PER_GAUSSIAN * len(scene) / target.size_in_bytes(len(scene))
     size = min(SCORING_SIZE, max(cameras[0].width, cameras[0].height)) if len(cameras) else SCORING_SIZE
     checks = _CheckViews(proxy, scoring_cameras(proxy, max(len(cameras), 2), size=size))  # as many, as large
+    made: list[_Encoder] = []
     if settings.method == "auto":
-        settings = _scene_method(proxy, proxy_scores, settings, checks, report)[0]
-    encoders = _candidates(proxy, proxy_scores, settings, Target("ratio", ratio, target.tolerance), checks, report)
+        settings, _, made = _scene_method(proxy, proxy_scores, settings, checks, report)
+    # The target's own ratio where it is one, so that a reference's search is the same search (_same_search)
+    proxy_target = Target("ratio", target.value if target.kind == "ratio" else ratio, target.tolerance)
+    encoders = _candidates(proxy, proxy_scores, settings, proxy_target, checks, report, made=made)
+    del made
     chosen = min(encoders, key=lambda e: e.error()) if len(encoders) > 1 else encoders[0]
     choices = {"gaussians": len(proxy), "method": chosen.method, "quantisation_level": chosen.level,
                "sh_degree": chosen.sh_degree}
@@ -389,6 +411,7 @@ def _encode(scene: GaussianScene, scores: np.ndarray, settings: CompressSettings
     """An encoder of `method` and `sh_degree` that has chosen its level and count for `target` (its size search
     starting from `last_fit`'s bytes per Gaussian when given)."""
     encoder = _Encoder(scene, scores, settings, method, sh_degree, target, checks, report)
+    encoder.first_level, encoder.started_from = first_level, last_fit
     encoder.last_fit = last_fit
     budget = target.size_in_bytes(len(scene))
     if budget is None:  # a fixed count: nothing to trade against precision, so the finest level
@@ -437,6 +460,8 @@ class _Encoder:
         self.scene, self.scores, self.settings, self.target, self.report = scene, scores, settings, target, report
         self.method, self.sh_degree, self.checks = method, sh_degree, checks
         self.level = 0  # index into QUANTISATION_LEVELS of what encode() writes
+        self.first_level: int | None = None  # where _encode started the search over levels, and the fit
+        self.started_from: tuple[int, int, int] | None = None  # it started the size search from (_same_search)
         self.count = 0  # the count chosen for that level
         self.codec_ratio: float | None = None  # real coder's bytes / the fast coder's, for size estimates
         # (level, count, preview, pack fields, sections) of the last estimate: the exact file of the count the
