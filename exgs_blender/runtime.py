@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import bpy
 
-from exgs_core.worker import InProcessRuntime, WorkerRuntime
+from exgs_core.worker import InProcessRuntime, WorkerError, WorkerRuntime
 
 Runtime = Union[InProcessRuntime, WorkerRuntime]
 
@@ -183,19 +183,51 @@ def get_runtime() -> Runtime:
     RuntimeMissing when no Python with the runtime is available or the worker's Python is broken.
     """
     global _runtime, _runtime_key
+    early: WorkerRuntime | None = None
     if _mode() == "AUTO" and in_process_available():
         key: tuple = ("in-process",)
     else:
+        early = _start_worker_during_check()
         state, message = runtime_status(wait=True)
         if state != "ready":
+            if early is not None:
+                early.close()
             raise RuntimeMissing(message)
         key = ("worker", worker_python())
     if _runtime is None or key != _runtime_key:
         shutdown()
-        _runtime = InProcessRuntime() if key[0] == "in-process" else WorkerRuntime(key[1])
+        if key[0] == "in-process":
+            _runtime = InProcessRuntime()
+        else:
+            _runtime = early if early is not None and early.python == key[1] else WorkerRuntime(key[1])
         _runtime_key = key
         print(f"ExGS: computing {runtime_source()}", flush=True)
+    if early is not None and early is not _runtime:
+        early.close()
     return _runtime
+
+
+def _start_worker_during_check() -> WorkerRuntime | None:
+    """A worker process started while its Python is still being checked, or None (nothing to overlap).
+
+    The check (a subprocess importing RUNTIME_MODULES) and the worker's start-up (importing torch and the
+    renderer) take seconds each; started together, the first frame or compress of a session waits for the
+    longer of the two instead of both in turn: a render farm task (`blender -b ... -a`) pays this start-up for
+    every chunk. A worker of a Python the check then finds broken is stopped unused."""
+    python = worker_python()
+    if python is None or _job["running"] or (_runtime is not None and _runtime_key == ("worker", python)):
+        return None
+    with _checks_lock:
+        check = _checks.get(python)
+    if check is not None and check["state"] != "checking":
+        return None  # already answered: a worker started on first use waits for nothing else
+    worker = WorkerRuntime(python)
+    try:
+        worker.start()
+    except WorkerError:
+        worker.close()
+        return None
+    return worker
 
 
 def runtime_source() -> str:

@@ -306,6 +306,12 @@ class WorkerRuntime:
         self._log: IO[bytes] | None = None  # the worker's stderr, created with the first process
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start the worker process now (it imports the renderer before it answers) instead of on the first
+        request; WorkerError when it cannot be started."""
+        with self._lock:
+            self._start()
+
     def _start(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
             env = dict(os.environ)
@@ -458,6 +464,10 @@ def main() -> None:
     return_freed_memory()  # a process of its own: large scenes' freed chunks must not stay resident
     stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
+    try:  # what every frame and compression needs (torch, numba), imported before the first request arrives
+        import exgs_core.render  # noqa: F401
+    except Exception:  # a broken runtime: each request reports what is missing, as it always has
+        pass
     serve(sys.stdin.buffer, stdout)
 
 

@@ -109,6 +109,18 @@ def shot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder, folder / "koala.exgs"
 
 
+@pytest.fixture(scope="module")
+def shot_blend(blender_extension: InstalledExtension, shot) -> tuple[Path, dict]:
+    """(shot.blend of FRAMES frames, what SHOT reported), made once per Blender: both tests only read it (the
+    workers open it and render, FAILURES changes it in memory), so the failure test need not make its own."""
+    _current_blender(blender_extension)
+    folder, exgs = shot
+    blend = folder / f"shot-{blender_extension.blender.label}.blend"
+    made = run_blender(SHOT, blender_extension, worker=False,
+                       args={"exgs": str(exgs), "blend": str(blend), "frames": FRAMES})
+    return blend, made
+
+
 def _farm_worker(extension: InstalledExtension, blend: Path, out: Path, start: int, end: int) -> dict:
     return run_blender(WORKER, extension, worker=False, extra_env={"EXGS_PYTHON": sys.executable},
                        args={"blend": str(blend), "dir": str(out), "start": start, "end": end})
@@ -119,13 +131,9 @@ def _current_blender(extension: InstalledExtension) -> None:
         pytest.skip("farms run the current Blender; the runtime's resolution is the same in 4.5")
 
 
-def test_frames_from_one_worker_equal_frames_from_two(blender_extension: InstalledExtension, shot,
+def test_frames_from_one_worker_equal_frames_from_two(blender_extension: InstalledExtension, shot_blend,
                                                       tmp_path: Path) -> None:
-    _current_blender(blender_extension)
-    folder, exgs = shot
-    blend = tmp_path / "shot.blend"
-    made = run_blender(SHOT, blender_extension, worker=False,
-                       args={"exgs": str(exgs), "blend": str(blend), "frames": FRAMES})
+    blend, made = shot_blend
     assert made["fitted"]
     one = _farm_worker(blender_extension, blend, tmp_path / "one", 1, FRAMES)
     _farm_worker(blender_extension, blend, tmp_path / "two", 1, FRAMES // 2)
@@ -143,12 +151,9 @@ def test_frames_from_one_worker_equal_frames_from_two(blender_extension: Install
     assert raw.std() > 0.02 and change > 1e-3, f"the frames show the koala, restored ({change})"
 
 
-def test_a_frame_that_cannot_be_computed_fails_and_writes_nothing(blender_extension: InstalledExtension, shot,
+def test_a_frame_that_cannot_be_computed_fails_and_writes_nothing(blender_extension: InstalledExtension, shot_blend,
                                                                   tmp_path: Path) -> None:
-    _current_blender(blender_extension)
-    folder, exgs = shot
-    blend = tmp_path / "shot.blend"
-    run_blender(SHOT, blender_extension, worker=False, args={"exgs": str(exgs), "blend": str(blend), "frames": 3})
+    blend, _ = shot_blend  # frames 2-3 of it are rendered (FAILURES sets the range)
     missing = tmp_path / "no-runtime" / "bin" / "python"
     out = run_blender(FAILURES, blender_extension, worker=False, extra_env={"EXGS_PYTHON": sys.executable},
                       args={"blend": str(blend), "dir": str(tmp_path), "missing_python": str(missing),
