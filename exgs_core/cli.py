@@ -41,17 +41,25 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     try:
         args.run(args)
     except KeyboardInterrupt:
-        print("exgs: cancelled", file=sys.stderr)
+        _say("exgs: cancelled")
         return 130
     except Exception as error:
         if getattr(args, "debug", False):
             raise
         if isinstance(error, ExgsError):
-            print(f"exgs: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+            _say(f"exgs: error: {' '.join(str(error).splitlines())}")
             return 1
-        print(f"exgs: error: {_describe_failure(args, error)}", file=sys.stderr)
+        _say(f"exgs: error: {_describe_failure(args, error)}")
         return 1
     return 0
+
+
+def _say(line: str) -> None:
+    """`line` on stderr in one write: the processes of a multi-process training share one stderr, and on an
+    unbuffered stream (PYTHONUNBUFFERED, as launchers set) print() writes the text and its newline separately,
+    so two processes' errors ran together on one line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _describe_failure(args: argparse.Namespace, error: Exception) -> str:
