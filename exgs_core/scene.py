@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from exgs_core.sh import num_sh_bases, rotate_sh, sh0_to_rgb, sh_degree_for_bases
+from exgs_core.sh import f_rest_name, num_sh_bases, rotate_sh, sh0_to_rgb, sh_degree_for_bases
 
 
 # Gaussians per step of the per-Gaussian computations that make float64 or several temporaries: they stay a
@@ -181,7 +181,7 @@ class SplitScene:
         k = scene.sh.shape[1]
         base = GaussianScene(scene.means, scene.quats, scene.log_scales, scene.opacity_logits, scene.sh[:, :1],
                              scene.metadata)
-        rest = {f"f_rest_{channel * (k - 1) + coefficient - 1}": scene.sh[:, coefficient, channel]
+        rest = {f_rest_name(channel, coefficient, k): scene.sh[:, coefficient, channel]
                 for channel in range(3) for coefficient in range(1, k)}
         return SplitScene(base, rest)
 
@@ -202,7 +202,7 @@ class SplitScene:
         k = num_sh_bases(self.sh_degree)
         out = np.empty((len(self), 3), np.float32)
         for channel in range(3):
-            out[:, channel] = self.rest.pop(f"f_rest_{channel * (k - 1) + coefficient - 1}")
+            out[:, channel] = self.rest.pop(f_rest_name(channel, coefficient, k))
         return out
 
 

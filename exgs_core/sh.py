@@ -19,6 +19,12 @@ def num_sh_bases(degree: int) -> int:
     return (degree + 1) ** 2
 
 
+def f_rest_name(channel: int, coefficient: int, num_bases: int) -> str:
+    """The INRIA .ply property of SH coefficient `coefficient` (1..num_bases-1) of colour channel `channel`:
+    f_rest is channel-major, all R coefficients, then G, then B."""
+    return f"f_rest_{channel * (num_bases - 1) + coefficient - 1}"
+
+
 def sh_degree_for_bases(num_bases: int) -> int:
     """Degree whose basis count is `num_bases` (1, 4, 9, 16); ValueError otherwise."""
     for degree in range(MAX_SH_DEGREE + 1):

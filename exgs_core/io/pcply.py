@@ -20,7 +20,7 @@ from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
 from exgs_core.io.ply import check_body_size, read_ply_elements, read_ply_header
 from exgs_core.scene import GaussianScene
-from exgs_core.sh import SH_C0, rgb_to_sh0
+from exgs_core.sh import SH_C0, f_rest_name, rgb_to_sh0
 
 CHUNK_SIZE = 256
 CHUNK_PROPERTIES = [
@@ -223,7 +223,7 @@ def _encode_sh(sh: np.ndarray) -> np.ndarray | None:
         for coefficient in range(1, k):
             value = sh[:, coefficient, channel].astype(np.float64) / 8.0 + 0.5
             quantised = np.clip(np.trunc(np.nan_to_num(value * 256.0, nan=128.0)), 0, 255).astype(np.uint8)
-            rows[f"f_rest_{channel * (k - 1) + coefficient - 1}"] = quantised
+            rows[f_rest_name(channel, coefficient, k)] = quantised
     return rows
 
 

@@ -16,7 +16,7 @@ from plyfile import PlyData, PlyElement, PlyParseError
 from exgs_core.errors import NotGaussianPlyError, SceneFormatError
 from exgs_core.fileio import atomic_write
 from exgs_core.scene import GaussianScene, SplitScene
-from exgs_core.sh import num_sh_bases
+from exgs_core.sh import f_rest_name, num_sh_bases
 
 
 class FormatWarning(UserWarning):
@@ -318,7 +318,7 @@ def _scene_columns(scene: GaussianScene) -> dict[str, np.ndarray]:
     for channel in range(3):
         columns[F_DC[channel]] = scene.sh[:, 0, channel]
         for coefficient in range(1, k):
-            columns[f"f_rest_{channel * (k - 1) + coefficient - 1}"] = scene.sh[:, coefficient, channel]
+            columns[f_rest_name(channel, coefficient, k)] = scene.sh[:, coefficient, channel]
     return columns
 
 
@@ -378,7 +378,7 @@ def inria_rows(scene: GaussianScene) -> np.ndarray:
     for channel in range(3):
         rows[F_DC[channel]] = scene.sh[:, 0, channel]
         for coefficient in range(1, k):
-            rows[f"f_rest_{channel * (k - 1) + coefficient - 1}"] = scene.sh[:, coefficient, channel]
+            rows[f_rest_name(channel, coefficient, k)] = scene.sh[:, coefficient, channel]
     rows["opacity"] = scene.opacity_logits
     for index, name in enumerate(SCALES):
         rows[name] = scene.log_scales[:, index]
