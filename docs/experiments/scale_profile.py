@@ -3,7 +3,8 @@ RSS every 20 ms, and wraps the main stages so each sample is labelled with the i
 
     python docs/experiments/scale_profile.py /tmp/scene.ply [extra compress args]
 
-Prints, per stage: calls, wall seconds (outermost calls only), and the peak RSS seen while it ran.
+Prints, per stage: calls, wall seconds (outermost calls only), the peak RSS seen while it ran, and the process's
+CPU seconds spent while it was the innermost stage running (sampled with the RSS).
 """
 
 from __future__ import annotations
@@ -24,15 +25,20 @@ STACK: list[str] = []
 PEAKS: dict[str, float] = {}
 SECONDS: dict[str, float] = {}
 CALLS: dict[str, int] = {}
+CPU: dict[str, float] = {}  # process CPU seconds by the innermost stage running
 RUNNING = True
 
 
 def sampler() -> None:
     process = psutil.Process()
+    last_cpu = sum(process.cpu_times()[:2])
     while RUNNING:
         rss = process.memory_info().rss / 1024**3
         label = STACK[-1] if STACK else "(other)"
         PEAKS[label] = max(PEAKS.get(label, 0.0), rss)
+        cpu = sum(process.cpu_times()[:2])  # user + system
+        CPU[label] = CPU.get(label, 0.0) + cpu - last_cpu
+        last_cpu = cpu
         time.sleep(0.02)
 
 
@@ -84,7 +90,8 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"exit {code}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.2f} GiB, load {os.getloadavg()[0]:.2f}")
     for label in sorted(PEAKS, key=PEAKS.get, reverse=True):
-        print(f"  {label:20s} peak {PEAKS[label]:6.2f} GiB  {SECONDS.get(label, 0.0):7.1f} s  x{CALLS.get(label, 0)}")
+        print(f"  {label:20s} peak {PEAKS[label]:6.2f} GiB  {SECONDS.get(label, 0.0):7.1f} s  "
+              f"CPU {CPU.get(label, 0.0):7.1f} s  x{CALLS.get(label, 0)}")
 
 
 if __name__ == "__main__":
