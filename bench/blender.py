@@ -115,8 +115,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--path", type=Path, help="import this file (any format) instead of a tiled .ply "
-                                                  "(e.g. 10M Gaussians)")
+    parser.add_argument("--path", type=Path, help="import this file instead of a tiled .ply (e.g. 10M Gaussians; "
+                                                  "any format exgs reads, with --ours-only unless a .ply)")
     parser.add_argument("--ours-only", action="store_true", help="leave out Blender's importer (its memory too)")
     options = parser.parse_args()
     exgs_blender.register()

@@ -159,8 +159,9 @@ class SplitScene:
 
     `base` holds every Gaussian with its DC colour only (SH degree 0) and the scene's metadata. `rest` holds the
     INRIA .ply's f_rest_i columns by name, each (N,) float32, channel-major as in the file: f_rest_i is colour
-    channel i // (K - 1) of SH coefficient 1 + i % (K - 1). A binary .ply is read into separate columns
-    (io.read_split_scene); those of a whole scene (SplitScene.of) are views of its SH block.
+    channel i // (K - 1) of SH coefficient 1 + i % (K - 1). io.read_split_scene reads a binary .ply, .spz,
+    .compressed.ply, SOG and glTF into separate columns (to_fill); those of a whole scene (SplitScene.of) are views
+    of its SH block.
     """
 
     base: GaussianScene
