@@ -159,8 +159,9 @@ class SplitScene:
 
     `base` holds every Gaussian with its DC colour only (SH degree 0) and the scene's metadata. `rest` holds the
     INRIA .ply's f_rest_i columns by name, each (N,) float32, channel-major as in the file: f_rest_i is colour
-    channel i // (K - 1) of SH coefficient 1 + i % (K - 1). A binary .ply is read into separate columns
-    (io.read_split_scene); those of a whole scene (SplitScene.of) are views of its SH block.
+    channel i // (K - 1) of SH coefficient 1 + i % (K - 1). io.read_split_scene reads a binary .ply, .spz,
+    .compressed.ply, SOG and glTF into separate columns (to_fill); those of a whole scene (SplitScene.of) are views
+    of its SH block.
     """
 
     base: GaussianScene
@@ -178,12 +179,28 @@ class SplitScene:
         """`scene` split without copying its SH (the columns are views of it); a SplitScene as it is."""
         if isinstance(scene, SplitScene):
             return scene
-        k = scene.sh.shape[1]
         base = GaussianScene(scene.means, scene.quats, scene.log_scales, scene.opacity_logits, scene.sh[:, :1],
                              scene.metadata)
-        rest = {f_rest_name(channel, coefficient, k): scene.sh[:, coefficient, channel]
-                for channel in range(3) for coefficient in range(1, k)}
-        return SplitScene(base, rest)
+        return SplitScene(base, _rest_views(scene.sh))
+
+    @staticmethod
+    def to_fill(base: GaussianScene, num_bases: int,
+                split: bool) -> "tuple[GaussianScene | SplitScene, dict[str, np.ndarray]]":
+        """For a reader that decodes the SH coefficients one f_rest column at a time: `base` (its SH the DC term
+        only) with room for `num_bases` coefficients, and the empty f_rest columns to fill, by name. When `split`,
+        a SplitScene whose columns are separate arrays (each goes once taken, and no (N, K, 3) block is ever
+        made); else a GaussianScene whose columns are views of its SH block (read_scene's scene, the same values)."""
+        count = len(base)
+        if split:
+            rest = {f_rest_name(channel, coefficient, num_bases): np.empty(count, np.float32)
+                    for channel in range(3) for coefficient in range(1, num_bases)}
+            return SplitScene(base, rest), rest
+        if num_bases == base.sh.shape[1]:
+            return base, {}
+        sh = np.empty((count, num_bases, 3), np.float32)
+        sh[:, :1] = base.sh
+        whole = GaussianScene(base.means, base.quats, base.log_scales, base.opacity_logits, sh, base.metadata)
+        return whole, _rest_views(sh)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -204,6 +221,13 @@ class SplitScene:
         for channel in range(3):
             out[:, channel] = self.rest.pop(f_rest_name(channel, coefficient, k))
         return out
+
+
+def _rest_views(sh: np.ndarray) -> dict[str, np.ndarray]:
+    """The f_rest columns of an SH block (N, K, 3) by name, as views of it."""
+    k = sh.shape[1]
+    return {f_rest_name(channel, coefficient, k): sh[:, coefficient, channel]
+            for channel in range(3) for coefficient in range(1, k)}
 
 
 def decompose_similarity(matrix: np.ndarray, tolerance: float = 1e-4) -> tuple[np.ndarray, float, np.ndarray]:

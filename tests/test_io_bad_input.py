@@ -13,7 +13,7 @@ import pytest
 from plyfile import PlyData, PlyElement
 
 from exgs_core.errors import SceneFormatError
-from exgs_core.io import FormatWarning, read_scene, write_scene
+from exgs_core.io import FormatWarning, read_scene, read_split_scene, write_scene
 from tests.conftest import SCENES_DIR, requires_data
 
 pytestmark = requires_data
@@ -24,13 +24,17 @@ SOG_DIR = SCENES_DIR / "pcengine_playbot_3_0"
 
 
 def read_error(path: Path, *fragments: str) -> str:
-    """read_scene(path) must fail with a SceneFormatError naming the path and every fragment."""
+    """read_scene(path) must fail with a SceneFormatError naming the path and every fragment, and
+    read_split_scene(path) (Blender's import) with the same error."""
     with pytest.raises(SceneFormatError) as caught:
         read_scene(path)
     message = str(caught.value)
     assert str(path) in message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+    with pytest.raises(SceneFormatError) as split:
+        read_split_scene(path)
+    assert str(split.value) == message
     return message
 
 

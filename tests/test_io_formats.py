@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import tracemalloc
 import warnings
 import zipfile
@@ -18,13 +19,14 @@ from exgs_core.io import (
     FormatWarning,
     detect_format,
     read_scene,
+    read_split_scene,
     write_scene,
 )
 from exgs_core.errors import SceneFormatError
 from exgs_core.io.pcply import morton_order
 from exgs_core.io.ply import inria_property_names
 from exgs_core.scene import GaussianScene
-from exgs_core.sh import sh0_to_rgb
+from exgs_core.sh import f_rest_name, sh0_to_rgb
 from tests.conftest import MESH2SPLAT_DIR, SCENES_DIR, real_scene_paths, requires_data
 
 pytestmark = requires_data
@@ -437,3 +439,47 @@ def test_reading_holds_no_copy_of_the_file_in_resident_memory(tmp_path: Path) ->
     grown, arrays = (int(v) for v in result.stdout.split())
     assert arrays > 0.9 * path.stat().st_size
     assert grown < 1.25 * arrays, (grown, arrays)
+
+
+def _split_cases() -> list[tuple[str, str]]:
+    return ([("scenes", "gs3d_lod1_tile_0_0.5x.ply"), ("scenes", "pcengine_playbot_3_0/meta.json")]
+            + [("written", suffix) for suffix in (".spz", ".compressed.ply", ".sog", ".glb", ".gltf")]
+            + [("tests/data", name) for name in ("playbot_400.v2.spz", "playbot_400.v4.spz", "fox_300.sog")])
+
+
+@pytest.mark.parametrize("where, name", _split_cases(), ids=lambda value: value)
+def test_read_split_scene_holds_read_scenes_values_in_columns_of_their_own(where: str, name: str,
+                                                                           tmp_path: Path) -> None:
+    """The SplitScene Blender's import reads holds read_scene's values bit for bit, each f_rest column an array of
+    its own (taking one frees it), from a .ply and from every compact format that carries SH: the real SH-3 scene
+    as our writers write it, a real SOG (SH 2), splat-transform's files (SH 2, and SOG without SH)."""
+    if where == "written":
+        path = tmp_path / ("gs3d" + name)
+        write_scene(original("gs3d_lod1_tile_0_0.5x.ply"), path)
+    else:
+        path = (SCENES_DIR if where == "scenes" else Path(__file__).parent / "data") / name
+    whole, split = read_scene(path), read_split_scene(path)
+    assert split.metadata == whole.metadata
+    assert_bitwise_equal(split.base, whole.with_sh_degree(0))
+    assert split.sh_degree == whole.sh_degree
+    k = whole.sh.shape[1]
+    for channel in range(3):
+        for coefficient in range(1, k):
+            column = split.rest[f_rest_name(channel, coefficient, k)]
+            assert column.dtype == np.float32 and column.base is None, (channel, coefficient)
+            assert column.tobytes() == whole.sh[:, coefficient, channel].tobytes(), (channel, coefficient)
+
+
+def test_read_split_scene_of_a_gltf_whose_splats_are_transformed_has_read_scenes_values(tmp_path: Path) -> None:
+    """Splats under a transformed node (or in several primitives) are read whole, then split: the same values,
+    the columns views of one block."""
+    write_scene(original("gs3d_lod1_tile_0_0.5x.ply"), tmp_path / "x.gltf")
+    document = json.loads((tmp_path / "x.gltf").read_text())
+    document["nodes"][0]["rotation"] = [0.0, 0.0, np.sqrt(0.5), np.sqrt(0.5)]  # SH bands rotate with it
+    (tmp_path / "turned.gltf").write_text(json.dumps(document))
+    whole, split = read_scene(tmp_path / "turned.gltf"), read_split_scene(tmp_path / "turned.gltf")
+    assert_bitwise_equal(split.base, whole.with_sh_degree(0))
+    for channel in range(3):
+        for coefficient in range(1, 16):
+            column = split.rest[f_rest_name(channel, coefficient, 16)]
+            assert column.tobytes() == whole.sh[:, coefficient, channel].copy().tobytes()

@@ -18,7 +18,8 @@ import pytest
 from exgs_core.camera import orbit_cameras
 from exgs_core.cli import main
 from exgs_core.errors import SceneFormatError
-from exgs_core.io import READABLE_FORMATS, WRITABLE_FORMATS, detect_format, read_scene, write_scene
+from exgs_core.io import (READABLE_FORMATS, WRITABLE_FORMATS, detect_format, read_scene, read_split_scene,
+                          write_scene)
 from exgs_core.io.gltf import read_gltf, write_glb, write_gltf
 from exgs_core.io.sog_write import encode_sog, quantize_1d, sh_palette
 from exgs_core.io.spz import encode_spz, read_spz
@@ -266,16 +267,18 @@ def test_truncated_spz_is_refused(tmp_path: Path) -> None:
     data = gzip.decompress((DATA / "fox_300.v3.spz").read_bytes())
     path = tmp_path / "short.spz"
     path.write_bytes(gzip.compress(data[:1000]))
-    with pytest.raises(SceneFormatError, match="SPZ version 3 body is truncated"):
-        read_scene(path)
+    for read in (read_scene, read_split_scene):
+        with pytest.raises(SceneFormatError, match=f"{path}: SPZ version 3 body is truncated"):
+            read(path)
 
 
 def test_unsupported_gltf_versions_are_named(tmp_path: Path) -> None:
     data = bytearray((DATA / "fox_300.glb").read_bytes())
     data[4:8] = struct.pack("<I", 1)
     (tmp_path / "old.glb").write_bytes(bytes(data))
-    with pytest.raises(SceneFormatError, match="old.glb: GLB container version 1 is not supported"):
-        read_scene(tmp_path / "old.glb")
+    for read in (read_scene, read_split_scene):
+        with pytest.raises(SceneFormatError, match="old.glb: GLB container version 1 is not supported"):
+            read(tmp_path / "old.glb")
     document = json.loads(_glb_json((DATA / "fox_300.glb").read_bytes()))
     document["asset"]["version"] = "1.0"
     (tmp_path / "old.gltf").write_text(json.dumps(document))

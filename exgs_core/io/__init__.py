@@ -16,13 +16,13 @@ import numpy as np
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.io.exgs import is_exgs, read_exgs, write_exgs
-from exgs_core.io.gltf import read_gltf, write_glb, write_gltf
-from exgs_core.io.pcply import read_compressed_ply, write_compressed_ply
+from exgs_core.io.gltf import read_gltf, read_gltf_split, write_glb, write_gltf
+from exgs_core.io.pcply import read_compressed_ply, read_compressed_ply_split, write_compressed_ply
 from exgs_core.io.ply import FormatWarning, read_ply, read_ply_header, read_ply_split, write_ply
-from exgs_core.io.sog import ImageDecoder, read_sog
+from exgs_core.io.sog import ImageDecoder, read_sog, read_sog_split
 from exgs_core.io.sog_write import ImageEncoder, write_sog
 from exgs_core.io.splat import read_splat, write_splat
-from exgs_core.io.spz import read_spz, write_spz
+from exgs_core.io.spz import read_spz, read_spz_split, write_spz
 from exgs_core.scene import GaussianScene, SplitScene
 from exgs_core.validate import describe_non_finite, drop_non_finite, non_finite_rows
 
@@ -63,6 +63,12 @@ _READERS: dict[str, Callable[[Path], GaussianScene]] = {
     "gltf": read_gltf,
     "exgs": read_exgs,
 }  # and "sog", read by read_sog, the one reader that takes an image decoder
+_SPLIT_READERS: dict[str, Callable[[Path], SplitScene]] = {
+    "ply": read_ply_split,
+    "compressed-ply": read_compressed_ply_split,
+    "spz": read_spz_split,
+    "gltf": read_gltf_split,
+}  # and "sog", read_sog_split
 _WRITERS: dict[str, Callable[[GaussianScene, Path], None]] = {
     "ply": write_ply,
     "compressed-ply": write_compressed_ply,
@@ -148,12 +154,18 @@ def read_scene(
 
 def read_split_scene(path: str | os.PathLike, decode_image: ImageDecoder | None = None) -> SplitScene:
     """read_scene's Gaussians (NaN refused) as a SplitScene, for a caller that copies them elsewhere and lets
-    each SH column go once copied: from a binary INRIA .ply the f_rest columns are separate arrays, from any
-    other file views of the scene read_scene reads."""
+    each SH column go once copied: from a binary INRIA .ply, .spz, .compressed.ply, SOG and glTF (one
+    untransformed splat primitive) the f_rest columns are separate arrays, decoded one at a time (no (N, K, 3)
+    SH block is made); from any other file views of the scene read_scene reads."""
     path = Path(path)
-    if detect_format(path) != "ply":
+    format = detect_format(path)
+    if format == "sog":
+        read = _reading(path, lambda: read_sog_split(path, decode_image))
+    elif format in _SPLIT_READERS:
+        read = _reading(path, lambda: _SPLIT_READERS[format](path))
+    else:
         return SplitScene.of(read_scene(path, decode_image))
-    scene = _check_read_scene(path, _reading(path, lambda: read_ply_split(path)))
+    scene = _check_read_scene(path, read)
     scene.metadata["source_name"] = _source_name(path)
     return scene
 

@@ -16,17 +16,19 @@ extension, whose Python has no extra packages, reads and writes glTF too.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import struct
 from pathlib import Path
+from typing import Callable, cast
 
 import numpy as np
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
-from exgs_core.scene import GaussianScene, quat_to_rotation
-from exgs_core.sh import rgb_to_sh0, sh0_to_rgb
+from exgs_core.scene import GaussianScene, SplitScene, quat_to_rotation
+from exgs_core.sh import f_rest_name, rgb_to_sh0, sh0_to_rgb, sh_degree_for_bases
 
 EXTENSION = "KHR_gaussian_splatting"
 PREFIX = EXTENSION + ":"
@@ -39,32 +41,96 @@ GENERATOR = "exgs"
 
 
 def read_gltf(path: str | os.PathLike) -> GaussianScene:
-    path = Path(path)
+    return cast(GaussianScene, _read(Path(path), split=False))
+
+
+def read_gltf_split(path: str | os.PathLike) -> SplitScene:
+    """read_gltf's Gaussians as a SplitScene. From one untransformed splat primitive (as splat-transform and exgs
+    write them) its f_rest columns are separate arrays, decoded one SH coefficient at a time (no (N, K, 3) block);
+    from several primitives or transformed nodes, views of read_gltf's scene. The same values either way."""
+    return cast(SplitScene, _read(Path(path), split=True))
+
+
+def _read(path: Path, split: bool) -> GaussianScene | SplitScene:
     document, binary = _load(path)
     _check_required_extensions(path, document)
-    parts = []
-    for primitive, matrix in _splat_primitives(path, document):
-        scene = _decode_primitive(path, document, binary, primitive)
-        if not np.allclose(matrix, np.eye(4)):
-            try:
-                scene = scene.transformed(matrix)
-            except ValueError as error:
-                raise SceneFormatError(path, f"a node holding splats has an unsupported transform: {error}") from None
-        parts.append(scene)
-    if not parts:
+    found = _splat_primitives(path, document)
+    if not found:
         raise SceneFormatError(path, f"the glTF file holds no {EXTENSION} primitive (no Gaussian splats)")
-    scene = _turn_about_z(GaussianScene.concatenate(parts), inverse=True)
+    scene: GaussianScene | SplitScene
+    if len(found) == 1 and np.allclose(found[0][1], np.eye(4)):
+        base, coefficients = _decode_primitive(path, document, binary, found[0][0])
+        scene = _with_sh(path, _turn_about_z(base, inverse=True), coefficients, split, turned=True)
+    else:
+        parts = []
+        for primitive, matrix in found:
+            part = cast(GaussianScene, _with_sh(path, *_decode_primitive(path, document, binary, primitive), False))
+            if not np.allclose(matrix, np.eye(4)):
+                try:
+                    part = part.transformed(matrix)
+                except ValueError as error:
+                    raise SceneFormatError(path, f"a node holding splats has an unsupported transform: {error}") from None
+            parts.append(part)
+        scene = _turn_about_z(GaussianScene.concatenate(parts), inverse=True)
+        if split:
+            scene = SplitScene.of(scene)
     scene.metadata.update(format="gltf", source_bytes=path.stat().st_size)
+    return scene
+
+
+def _with_sh(path: Path, base: GaussianScene, coefficients: list[Callable[[], np.ndarray]], split: bool,
+             turned: bool = False) -> GaussianScene | SplitScene:
+    """`base` with the SH coefficients that `coefficients` decode (1..K-1, each (N, 3)), one at a time into their
+    f_rest columns (SplitScene.to_fill); `turned`: as _turn_about_z turns them, for a base it has turned."""
+    k = 1 + len(coefficients)
+    scene, columns = SplitScene.to_fill(base, k, split)
+    signs = _turn_signs(k) if turned else np.ones(k, np.float32)
+    for coefficient, decode in enumerate(coefficients, start=1):
+        values = decode()
+        if len(values) != len(base):
+            raise SceneFormatError(path, f"the spherical harmonics attributes do not have {len(base)} values each")
+        values = values.astype(np.float32) * signs[coefficient]
+        for channel in range(3):
+            columns[f_rest_name(channel, coefficient, k)][:] = values[:, channel]
+        del values
     return scene
 
 
 # --- container ------------------------------------------------------------------------------------
 
-def _load(path: Path) -> tuple[dict, bytes | None]:
+class _Stored:
+    """The bytes of a glTF buffer: in memory (a data URI), or a range of a file (a .glb's binary chunk, a .bin
+    beside a .gltf) read a view at a time, so that a large file is never held whole (a 10M-Gaussian SH-3 .glb is
+    2.4 GB)."""
+
+    def __init__(self, path: Path, data: bytes | None = None, file: Path | None = None, offset: int = 0,
+                 size: int = 0):
+        self.path, self.data, self.file, self.offset = path, data, file, offset
+        self.size = len(data) if data is not None else size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, start: int, size: int) -> np.ndarray:
+        """`size` bytes from `start` (within len(self)) as a uint8 array."""
+        if self.data is not None:
+            return np.frombuffer(self.data, np.uint8, size, start)
+        assert self.file is not None
+        with open(self.file, "rb") as handle:
+            handle.seek(self.offset + start)
+            raw = np.fromfile(handle, np.uint8, size)
+        if len(raw) != size:  # the file shrank after it was measured
+            raise SceneFormatError(self.path, f"{self.file.name} is truncated (it ends within a buffer)")
+        return raw
+
+
+def _load(path: Path) -> tuple[dict, _Stored | None]:
     """The JSON document and the GLB binary chunk (None for .gltf)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic == GLB_MAGIC:
+        return _parse_glb(path)
     data = path.read_bytes()
-    if data[:4] == GLB_MAGIC:
-        return _parse_glb(path, data)
     try:
         document = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -75,31 +141,39 @@ def _load(path: Path) -> tuple[dict, bytes | None]:
     return document, None
 
 
-def _parse_glb(path: Path, data: bytes) -> tuple[dict, bytes | None]:
-    if len(data) < 20:
+def _parse_glb(path: Path) -> tuple[dict, _Stored | None]:
+    """The JSON chunk, read, and the binary chunk, a range of the file read when an accessor needs it."""
+    file_size = path.stat().st_size
+    if file_size < 20:
         raise SceneFormatError(path, "the .glb file is truncated (shorter than its 20-byte header)")
-    version, length = struct.unpack_from("<II", data, 4)
-    if version != 2:
-        raise SceneFormatError(path, f"GLB container version {version} is not supported (only glTF 2.0)")
-    if length > len(data):
-        raise SceneFormatError(path, f"the .glb file is truncated ({len(data)} of {length} bytes)")
-    chunks, offset = {}, 12
-    while offset + 8 <= length:
-        size, kind = struct.unpack_from("<II", data, offset)
-        if offset + 8 + size > length:
-            raise SceneFormatError(path, f"a GLB chunk runs past the end of the file (at byte {offset})")
-        chunks.setdefault(kind, data[offset + 8:offset + 8 + size])
-        offset += 8 + ((size + 3) & ~3)
-    if JSON_CHUNK not in chunks:
-        raise SceneFormatError(path, "the .glb file has no JSON chunk")
+    with open(path, "rb") as handle:
+        version, length = struct.unpack("<II", handle.read(12)[4:])
+        if version != 2:
+            raise SceneFormatError(path, f"GLB container version {version} is not supported (only glTF 2.0)")
+        if length > file_size:
+            raise SceneFormatError(path, f"the .glb file is truncated ({file_size} of {length} bytes)")
+        chunks, offset = {}, 12
+        while offset + 8 <= length:
+            handle.seek(offset)
+            size, kind = struct.unpack("<II", handle.read(8))
+            if offset + 8 + size > length:
+                raise SceneFormatError(path, f"a GLB chunk runs past the end of the file (at byte {offset})")
+            chunks.setdefault(kind, (offset + 8, size))
+            offset += 8 + ((size + 3) & ~3)
+        if JSON_CHUNK not in chunks:
+            raise SceneFormatError(path, "the .glb file has no JSON chunk")
+        handle.seek(chunks[JSON_CHUNK][0])
+        text = handle.read(chunks[JSON_CHUNK][1])
     try:
-        document = json.loads(chunks[JSON_CHUNK])
+        document = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SceneFormatError(path, f"the .glb JSON chunk is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise SceneFormatError(path, "the .glb JSON chunk is not an object")
     _check_asset_version(path, document)
-    return document, chunks.get(BIN_CHUNK)
+    if BIN_CHUNK not in chunks:
+        return document, None
+    return document, _Stored(path, file=path, offset=chunks[BIN_CHUNK][0], size=chunks[BIN_CHUNK][1])
 
 
 def _check_asset_version(path: Path, document: dict) -> None:
@@ -114,7 +188,7 @@ def _check_required_extensions(path: Path, document: dict) -> None:
         raise SceneFormatError(path, f"the glTF file requires extensions exgs does not read: {', '.join(unknown)}")
 
 
-def _buffer(path: Path, document: dict, binary: bytes | None, index: int) -> bytes:
+def _buffer(path: Path, document: dict, binary: _Stored | None, index: int) -> _Stored:
     buffers = document.get("buffers", [])
     if not 0 <= index < len(buffers):
         raise SceneFormatError(path, f"glTF buffer {index} does not exist")
@@ -125,16 +199,16 @@ def _buffer(path: Path, document: dict, binary: bytes | None, index: int) -> byt
         return binary
     if uri.startswith("data:"):
         try:
-            return base64.b64decode(uri.split(",", 1)[1], validate=True)
+            return _Stored(path, base64.b64decode(uri.split(",", 1)[1], validate=True))
         except (IndexError, ValueError):
             raise SceneFormatError(path, f"glTF buffer {index} has a malformed data URI") from None
     file = (path.parent / uri).resolve()
     if path.parent.resolve() not in file.parents or not file.is_file():
         raise SceneFormatError(path, f"glTF buffer {index} refers to {uri!r}, which is not a file beside the .gltf")
-    return file.read_bytes()
+    return _Stored(path, file=file, size=file.stat().st_size)
 
 
-def _accessor(path: Path, document: dict, binary: bytes | None, index: int, name: str) -> np.ndarray:
+def _accessor(path: Path, document: dict, binary: _Stored | None, index: int, name: str) -> np.ndarray:
     """An accessor's values (count, components) as float64, normalised integers mapped to [0, 1] or [-1, 1]."""
     accessors = document.get("accessors", [])
     if not isinstance(index, int) or not 0 <= index < len(accessors):
@@ -175,7 +249,7 @@ def _read_view(path, document, binary, acc, dtype, width, count, name) -> np.nda
         raise SceneFormatError(path, f"attribute {name} reads past the end of its buffer ({count} values)")
     if count == 0:
         return np.zeros((0, width), dtype)
-    raw = np.frombuffer(data, np.uint8, needed - start, start)
+    raw = data.read(start, needed - start)
     rows = np.lib.stride_tricks.as_strided(raw, (count, element), (stride, 1))
     return np.ascontiguousarray(rows).view(dtype).reshape(count, width)
 
@@ -234,7 +308,10 @@ def _local_matrix(node: dict) -> np.ndarray:
 
 # --- attributes -------------------------------------------------------------------------------------
 
-def _decode_primitive(path: Path, document: dict, binary: bytes | None, primitive: dict) -> GaussianScene:
+def _decode_primitive(path: Path, document: dict, binary: _Stored | None,
+                      primitive: dict) -> tuple[GaussianScene, list[Callable[[], np.ndarray]]]:
+    """The primitive's Gaussians with their DC term only, and for each higher SH coefficient (1..K-1) a function
+    that decodes its (N, 3) values, for the caller to decode one at a time."""
     attributes = primitive.get("attributes", {})
 
     def get(name: str, width: int) -> np.ndarray:
@@ -254,22 +331,22 @@ def _decode_primitive(path: Path, document: dict, binary: bytes | None, primitiv
         dc = get(PREFIX + "SH_DEGREE_0_COEF_0", 3)
     else:
         dc = rgb_to_sh0(get("COLOR_0", 4)[:, :3])
-    coefficients = [dc] + _higher_sh(path, attributes, get)
+    coefficients = _higher_sh(path, attributes, get)
     for name, values in (("ROTATION", xyzw), ("SCALE", scales), ("OPACITY", opacity)):
         if len(values) != n:
             raise SceneFormatError(path, f"attribute {PREFIX}{name} has {len(values)} values for {n} positions")
-    if any(len(c) != n for c in coefficients):
+    if len(dc) != n:
         raise SceneFormatError(path, f"the spherical harmonics attributes do not have {n} values each")
     with np.errstate(divide="ignore", invalid="ignore"):
         log_scales = np.log(scales) if _linear_scales(document, scales) else scales
         alpha = np.clip(opacity, 0.0, 1.0)
         logits = np.log(alpha) - np.log1p(-alpha)
     quats = xyzw[:, [3, 0, 1, 2]]
-    return GaussianScene(means, quats, log_scales, logits, np.stack(coefficients, axis=1))
+    return GaussianScene(means, quats, log_scales, logits, dc[:, None, :]), coefficients
 
 
-def _higher_sh(path: Path, attributes: dict, get) -> list[np.ndarray]:
-    out = []
+def _higher_sh(path: Path, attributes: dict, get) -> list[Callable[[], np.ndarray]]:
+    out: list[Callable[[], np.ndarray]] = []
     for degree in (1, 2, 3):
         names = [f"{PREFIX}SH_DEGREE_{degree}_COEF_{n}" for n in range(2 * degree + 1)]
         present = [name in attributes for name in names]
@@ -277,7 +354,7 @@ def _higher_sh(path: Path, attributes: dict, get) -> list[np.ndarray]:
             break
         if not all(present):
             raise SceneFormatError(path, f"spherical harmonics degree {degree} is only partly defined")
-        out += [get(name, 3) for name in names]
+        out += [functools.partial(get, name, 3) for name in names]
     return out
 
 
@@ -294,12 +371,17 @@ def _turn_about_z(scene: GaussianScene, inverse: bool = False) -> GaussianScene:
     means = scene.means * np.array([-1.0, -1.0, 1.0], np.float32)
     w, x, y, z = scene.quats.T
     quats = np.stack([z, y, -x, -w] if inverse else [-z, -y, x, w], axis=1)
-    sign = np.ones(scene.sh.shape[1], np.float32)
-    for degree in range(1, scene.sh_degree + 1):
+    sh = scene.sh * _turn_signs(scene.sh.shape[1])[None, :, None]
+    return GaussianScene(means, quats, scene.log_scales, scene.opacity_logits, sh, dict(scene.metadata))
+
+
+def _turn_signs(num_bases: int) -> np.ndarray:
+    """Per SH coefficient, its factor under a turn of 180 degrees about z: -1 where m is odd."""
+    sign = np.ones(num_bases, np.float32)
+    for degree in range(1, sh_degree_for_bases(num_bases) + 1):
         for m in range(-degree, degree + 1):
             sign[degree * degree + m + degree] = -1.0 if m % 2 else 1.0
-    sh = scene.sh * sign[None, :, None]
-    return GaussianScene(means, quats, scene.log_scales, scene.opacity_logits, sh, dict(scene.metadata))
+    return sign
 
 
 # --- writing ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from plyfile import PlyData, PlyElement
@@ -19,7 +20,7 @@ from plyfile import PlyData, PlyElement
 from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
 from exgs_core.io.ply import check_body_size, read_ply_elements, read_ply_header
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
 from exgs_core.sh import SH_C0, f_rest_name, rgb_to_sh0
 
 CHUNK_SIZE = 256
@@ -36,6 +37,16 @@ SQRT1_2 = np.sqrt(0.5)
 # --- reading -------------------------------------------------------------------------------------
 
 def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
+    return cast(GaussianScene, _read(path, split=False))
+
+
+def read_compressed_ply_split(path: str | os.PathLike) -> SplitScene:
+    """read_compressed_ply's Gaussians as a SplitScene whose f_rest columns are separate arrays, decoded one at a
+    time from the file's SH bytes (no (N, K, 3) block), with the same values."""
+    return cast(SplitScene, _read(path, split=True))
+
+
+def _read(path: str | os.PathLike, split: bool) -> GaussianScene | SplitScene:
     header = read_ply_header(path)
     chunk, vertex = header.element("chunk"), header.element("vertex")
     if chunk is None or vertex is None:
@@ -59,13 +70,26 @@ def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
     file_size = os.path.getsize(path)
     check_body_size(path, header, file_size)
     data = read_ply_elements(path, header, ["chunk", "vertex", "sh"])
-    scene = _decode(data["chunk"], data["vertex"], data.get("sh"))
+    scene = _decode(data["chunk"], data["vertex"], data.get("sh"), split)
     del data
     scene.metadata.update(format="compressed-ply", source_bytes=file_size)
     return scene
 
 
-def _decode(chunks: np.ndarray, vertices: np.ndarray, sh_rows: np.ndarray | None) -> GaussianScene:
+def _decode(chunks: np.ndarray, vertices: np.ndarray, sh_rows: np.ndarray | None,
+            split: bool) -> GaussianScene | SplitScene:
+    rest = 0 if sh_rows is None else len(sh_rows.dtype.names)
+    # the Gaussians at SH 0 first, so that their float64 temporaries are gone before the SH columns are made
+    scene, columns = SplitScene.to_fill(_decode_base(chunks, vertices), 1 + rest // 3, split)
+    for name, out in columns.items():  # f_rest_i, channel-major as in the INRIA .ply
+        q = np.asarray(sh_rows[name], dtype=np.float32)  # type: ignore[index]  # columns only when sh_rows
+        n = np.where(q == 0, 0.0, np.where(q == 255, 1.0, (q + 0.5) / 256.0))
+        out[:] = (n - 0.5) * 8.0
+    return scene
+
+
+def _decode_base(chunks: np.ndarray, vertices: np.ndarray) -> GaussianScene:
+    """The Gaussians with their DC colour only (SH degree 0)."""
     count = len(vertices)
     index = np.arange(count) // CHUNK_SIZE
 
@@ -80,12 +104,8 @@ def _decode(chunks: np.ndarray, vertices: np.ndarray, sh_rows: np.ndarray | None
     rgb = lerp("", "rgb", color[:, :3]) if "min_r" in chunks.dtype.names else color[:, :3].astype(np.float32)
     with np.errstate(divide="ignore"):
         opacity = np.log(color[:, 3]) - np.log1p(-color[:, 3])
-    sh0 = rgb_to_sh0(rgb)[:, None, :]
-    if sh_rows is None:
-        sh = sh0
-    else:
-        sh = np.concatenate([sh0, _decode_sh(sh_rows)], axis=1)
-    return GaussianScene(means, _unpack_rotation(vertices["packed_rotation"]), log_scales, opacity, sh)
+    return GaussianScene(means, _unpack_rotation(vertices["packed_rotation"]), log_scales, opacity,
+                         rgb_to_sh0(rgb)[:, None, :])
 
 
 def _unpack_unorm(values: np.ndarray, shift: int, bits: int) -> np.ndarray:
@@ -114,18 +134,6 @@ def _unpack_rotation(values: np.ndarray) -> np.ndarray:
         quats[rows, slot] = largest[rows]
         quats[np.ix_(rows, others)] = small[rows]
     return quats.astype(np.float32)
-
-
-def _decode_sh(sh_rows: np.ndarray) -> np.ndarray:
-    rest = len(sh_rows.dtype.names)
-    k = rest // 3
-    out = np.empty((len(sh_rows), k, 3), np.float32)
-    for i in range(rest):
-        q = np.asarray(sh_rows[f"f_rest_{i}"], dtype=np.float32)
-        n = np.where(q == 0, 0.0, np.where(q == 255, 1.0, (q + 0.5) / 256.0))
-        channel, coefficient = divmod(i, k)
-        out[:, coefficient, channel] = (n - 0.5) * 8.0
-    return out
 
 
 # --- writing -------------------------------------------------------------------------------------

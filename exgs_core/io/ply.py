@@ -9,6 +9,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from plyfile import PlyData, PlyElement, PlyParseError
@@ -215,9 +216,10 @@ def read_ply_split(path: str | os.PathLike) -> SplitScene:
     if _needs_plyfile(header):
         return SplitScene.of(_with_file_facts(path, header, _read_vertices(path, header, vertex, rest_count)))
     base = _empty_scene(vertex.count, 0)
-    rest = {f"f_rest_{i}": np.empty(vertex.count, np.float32) for i in range(rest_count)}
+    scene, rest = SplitScene.to_fill(base, num_sh_bases_for_rest(rest_count), split=True)
     _read_binary_columns(path, header, vertex, {**_scene_columns(base), **rest})
-    return SplitScene(_with_file_facts(path, header, base), rest)
+    _with_file_facts(path, header, base)
+    return cast(SplitScene, scene)
 
 
 def _read_vertices(path: str | os.PathLike, header: PlyHeader, vertex: PlyElementHeader,

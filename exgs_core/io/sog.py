@@ -20,13 +20,14 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.io.ply import FormatWarning
-from exgs_core.scene import GaussianScene
+from exgs_core.scene import GaussianScene, SplitScene
+from exgs_core.sh import f_rest_name
 from exgs_core.validate import JsonError, is_number, parse_json
 
 SH_COEFFICIENTS_FOR_BANDS = {1: 3, 2: 8, 3: 15}
@@ -118,10 +119,20 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 def read_sog(path: str | os.PathLike, decode_image: ImageDecoder | None = None) -> GaussianScene:
     """Read a SOG v2 scene from its folder, its meta.json, or a .sog zip; images decoded by Pillow by default."""
+    return cast(GaussianScene, _read(path, decode_image, split=False))
+
+
+def read_sog_split(path: str | os.PathLike, decode_image: ImageDecoder | None = None) -> SplitScene:
+    """read_sog's Gaussians as a SplitScene whose f_rest columns are separate arrays, each looked up from the
+    palette by the labels on its own (no (N, K, 3) block), with the same values."""
+    return cast(SplitScene, _read(path, decode_image, split=True))
+
+
+def _read(path: str | os.PathLike, decode_image: ImageDecoder | None, split: bool) -> GaussianScene | SplitScene:
     files = _SogFiles(Path(path), decode_image)
     try:
         meta = _parse_meta(files)
-        scene = _decode(files, meta)
+        scene = _decode(files, meta, split)
     finally:
         files.close()
     scene.metadata.update(format="sog", source_bytes=files.bytes_read)
@@ -192,8 +203,23 @@ def _require(files: _SogFiles, meta: dict, key: str, lists: dict[str, int | None
             raise SceneFormatError(files.path, f"meta.json {key}.{name} must be {expected}")
 
 
-def _decode(files: _SogFiles, meta: dict) -> GaussianScene:
+def _decode(files: _SogFiles, meta: dict, split: bool) -> GaussianScene | SplitScene:
     count = meta["count"]
+    base = _decode_base(files, meta, count)  # before the SH columns are made, its temporaries gone
+    coefficients = SH_COEFFICIENTS_FOR_BANDS[meta["shN"]["bands"]] if "shN" in meta else 0
+    scene, columns = SplitScene.to_fill(base, 1 + coefficients, split)
+    if not columns:
+        return scene
+    labels, entries = _decode_shn(files, meta["shN"], count)
+    for channel in range(3):
+        for coefficient in range(1, 1 + coefficients):
+            np.take(entries[:, coefficient - 1, channel], labels, mode="clip",  # labels checked
+                    out=columns[f_rest_name(channel, coefficient, 1 + coefficients)])
+    return scene
+
+
+def _decode_base(files: _SogFiles, meta: dict, count: int) -> GaussianScene:
+    """The Gaussians with their DC colour only (SH degree 0)."""
     means = _decode_means(files, meta, count)
     quats = _decode_quats(files, meta["quats"]["files"][0], count)
     scales = _pixels(files, meta["scales"]["files"][0], count)[:, :3]
@@ -202,10 +228,8 @@ def _decode(files: _SogFiles, meta: dict) -> GaussianScene:
     alpha = sh0[:, 3].astype(np.float64) / 255.0
     with np.errstate(divide="ignore"):
         opacity = np.log(alpha) - np.log1p(-alpha)  # exact logit, as the .splat reader
-    sh = _lookup(files, meta["sh0"]["codebook"], sh0[:, :3], "sh0")[:, None, :]
-    if "shN" in meta:
-        sh = np.concatenate([sh, _decode_shn(files, meta["shN"], count)], axis=1)
-    return GaussianScene(means, quats, log_scales, opacity, sh)
+    dc = _lookup(files, meta["sh0"]["codebook"], sh0[:, :3], "sh0")[:, None, :]
+    return GaussianScene(means, quats, log_scales, opacity, dc)
 
 
 def _decode_means(files: _SogFiles, meta: dict, count: int) -> np.ndarray:
@@ -240,7 +264,9 @@ def _decode_quats(files: _SogFiles, name: str, count: int) -> np.ndarray:
     return quats.astype(np.float32)
 
 
-def _decode_shn(files: _SogFiles, section: dict, count: int) -> np.ndarray:
+def _decode_shn(files: _SogFiles, section: dict, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each Gaussian's palette entry (count,), and the SH coefficients of every entry (palette, coefficients, rgb):
+    a Gaussian's SH coefficients are those of its entry, looked up one column at a time by the caller."""
     coefficients = SH_COEFFICIENTS_FOR_BANDS[section["bands"]]
     palette = section["count"]
     centroids_name, labels_name = section["files"][:2]
@@ -250,9 +276,12 @@ def _decode_shn(files: _SogFiles, section: dict, count: int) -> np.ndarray:
     labels = label_pixels[:, 0].astype(np.int64) | (label_pixels[:, 1].astype(np.int64) << 8)
     if labels.max() >= palette:
         raise SceneFormatError(files.path, f"{labels_name} holds palette index {labels.max()}, beyond {palette} entries")
-    first = (labels // PALETTE_ROW) * width + (labels % PALETTE_ROW) * coefficients
-    indices = centroids[first[:, None] + np.arange(coefficients)[None, :], :3]  # (count, coefficients, rgb)
-    return _lookup(files, section["codebook"], indices, "shN")
+    used = np.flatnonzero(np.bincount(labels, minlength=palette))  # only these are checked against the codebook
+    first = (used // PALETTE_ROW) * width + (used % PALETTE_ROW) * coefficients
+    indices = centroids[first[:, None] + np.arange(coefficients)[None, :], :3]  # (used, coefficients, rgb)
+    entries = np.zeros((palette, coefficients, 3), np.float32)
+    entries[used] = _lookup(files, section["codebook"], indices, "shN")
+    return labels, entries
 
 
 def _lookup(files: _SogFiles, codebook: list, indices: np.ndarray, what: str) -> np.ndarray:

@@ -19,13 +19,14 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from exgs_core.errors import SceneFormatError
 from exgs_core.fileio import atomic_write
-from exgs_core.scene import GaussianScene
-from exgs_core.sh import num_sh_bases
+from exgs_core.scene import GaussianScene, SplitScene
+from exgs_core.sh import f_rest_name, num_sh_bases
 
 MAGIC = 0x5053474E  # "NGSP" little-endian
 READ_VERSIONS = (2, 3, 4)
@@ -38,16 +39,27 @@ MAX_FRACTIONAL_BITS = 12  # Niantic's choice (~0.25 mm); fewer only when the sce
 
 
 def read_spz(path: str | os.PathLike) -> GaussianScene:
-    path = Path(path)
+    return cast(GaussianScene, _read(Path(path), split=False))
+
+
+def read_spz_split(path: str | os.PathLike) -> SplitScene:
+    """read_spz's Gaussians as a SplitScene whose f_rest columns are separate arrays, decoded one at a time from
+    the file's SH bytes (no (N, K, 3) block), with the same values."""
+    return cast(SplitScene, _read(Path(path), split=True))
+
+
+def _read(path: Path, split: bool) -> GaussianScene | SplitScene:
     data = path.read_bytes()
+    source_bytes = len(data)
     if data[:2] == b"\x1f\x8b":
         header, body = _inflate_legacy(path, data)
     elif data[:4] == b"NGSP":
         header, body = _decompress_v4(path, data)
     else:
         raise SceneFormatError(path, "not an .spz file (neither gzip nor an NGSP header)")
-    scene = _decode(path, header, body)
-    scene.metadata.update(format="spz", source_bytes=len(data), spz_version=header["version"])
+    del data  # the file's bytes, once inflated
+    scene = _decode(path, header, body, split)
+    scene.metadata.update(format="spz", source_bytes=source_bytes, spz_version=header["version"])
     return scene
 
 
@@ -126,14 +138,28 @@ def _decompress_v4(path: Path, data: bytes) -> tuple[dict, bytes]:
     return header, b"".join(blocks)
 
 
-def _decode(path: Path, header: dict, body: bytes) -> GaussianScene:
+def _decode(path: Path, header: dict, body: bytes, split: bool) -> GaussianScene | SplitScene:
     n = header["count"]
     sizes = _block_sizes(header)
     blocks, start = [], 0
     for size in sizes:
         blocks.append(np.frombuffer(body, np.uint8, size, start))
         start += size
-    positions, alphas, colors, scales, rotations, sh = blocks
+    k = num_sh_bases(header["degree"])
+    # the Gaussians at SH 0 first, so that their float64 temporaries are gone before the SH columns are made
+    scene, columns = SplitScene.to_fill(_decode_base(header, *blocks[:5]), k, split)
+    stored = blocks[5].reshape(n, k - 1, 3)  # coefficient-major, channel inner
+    for channel in range(3):
+        for coefficient in range(1, k):
+            column = stored[:, coefficient - 1, channel].astype(np.float64)
+            columns[f_rest_name(channel, coefficient, k)][:] = (column - 128.0) / 128.0
+    return scene
+
+
+def _decode_base(header: dict, positions: np.ndarray, alphas: np.ndarray, colors: np.ndarray, scales: np.ndarray,
+                 rotations: np.ndarray) -> GaussianScene:
+    """The Gaussians with their DC colour only (SH degree 0)."""
+    n = header["count"]
     fixed = positions.reshape(n, 3, 3).astype(np.int32)
     fixed = fixed[..., 0] | (fixed[..., 1] << 8) | (fixed[..., 2] << 16)
     fixed = np.where(fixed & 0x800000, fixed - (1 << 24), fixed)
@@ -147,8 +173,7 @@ def _decode(path: Path, header: dict, body: bytes) -> GaussianScene:
         quats = _unpack_first_three(rotations.reshape(n, 3))
     else:
         quats = _unpack_smallest_three(rotations.view("<u4"))
-    rest = (sh.reshape(n, -1, 3).astype(np.float64) - 128.0) / 128.0
-    return GaussianScene(means, quats, log_scales, opacity, np.concatenate([dc[:, None, :], rest], axis=1))
+    return GaussianScene(means, quats, log_scales, opacity, dc[:, None, :])
 
 
 def _unpack_first_three(packed: np.ndarray) -> np.ndarray:
