@@ -49,3 +49,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist's two processes (`-n 2 --dist loadscope` in pyproject.toml) take work a module at a time, so
+    each module fixture is computed once, with every test in tests/blender as one unit: their session fixtures
+    (the zip built and installed in both Blenders, the numba kernels shared with them) are then made once. Most
+    tests are single-threaded, so the Blender tests and the core tests run side by side on 2 cores."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BlenderTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/blender" if nodeid.startswith("tests/blender/") else super()._split_scope(nodeid)
+
+    return BlenderTestsTogether(config, log)
