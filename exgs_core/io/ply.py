@@ -205,29 +205,27 @@ def _read_elements_with_plyfile(path: str | os.PathLike, names: list[str]) -> di
 
 def read_ply(path: str | os.PathLike) -> GaussianScene:
     """Read an INRIA-layout .ply (binary LE/BE or ASCII); raw values are kept unchanged."""
-    header, vertex, rest_count = _checked_vertices(path)
-    return _with_file_facts(path, header, _read_vertices(path, header, vertex, rest_count))
+    return cast(GaussianScene, _read(path, split=False))
 
 
 def read_ply_split(path: str | os.PathLike) -> SplitScene:
-    """read_ply's Gaussians as a SplitScene whose f_rest columns are separate arrays (from a binary body; the
-    columns of an ASCII one are views of read_ply's scene), with the same values."""
+    """read_ply's Gaussians as a SplitScene whose f_rest columns are separate arrays, with the same values."""
+    return cast(SplitScene, _read(path, split=True))
+
+
+def _read(path: str | os.PathLike, split: bool) -> GaussianScene | SplitScene:
     header, vertex, rest_count = _checked_vertices(path)
+    scene, rest = SplitScene.to_fill(_empty_scene(vertex.count), num_sh_bases_for_rest(rest_count), split)
+    columns = {**_scene_columns(scene.base if isinstance(scene, SplitScene) else scene), **rest}
     if _needs_plyfile(header):
-        return SplitScene.of(_with_file_facts(path, header, _read_vertices(path, header, vertex, rest_count)))
-    base = _empty_scene(vertex.count, 0)
-    scene, rest = SplitScene.to_fill(base, num_sh_bases_for_rest(rest_count), split=True)
-    _read_binary_columns(path, header, vertex, {**_scene_columns(base), **rest})
-    _with_file_facts(path, header, base)
-    return cast(SplitScene, scene)
-
-
-def _read_vertices(path: str | os.PathLike, header: PlyHeader, vertex: PlyElementHeader,
-                   rest_count: int) -> GaussianScene:
-    if _needs_plyfile(header):
-        return _scene_from_vertices(read_ply_elements(path, header, ["vertex"])["vertex"], rest_count)
-    scene = _empty_scene(vertex.count, rest_count)
-    _read_binary_columns(path, header, vertex, _scene_columns(scene))
+        data = read_ply_elements(path, header, ["vertex"])["vertex"]
+        for name, out in columns.items():
+            out[:] = data[name]
+    else:
+        _read_binary_columns(path, header, vertex, columns)
+    scene.metadata.update(format="ply", source_bytes=os.path.getsize(path))
+    if header.comments:
+        scene.metadata["comments"] = list(header.comments)
     return scene
 
 
@@ -246,13 +244,6 @@ def _checked_vertices(path: str | os.PathLike) -> tuple[PlyHeader, PlyElementHea
     check_body_size(path, header, os.path.getsize(path))
     _warn_about_ignored(path, header, vertex)
     return header, vertex, rest_count
-
-
-def _with_file_facts(path: str | os.PathLike, header: PlyHeader, scene: GaussianScene) -> GaussianScene:
-    scene.metadata.update(format="ply", source_bytes=os.path.getsize(path))
-    if header.comments:
-        scene.metadata["comments"] = list(header.comments)
-    return scene
 
 
 def _check_vertex_properties(path: str | os.PathLike, vertex: PlyElementHeader) -> int:
@@ -284,18 +275,11 @@ def _warn_about_ignored(path: str | os.PathLike, header: PlyHeader, vertex: PlyE
     if unknown:
         warnings.warn(
             f"{path}: ignoring unknown properties of element 'vertex': {', '.join(unknown)}", FormatWarning,
-            stacklevel=7,  # the caller of read_scene
+            stacklevel=8,  # the caller of read_scene
         )
     others = [e.name for e in header.elements if e is not vertex]
     if others:
-        warnings.warn(f"{path}: ignoring PLY elements {', '.join(others)}", FormatWarning, stacklevel=7)
-
-
-def _scene_from_vertices(data: np.ndarray, rest_count: int) -> GaussianScene:
-    scene = _empty_scene(len(data), rest_count)
-    for name, out in _scene_columns(scene).items():
-        out[:] = data[name]
-    return scene
+        warnings.warn(f"{path}: ignoring PLY elements {', '.join(others)}", FormatWarning, stacklevel=8)
 
 
 # Rows decoded per read of a binary body: 16k rows of an SH-3 .ply are 4 MB, small next to any scene that
@@ -303,24 +287,20 @@ def _scene_from_vertices(data: np.ndarray, rest_count: int) -> GaussianScene:
 READ_CHUNK_ROWS = 1 << 14
 
 
-def _empty_scene(count: int, rest_count: int) -> GaussianScene:
-    k = num_sh_bases_for_rest(rest_count)
+def _empty_scene(count: int) -> GaussianScene:
+    """Room for `count` Gaussians at SH degree 0 (the f_rest columns come from SplitScene.to_fill)."""
     return GaussianScene(np.empty((count, 3), np.float32), np.empty((count, 4), np.float32),
                          np.empty((count, 3), np.float32), np.empty(count, np.float32),
-                         np.empty((count, k, 3), np.float32))
+                         np.empty((count, 1, 3), np.float32))
 
 
 def _scene_columns(scene: GaussianScene) -> dict[str, np.ndarray]:
-    """The .ply property of each column of the scene's arrays, as views of them (f_rest channel-major)."""
-    k = scene.sh.shape[1]
+    """The .ply property of each column of the scene's arrays but f_rest, as views of them."""
     columns = {name: scene.means[:, index] for index, name in enumerate(POSITION)}
     columns.update({name: scene.quats[:, index] for index, name in enumerate(ROTATION)})
     columns.update({name: scene.log_scales[:, index] for index, name in enumerate(SCALES)})
     columns["opacity"] = scene.opacity_logits
-    for channel in range(3):
-        columns[F_DC[channel]] = scene.sh[:, 0, channel]
-        for coefficient in range(1, k):
-            columns[f_rest_name(channel, coefficient, k)] = scene.sh[:, coefficient, channel]
+    columns.update({name: scene.sh[:, 0, channel] for channel, name in enumerate(F_DC)})
     return columns
 
 
@@ -331,7 +311,7 @@ def _read_binary_columns(path: str | os.PathLike, header: PlyHeader, vertex: Ply
 
     Only the destination arrays grow with the file: neither the file's bytes (a memmap's pages count as the
     process's memory while they are mapped: a 10M-Gaussian SH-3 file is 2.5 GB) nor a structured copy of them
-    is held beside them. Values are converted as `_scene_from_vertices` converts those of a plyfile body.
+    is held beside them. Values are converted to float32 as those of a plyfile body are (`_read`).
     """
     offset = header.data_offset
     for element in header.elements:
