@@ -17,7 +17,7 @@ from gsplat.cuda._torch_impl import (
 
 from exgs_core.camera import Camera, orbit_cameras
 from exgs_core.io import read_scene
-from exgs_core.render import render
+from exgs_core.render import render, render_views
 from exgs_core.render.projection import covariances, intersect_tiles, project
 from exgs_core.render.rasterize import rasterize, scene_tensors, view_colors
 from exgs_core.scene import GaussianScene
@@ -196,6 +196,25 @@ def test_render_of_an_empty_view_is_background():
     out = render(scene, camera, background=(0.25, 0.5, 1.0), backend="torch")
     assert torch.all(out.alpha == 0)
     torch.testing.assert_close(out.rgb, torch.tensor([0.25, 0.5, 1.0]).expand(48, 64, 3))
+
+
+@requires_data
+@pytest.mark.parametrize("degree", [None, 0])
+def test_render_views_gives_renders_pixels_exactly(scenes, degree):
+    """Views of one scene rendered together share its covariances: the same bytes as one render() per view,
+    over more than one chunk of Gaussians (300,000 of the fox's, tiled) and with SH or without."""
+    from exgs_core.synthetic import tile_scene
+
+    scene = tile_scene(scenes["mjw_fox.ply"], 300_000)
+    scene = scene if degree is None else scene.with_sh_degree(degree)
+    cameras = views(scene, 3)
+    together = list(render_views(scene, cameras, background=(0.2, 0.3, 0.4), backend="torch"))
+    assert len(together) == 3
+    for camera, out in zip(cameras, together):
+        alone = render(scene, camera, background=(0.2, 0.3, 0.4), backend="torch")
+        assert float(alone.alpha.mean()) > 0.05
+        for field in ("rgb", "alpha", "depth"):
+            assert torch.equal(getattr(out, field), getattr(alone, field)), field
 
 
 @requires_data

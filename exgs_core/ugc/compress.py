@@ -439,14 +439,14 @@ class _CheckViews:
 
     def error(self, candidate: GaussianScene) -> float:
         """Summed mean squared error of `candidate`'s renders against the full scene's."""
-        from exgs_core.render import render
+        from exgs_core.render import render_views
 
         if self.released:
             raise RuntimeError("compress: check views on a scene whose SH bands were released (release_input)")
         if self.references is None:
-            self.references = [render(self.scene, c, backend="torch").rgb for c in self.cameras]
-        return sum(float(((render(candidate, c, backend="torch").rgb - reference) ** 2).mean())
-                   for c, reference in zip(self.cameras, self.references))
+            self.references = [out.rgb for out in render_views(self.scene, self.cameras, backend="torch")]
+        return sum(float(((out.rgb - reference) ** 2).mean())
+                   for out, reference in zip(render_views(candidate, self.cameras, backend="torch"), self.references))
 
 
 class _Encoder:
