@@ -2,7 +2,9 @@
 exgs_core.painter train ...` on this CPU-only machine (torchrun starts the processes, gloo connects them),
 against single-process runs of the same command with the same seed and the same global batch.
 
-The models are tiny and the runs a few steps on 8 tiny pairs, so each launch takes 10-25 s on 2 busy cores.
+The models are tiny and the runs a few steps on 8 tiny pairs, so each launch takes 10-25 s on 2 busy cores
+(the suite's --durations list shows this module's tests; no test asserts a time, which the other test process
+on the same cores can stretch).
 """
 
 from __future__ import annotations
@@ -175,12 +177,9 @@ def test_two_processes_train_what_one_process_trains_and_only_process_0_writes(p
     reports.mkdir()
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "sitecustomize.py").write_text(WRITES_PROBE)
-    started = time.monotonic()
     done = _launch(_args(pairs, out), {"PYTHONPATH": os.pathsep.join([str(tmp_path / "probe"), str(REPO_ROOT)]),
                                        "EXGS_TEST_WATCH": str(out), "EXGS_TEST_WRITES": str(reports)})
-    seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-3000:]
-    assert seconds < 60, f"the 2-process launch took {seconds:.0f} s"
 
     _assert_same_training(out, reference, pairs)
     state = json.loads((out / "checkpoint" / "state.json").read_text())

@@ -188,46 +188,55 @@ def test_defaults_warnings_and_messages(blender_extension: InstalledExtension, s
 
 def test_viewport_update_of_a_million_gaussians_is_instant(blender_extension: InstalledExtension,
                                                            tmp_path: Path) -> None:
-    """view_update only finds what changed; the 1M-Gaussian world scene is built on the renderer's thread."""
+    """view_update only finds what changed; the 1M-Gaussian world scene is built on the renderer's thread.
+
+    Measured by what each call allocates (tracemalloc sees numpy's arrays, so any read of the Gaussians), not by
+    its time, which another test process on the same cores can stretch: an update that re-read the 1M
+    positions alone would allocate 12 MB. The times are printed."""
     parts = [read_scene(path) for path in sorted(MESH2SPLAT_DIR.glob("*.splat"))[:10]]
     path = tmp_path / "million.splat"
     write_scene(GaussianScene.concatenate(parts), path)
     out = run_blender(SETUP + dedent("""
         import threading
+        import tracemalloc
         assert bpy.ops.import_scene.gaussian_splats(filepath=args["source"]) == {"FINISHED"}
         obj = bpy.context.active_object
         result["count"] = splats.point_count(obj.data)
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        start = time.perf_counter()
-        first = engine.viewport_parts(depsgraph, first=True)
-        result["first_seconds"] = time.perf_counter() - start
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        seconds = []
-        for _ in range(3):
+        tracemalloc.start()
+
+        def measured(name, call):
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
             start = time.perf_counter()
-            again = engine.viewport_parts(depsgraph, first=False)
-            seconds.append(time.perf_counter() - start)
-        result["again_seconds"] = seconds
+            value = call()
+            result.setdefault(name + "_seconds", []).append(time.perf_counter() - start)
+            result.setdefault(name + "_bytes", []).append(tracemalloc.get_traced_memory()[1] - before)
+            return value
+
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        first = measured("first", lambda: engine.viewport_parts(depsgraph, first=True))
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        for _ in range(3):
+            again = measured("again", lambda: engine.viewport_parts(depsgraph, first=False))
         result["same_key"] = again.key == first.key
         built = {}
-        start = time.perf_counter()
-        thread = threading.Thread(target=lambda: built.update(scene=again.build()))
-        thread.start()
-        thread.join()
-        result["build_seconds"] = time.perf_counter() - start
+
+        def build_on_a_thread():
+            thread = threading.Thread(target=lambda: built.update(scene=again.build()))
+            thread.start()
+            thread.join()
+        measured("build", build_on_a_thread)
         obj.location.x += 1.0
         depsgraph = bpy.context.evaluated_depsgraph_get()
-        start = time.perf_counter()
-        moved = engine.viewport_parts(depsgraph, first=False)
-        result["moved_seconds"] = time.perf_counter() - start
+        moved = measured("moved", lambda: engine.viewport_parts(depsgraph, first=False))
         result["moved_key"] = moved.key != first.key
         shift = moved.build().means[:1000] - built["scene"].means[:1000]
         result["moved_by"] = shift.mean(axis=0).tolist()
     """), blender_extension, args={"source": str(path), "camera": CAMERA, "world": list(WORLD)})
     assert out["count"] == 1_000_000
-    assert max(out["again_seconds"]) < 0.1, out
-    assert out["moved_seconds"] < 0.1, out
+    assert out["build_bytes"][0] > 12_000_000, out  # the build reads the Gaussians (tracemalloc sees it)...
+    assert max(out["again_bytes"]) < 1_000_000, out  # ... an unchanged update reads none of them
+    assert max(out["moved_bytes"]) < 1_000_000, out  # ... nor one that moved an object
     assert out["same_key"] and out["moved_key"]
-    assert out["build_seconds"] > 5 * max(out["again_seconds"])  # the costly part is the one off the main thread
     np.testing.assert_allclose(out["moved_by"], [1.0, 0.0, 0.0], atol=1e-4)
-    print({k: v for k, v in out.items() if "seconds" in k})
+    print({k: v for k, v in out.items() if "seconds" in k or "bytes" in k})
