@@ -195,6 +195,25 @@ def test_cli_compress_decompress_and_eval(tmp_path, capsys):
 
 
 @requires_data
+def test_a_file_that_measured_the_coder_is_not_coded_again(monkeypatch):
+    """The size search measures lzma on a whole file once (its ratio to the fast coder); when the search ends on
+    that file's count, here because every Gaussian fits, that file is the one written, not coded a second time
+    (8 s at 1.7M Gaussians)."""
+    import exgs_core.io.exgs as exgs_io
+
+    spot = read_scene(MESH2SPLAT_DIR / "spot.splat").subset(slice(0, 30_000))
+    coded = []
+    real_compress = exgs_io.compress
+    monkeypatch.setattr(exgs_io, "compress",
+                        lambda payload, codec: coded.append(codec) or real_compress(payload, codec))
+    settings = CompressSettings(method="paper", quantisation_level=6, sh_degree=0, voxel_proportional=1.0)
+    result = compress(spot, Target("ratio", 10.0), scoring_cameras(spot, views=6, size=64), settings)
+    assert len(decompress(result.data)) == 30_000 and len(result.data) < 248 * 30_000 / 10
+    sections = len(exgs_io.scene_section_sizes(exgs_io.read_exgs_header(result.data)))
+    assert coded.count("lzma") == sections  # one file's sections, each coded once
+
+
+@requires_data
 def test_cli_compress_never_overwrites_its_input(tmp_path, capsys):
     source = tmp_path / "fox.exgs"
     assert main(["convert", str(SCENES_DIR / "mjw_fox.ply"), str(source)]) == 0
