@@ -385,10 +385,12 @@ def test_import_writes_the_files_values_exactly(blender_extension: InstalledExte
         assert found["different"] == [], path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiled_scenes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Path]]]:
     """The SH-3 scene tiled to 300k and 900k Gaussians in every format of SPLIT_FORMATS (made when first asked
-    for, once for both Blenders), by suffix; deleted afterwards (1 GB: pytest keeps the folders of its last runs)."""
+    for, once for both Blenders), by suffix; deleted afterwards (1 GB: pytest keeps the folders of its last runs).
+    Session-scoped: pytest runs every test of one Blender before the other's (the Blender is a session-scoped
+    parameter), so a module's fixture was made twice, and writing the .sog files alone takes 40 s."""
     from exgs_core.synthetic import write_tiled_ply
 
     folder = tmp_path_factory.mktemp("tiled")
