@@ -21,7 +21,7 @@ from exgs_core.errors import SceneFormatError
 from exgs_core.io import (READABLE_FORMATS, WRITABLE_FORMATS, detect_format, read_scene, read_split_scene,
                           write_scene)
 from exgs_core.io.gltf import read_gltf, write_glb, write_gltf
-from exgs_core.io.sog_write import encode_sog, quantize_1d, sh_palette
+from exgs_core.io.sog_write import distinct_rows, encode_sog, quantize_1d, sh_palette
 from exgs_core.io.spz import encode_spz, read_spz
 from exgs_core.metrics import psnr
 from exgs_core.render import render
@@ -207,6 +207,31 @@ def test_sog_palette_clusters_when_rows_exceed_it() -> None:
     assert len(palette) == 2048 and labels.max() < 2048  # splat-transform's rule for 3000 Gaussians
     nearest = ((rows[:, None, :] - palette[None, :, :]) ** 2).sum(-1).argmin(1)
     assert (labels == nearest).mean() > 0.99
+
+
+def test_sog_palette_of_few_distinct_rows_is_np_unique_of_them() -> None:
+    """The palette of a scene whose SH rows repeat (a SOG file's own palette, read back) is np.unique's distinct
+    rows and labels, found by hashing the rows; rows beyond the limit give None without sorting them all."""
+    real = read_scene(DATA / "playbot_400.sog")  # splat-transform's palette of the playbot's SH-2 rows
+    rows = real.sh[:, 1:, :].reshape(len(real), -1)
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(-2, 3, size=(20_000, 9)).astype(np.float32) * 0.5
+    coarse[::7, 0] = -0.0  # equal to 0.0 for np.unique
+    for values in (rows, coarse):
+        expected, inverse = np.unique(values, axis=0, return_inverse=True)
+        found, labels = distinct_rows(values, len(values))
+        assert len(expected) < len(values) and np.array_equal(found, expected)
+        assert np.array_equal(labels, inverse.reshape(-1))
+    assert distinct_rows(coarse, len(np.unique(coarse, axis=0)) - 1) is None
+
+
+def test_sog_file_of_the_same_scene_is_the_same_bytes(tmp_path: Path) -> None:
+    import time
+
+    write_scene(source("playbot_400"), tmp_path / "a.sog")
+    time.sleep(2.1)  # a zip stores the time in 2-second steps
+    write_scene(source("playbot_400"), tmp_path / "b.sog")
+    assert (tmp_path / "a.sog").read_bytes() == (tmp_path / "b.sog").read_bytes()
 
 
 def test_sog_writer_names_every_file_meta_json_lists() -> None:
